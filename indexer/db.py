@@ -1,0 +1,190 @@
+"""Opening the index: URL resolution, SQLite settings, file permissions and migrations."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+
+from .errors import DatabaseError
+
+DEFAULT_DB = "dicom-index.db"
+ENV_VAR = "INDEXER_DB"
+_PG_MIGRATION_LOCK = 7_301_920_441  # advisory lock key: one migrator at a time on a server
+
+
+def resolve_url(db: str | None) -> str:
+    """Return a SQLAlchemy URL for `db`, `$INDEXER_DB` or the default SQLite file.
+
+    A value without ``://`` is a path to a SQLite file.
+    """
+    value = db or os.environ.get(ENV_VAR) or DEFAULT_DB
+    if "://" not in value:
+        value = "sqlite:///" + os.path.abspath(value)
+    elif value.startswith("postgresql://") or value.startswith("postgres://"):
+        value = "postgresql+psycopg://" + value.split("://", 1)[1]
+    return value
+
+
+def describe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<invalid database URL>"
+
+
+def _sqlite_path(url: str) -> str | None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    database = parsed.database or ""
+    return None if database in ("", ":memory:") else database
+
+
+def _create_private_file(path: str) -> None:
+    """Create the SQLite file readable by its owner only (its WAL and SHM files inherit the mode)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
+    cursor.execute("PRAGMA cache_size=-65536")  # 64 MiB
+    cursor.execute("PRAGMA busy_timeout=60000")
+    cursor.close()
+
+
+def make_engine(url: str, *, read_only: bool = False) -> Engine:
+    """Create an engine for the index. SQLite files are created mode 0600 and opened in WAL mode.
+
+    Raises DatabaseError for a malformed URL or an unknown driver.
+    """
+    try:
+        sqlite_file = _sqlite_path(url)
+        if sqlite_file is not None:
+            if read_only:
+                if not os.path.exists(sqlite_file):
+                    raise DatabaseError(f"no index at {sqlite_file}; run `indexer index` first")
+                engine = create_engine(
+                    f"sqlite:///file:{sqlite_file}?mode=ro&uri=true",
+                    connect_args={"timeout": 60},
+                )
+            else:
+                _create_private_file(sqlite_file)
+                engine = create_engine(url, connect_args={"timeout": 60})
+                event.listen(engine, "connect", _sqlite_pragmas)
+            return engine
+        return create_engine(url, pool_pre_ping=True)
+    except (ArgumentError, ImportError) as err:
+        raise DatabaseError(f"cannot use database URL {describe_url(url)}: {err}") from None
+
+
+def _migrations_dir() -> str:
+    installed = Path(__file__).resolve().parent / "_migrations"  # where the wheel puts them
+    if (installed / "env.py").is_file():
+        return str(installed)
+    # A source checkout or an editable install: the folder beside the package.
+    return str(Path(__file__).resolve().parent.parent / "migrations")
+
+
+def alembic_config(connection: Connection | None = None) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", _migrations_dir())
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(connection: Connection) -> str | None:
+    from alembic.migration import MigrationContext
+
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Apply migrations up to `revision`, one migrator at a time on PostgreSQL."""
+    from alembic import command
+
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+        elif connection.dialect.name == "sqlite":
+            connection.exec_driver_sql("BEGIN IMMEDIATE") if not connection.in_transaction() else None
+        command.upgrade(alembic_config(connection), revision)
+
+
+def open_index(db: str | None, *, create: bool = True, migrate: bool = True) -> Engine:
+    """Open the index named by `db` (see resolve_url), creating or upgrading its schema.
+
+    A new, empty database is always brought to the current schema. An existing one
+    at an older schema is upgraded when `migrate` is true; otherwise DatabaseError
+    tells the user to run ``indexer db upgrade``.
+    """
+    url = resolve_url(db)
+    engine = make_engine(url, read_only=not create)
+    head = head_revision()
+    try:
+        with engine.connect() as connection:
+            current = current_revision(connection)
+            empty = not inspect(connection).get_table_names()
+    except OperationalError as err:
+        raise DatabaseError(f"cannot open the index at {describe_url(url)}: {first_line(err)}") from None
+    except SQLAlchemyError as err:
+        raise DatabaseError(f"cannot open the index at {describe_url(url)}: {first_line(err)}") from None
+    if current == head:
+        return engine
+    if current is None and not empty:
+        raise DatabaseError(f"{describe_url(url)} holds tables but no indexer schema version; "
+                            "point --db at an empty database or an index")
+    if not create:
+        if current is None:
+            raise DatabaseError(f"no index at {describe_url(url)}; run `indexer index` first")
+        raise DatabaseError(f"the index at {describe_url(url)} has an older schema ({current}); "
+                            "run `indexer db upgrade`")
+    if current is not None and not migrate:
+        raise DatabaseError(f"the index at {describe_url(url)} has an older schema ({current}); "
+                            "run `indexer db upgrade`")
+    try:
+        upgrade(engine)
+    except SQLAlchemyError as err:
+        raise DatabaseError(f"cannot create the schema in {describe_url(url)}: {first_line(err)}") from None
+    return engine
+
+
+@contextmanager
+def connect(db: str | None, *, write: bool = False) -> Iterator[Connection]:
+    """A connection to an existing index, read-only unless `write`."""
+    engine = open_index(db, create=write)
+    try:
+        with engine.connect() as connection:
+            yield connection
+    finally:
+        engine.dispose()
+
+
+def first_line(err: Exception) -> str:
+    """The first line of a database error, without SQLAlchemy's background link."""
+    text_ = str(getattr(err, "orig", None) or err)
+    return text_.strip().splitlines()[0] if text_.strip() else type(err).__name__

@@ -1,0 +1,225 @@
+"""Tables of the index. One MetaData with a naming convention, so both databases get the same names.
+
+Layout, from the archive down:
+  runs                      one row per `indexer index` run
+  files                     every regular file met under the roots, with its status
+  errors                    what went wrong, per file and run (path, stage, reason, message)
+  patients/studies/series   the DICOM hierarchy, keyed by Patient ID + issuer and the UIDs
+  instances                 one row per DICOM file that was read (the file's data set)
+  elements                  one row per data element or sequence item of each instance
+  paths                     the distinct sequence paths that elements point at (a dictionary)
+  encapsulated              fragment counts, sizes and offset tables of encapsulated values
+
+Elements are the bulk of the database (hundreds per instance), so their rows are
+kept narrow: the path text, tag, keyword and private creator live once in `paths`,
+and the row holds a 64-bit path id derived from the path itself (a hash), which
+every writer computes alike without asking the database.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Base(DeclarativeBase):
+    metadata = metadata
+
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("started_at", Float, nullable=False),  # Unix time
+    Column("finished_at", Float),
+    Column("roots", Text, nullable=False),  # JSON list of the paths given
+    Column("options", Text, nullable=False),  # JSON object
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("outcome", String(16), nullable=False),  # running, completed, interrupted, failed
+    Column("files_seen", Integer, nullable=False, default=0),
+    Column("files_indexed", Integer, nullable=False, default=0),
+    Column("files_unchanged", Integer, nullable=False, default=0),
+    Column("files_failed", Integer, nullable=False, default=0),
+    Column("files_skipped", Integer, nullable=False, default=0),
+    Column("files_missing", Integer, nullable=False, default=0),
+    Column("elements_written", BigInteger, nullable=False, default=0),
+)
+
+files = Table(
+    "files",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("path", Text, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("mtime_ns", BigInteger, nullable=False),
+    # indexed, partial (read up to a problem), not_dicom, error, missing
+    Column("status", String(16), nullable=False),
+    Column("preamble", Boolean),
+    Column("has_meta", Boolean),
+    Column("transfer_syntax", String(64)),
+    Column("explicit_vr", Boolean),
+    Column("little_endian", Boolean),
+    Column("deflated", Boolean),
+    Column("element_count", Integer),
+    Column("max_depth", Integer),
+    Column("fragment_sequences", Integer),
+    Column("fragments", Integer),
+    Column("problem", Text),
+    Column("first_run", Integer, nullable=False),
+    Column("last_run", Integer, nullable=False),  # last run that saw the file
+    Column("indexed_at", Float),
+    UniqueConstraint("path"),
+    Index(None, "status"),
+)
+
+errors = Table(
+    "errors",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("run_id", Integer, ForeignKey("runs.id"), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("stage", String(16), nullable=False),  # crawl, read, walk
+    Column("reason", String(32), nullable=False),  # not_dicom, truncated, invalid, unreadable, ...
+    Column("message", Text, nullable=False),
+    Column("severity", String(8), nullable=False),  # error, warning
+    Column("at", Float, nullable=False),
+    Index(None, "path"),
+    Index(None, "run_id"),
+)
+
+patients = Table(
+    "patients",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("patient_id", String(64), nullable=False),  # "" when the files carry none
+    Column("issuer", String(64), nullable=False),
+    Column("patient_name", Text),
+    Column("birth_date", String(16)),
+    Column("sex", String(16)),
+    UniqueConstraint("patient_id", "issuer"),
+)
+
+studies = Table(
+    "studies",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("study_uid", String(64), nullable=False),
+    Column("patient_ref", Integer, ForeignKey("patients.id"), nullable=False),
+    Column("study_date", String(16)),
+    Column("study_time", String(32)),
+    Column("accession_number", String(64)),
+    Column("study_id", String(64)),
+    Column("description", Text),
+    Column("referring_physician", Text),
+    UniqueConstraint("study_uid"),
+    Index(None, "patient_ref"),
+    Index(None, "study_date"),
+)
+
+series = Table(
+    "series",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("series_uid", String(64), nullable=False),
+    Column("study_ref", Integer, ForeignKey("studies.id"), nullable=False),
+    Column("modality", String(16)),
+    Column("series_number", String(16)),
+    Column("description", Text),
+    Column("body_part", String(64)),
+    Column("manufacturer", Text),
+    Column("model", Text),
+    Column("series_date", String(16)),
+    UniqueConstraint("series_uid"),
+    Index(None, "study_ref"),
+    Index(None, "modality"),
+)
+
+instances = Table(
+    "instances",
+    metadata,
+    Column("file_id", Integer, ForeignKey("files.id"), primary_key=True),
+    Column("series_ref", Integer, ForeignKey("series.id")),  # NULL when the hierarchy is broken
+    Column("sop_instance_uid", String(64)),
+    Column("sop_class_uid", String(64)),
+    Column("modality", String(16)),
+    Column("instance_number", String(16)),
+    Column("content_date", String(16)),
+    Column("rows", Integer),
+    Column("columns", Integer),
+    Column("frames", Integer),
+    Column("element_count", Integer, nullable=False),
+    # why the instance is outside the hierarchy or shares its UID, e.g. "no StudyInstanceUID"
+    Column("hierarchy_problem", Text),
+    Index(None, "sop_instance_uid"),
+    Index(None, "series_ref"),
+    Index(None, "sop_class_uid"),
+)
+
+paths = Table(
+    "paths",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),  # hash of (path, creator)
+    Column("path", Text, nullable=False),  # "(0040,0275)[0].(0040,0008)[0].(0008,0100)"
+    Column("location", Text, nullable=False),  # the path without item numbers
+    Column("tag", BigInteger, nullable=False),
+    Column("depth", Integer, nullable=False),
+    Column("keyword", String(64), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("private_creator", String(64)),
+    Index(None, "tag"),
+    Index(None, "location"),
+)
+
+elements = Table(
+    "elements",
+    metadata,
+    # No foreign key on file_id: the writer deletes an instance's rows itself, and PostgreSQL
+    # would otherwise run a referential check for each of hundreds of millions of rows.
+    Column("file_id", Integer, primary_key=True, autoincrement=False),
+    Column("ordinal", Integer, primary_key=True, autoincrement=False),  # position in the file
+    Column("path_id", BigInteger, nullable=False),
+    Column("vr", String(2), nullable=False),
+    Column("vm", Integer, nullable=False),
+    Column("length", BigInteger, nullable=False),
+    Column("value", Text),
+    Column("number", Float),
+    Column("flags", Integer, nullable=False),
+    Index(None, "path_id"),
+    sqlite_with_rowid=False,
+)
+
+encapsulated = Table(
+    "encapsulated",
+    metadata,
+    Column("file_id", Integer, primary_key=True, autoincrement=False),
+    Column("ordinal", Integer, primary_key=True, autoincrement=False),
+    Column("fragments", Integer, nullable=False),  # Basic Offset Table item not counted
+    Column("fragment_bytes", BigInteger, nullable=False),
+    Column("fragment_sizes", Text, nullable=False),  # comma-separated
+    Column("offset_table", Text, nullable=False),  # comma-separated, "" when empty
+    sqlite_with_rowid=False,
+)

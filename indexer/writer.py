@@ -1,0 +1,409 @@
+"""The single writer: runs, incremental checks and batched, atomic writes of walked files.
+
+Every batch is one transaction: a file's row, its instance, elements, fragments
+and errors land together or not at all, so a kill at any moment leaves an index
+that the next run completes. Rows are written in path order and all keys are
+upserts, so several writers can share one PostgreSQL database without
+duplicates or deadlocks.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from . import summaries
+from .crawler import Skipped
+from .rows import FailedFile, IndexedFile, Outcome, looks_like_dicom_name
+from .schema import (
+    elements,
+    encapsulated,
+    errors,
+    files,
+    instances,
+    paths,
+    patients,
+    runs,
+    series,
+    studies,
+)
+
+_ELEMENT_COLUMNS = ("file_id", "ordinal", "path_id", "vr", "vm", "length", "value", "number", "flags")
+_SQLITE_MAX_PARAMS = 30_000
+
+
+@dataclass(slots=True)
+class BatchReport:
+    indexed: int = 0  # read completely
+    partial: int = 0  # read up to a recorded problem
+    failed: int = 0  # not readable as DICOM, recorded in errors
+    skipped: int = 0  # not DICOM and not named like DICOM: recorded in files only
+    elements: int = 0
+
+
+def _chunks(items: Sequence[object], size: int) -> Iterable[Sequence[object]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class IndexWriter:
+    """Writes one run's results into the index behind `engine`."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self._insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        self.run_id = 0
+
+    # -- runs -------------------------------------------------------------------------------
+
+    def start_run(self, roots: Sequence[str], options: dict[str, object]) -> int:
+        """Record a new run (and close runs of this host whose process is gone)."""
+        host = socket.gethostname()
+        with self.engine.begin() as conn:
+            stale = conn.execute(
+                select(runs.c.id, runs.c.pid).where(runs.c.outcome == "running", runs.c.host == host)
+            ).all()
+            dead = [run_id for run_id, pid in stale if not _pid_alive(pid)]
+            if dead:
+                conn.execute(update(runs).where(runs.c.id.in_(dead)).values(outcome="interrupted"))
+            self.run_id = conn.execute(
+                insert(runs).returning(runs.c.id),
+                {
+                    "started_at": time.time(),
+                    "roots": json.dumps(list(roots)),
+                    "options": json.dumps(options, sort_keys=True),
+                    "host": host,
+                    "pid": os.getpid(),
+                    "outcome": "running",
+                    "files_seen": 0,
+                    "files_indexed": 0,
+                    "files_unchanged": 0,
+                    "files_failed": 0,
+                    "files_skipped": 0,
+                    "files_missing": 0,
+                    "elements_written": 0,
+                },
+            ).scalar_one()
+        return self.run_id
+
+    def finish_run(self, outcome: str, counts: dict[str, int]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(runs)
+                .where(runs.c.id == self.run_id)
+                .values(outcome=outcome, finished_at=time.time(), **counts)
+            )
+
+    # -- incremental --------------------------------------------------------------------------
+
+    def split_unchanged(
+        self, conn: Connection, found: Sequence[tuple[str, int, int]]
+    ) -> tuple[list[tuple[str, int, int]], list[int]]:
+        """Split (path, size, mtime_ns) into files to read and ids of unchanged indexed files."""
+        known: dict[str, tuple[int, int, int, str]] = {}
+        for chunk in _chunks([f[0] for f in found], 2000):
+            for row in conn.execute(
+                select(files.c.path, files.c.size, files.c.mtime_ns, files.c.id, files.c.status).where(
+                    files.c.path.in_(chunk)
+                )
+            ):
+                known[row.path] = (row.size, row.mtime_ns, row.id, row.status)
+        to_read: list[tuple[str, int, int]] = []
+        unchanged: list[int] = []
+        for item in found:
+            old = known.get(item[0])
+            if old is not None and old[0] == item[1] and old[1] == item[2] and old[3] != "missing":
+                unchanged.append(old[2])
+            else:
+                to_read.append(item)
+        return to_read, unchanged
+
+    def mark_seen(self, conn: Connection, file_ids: Sequence[int]) -> None:
+        for chunk in _chunks(file_ids, 2000):
+            conn.execute(update(files).where(files.c.id.in_(chunk)).values(last_run=self.run_id))
+
+    def mark_missing(self, roots: Sequence[str], prune: bool) -> int:
+        """Mark files under `roots` that this run did not see as missing (or delete them)."""
+        conditions = []
+        for root in roots:
+            root = root.rstrip("/") or "/"
+            below = root if root.endswith("/") else root + "/"
+            # A range, not LIKE: it uses the index on path and needs no escaping.
+            conditions.append(
+                or_(files.c.path == root, and_(files.c.path >= below, files.c.path < below[:-1] + "0"))
+            )
+        if not conditions:
+            return 0
+        gone = and_(files.c.last_run < self.run_id, or_(*conditions))
+        with self.engine.begin() as conn:
+            if prune:
+                ids = [row[0] for row in conn.execute(select(files.c.id).where(gone))]
+                for chunk in _chunks(ids, 2000):
+                    self._delete_contents(conn, list(chunk))  # type: ignore[arg-type]
+                    conn.execute(delete(errors).where(errors.c.path.in_(
+                        select(files.c.path).where(files.c.id.in_(chunk)))))
+                    conn.execute(delete(files).where(files.c.id.in_(chunk)))
+                return len(ids)
+            result = conn.execute(update(files).where(gone, files.c.status != "missing").values(status="missing"))
+            return result.rowcount or 0
+
+    # -- batches ------------------------------------------------------------------------------
+
+    def write_batch(
+        self, conn: Connection, outcomes: Sequence[Outcome], unchanged_ids: Sequence[int],
+        skipped: Sequence[Skipped],
+    ) -> BatchReport:
+        """Write walked files, unchanged marks and crawl skips in the caller's transaction."""
+        report = BatchReport()
+        now = time.time()
+        if unchanged_ids:
+            self.mark_seen(conn, unchanged_ids)
+        if skipped:
+            self._record_skips(conn, skipped, now)
+        if not outcomes:
+            return report
+        ordered = sorted(outcomes, key=lambda o: o.path)  # one lock order for every writer
+        file_ids = self._upsert_files(conn, ordered, now)
+        self._delete_contents(conn, list(file_ids.values()))
+        conn.execute(delete(errors).where(errors.c.path.in_([o.path for o in ordered])))
+
+        walked = [o for o in ordered if isinstance(o, IndexedFile)]
+        new_paths = {row[0]: row for o in walked for row in o.new_paths}
+        if new_paths:
+            conn.execute(
+                self._insert(paths).on_conflict_do_nothing(index_elements=["id"]),
+                [dict(zip(("id", "path", "location", "tag", "depth", "keyword", "name",
+                           "private_creator"), row)) for row in sorted(new_paths.values())],
+            )
+        self._write_hierarchy(conn, walked, file_ids)
+
+        element_rows: list[tuple[object, ...]] = []
+        fragment_rows: list[tuple[object, ...]] = []
+        error_rows: list[dict[str, object]] = []
+        for outcome in ordered:
+            file_id = file_ids[outcome.path]
+            if isinstance(outcome, FailedFile):
+                if outcome.status == "not_dicom" and not looks_like_dicom_name(outcome.path):
+                    report.skipped += 1
+                    continue
+                report.failed += 1
+                error_rows.append(_error(self.run_id, outcome.path, "read", outcome.reason,
+                                         outcome.message, "error", now))
+                continue
+            record = outcome.record
+            if record.problem is not None:
+                report.partial += 1
+                reason = "truncated" if "ends" in record.problem or "declares" in record.problem else "invalid"
+                error_rows.append(_error(self.run_id, outcome.path, "walk", reason, record.problem,
+                                         "error", now))
+            else:
+                report.indexed += 1
+            for warning in record.warnings:
+                error_rows.append(_error(self.run_id, outcome.path, "walk", "warning", warning,
+                                         "warning", now))
+            element_rows.extend((file_id,) + row for row in outcome.element_rows)
+            fragment_rows.extend((file_id,) + row for row in outcome.encapsulated_rows)
+        report.elements = len(element_rows)
+        self._bulk_insert(conn, "elements", _ELEMENT_COLUMNS, element_rows)
+        self._bulk_insert(conn, "encapsulated", ("file_id", "ordinal", "fragments", "fragment_bytes",
+                                                 "fragment_sizes", "offset_table"), fragment_rows)
+        if error_rows:
+            conn.execute(insert(errors), error_rows)
+        summaries.add_files(conn, [file_ids[o.path] for o in walked])
+        return report
+
+    def _upsert_files(self, conn: Connection, ordered: Sequence[Outcome], now: float) -> dict[str, int]:
+        rows = []
+        for o in ordered:
+            row: dict[str, object] = {
+                "path": o.path, "size": o.size, "mtime_ns": o.mtime_ns,
+                "first_run": self.run_id, "last_run": self.run_id, "indexed_at": now,
+                "preamble": None, "has_meta": None, "transfer_syntax": None, "explicit_vr": None,
+                "little_endian": None, "deflated": None, "element_count": None, "max_depth": None,
+                "fragment_sequences": None, "fragments": None, "problem": None,
+            }
+            if isinstance(o, IndexedFile):
+                r = o.record
+                row.update(
+                    status="indexed" if r.problem is None else "partial",
+                    preamble=r.preamble, has_meta=r.has_meta, transfer_syntax=r.transfer_syntax,
+                    explicit_vr=r.explicit_vr, little_endian=r.little_endian, deflated=r.deflated,
+                    element_count=r.element_count, max_depth=r.max_depth,
+                    fragment_sequences=r.fragment_sequences, fragments=r.fragments, problem=r.problem,
+                )
+            else:
+                row.update(status=o.status, problem=o.message)
+            rows.append(row)
+        stmt = self._insert(files)
+        changing = {c: stmt.excluded[c] for c in rows[0] if c not in ("path", "first_run")}
+        stmt = stmt.on_conflict_do_update(index_elements=["path"], set_=changing)
+        result = conn.execute(stmt.returning(files.c.id, files.c.path, sort_by_parameter_order=True), rows)
+        return {row.path: row.id for row in result}
+
+    def _delete_contents(self, conn: Connection, file_ids: list[int]) -> None:
+        """Remove what a file held before (a re-index), and hierarchy rows left empty by that."""
+        if not file_ids:
+            return
+        for chunk in _chunks(file_ids, 2000):
+            old_series = {
+                row[0] for row in conn.execute(
+                    select(instances.c.series_ref).where(instances.c.file_id.in_(chunk),
+                                                         instances.c.series_ref.is_not(None)))
+            }
+            summaries.remove_files(conn, chunk)  # type: ignore[arg-type]
+            conn.execute(delete(elements).where(elements.c.file_id.in_(chunk)))
+            conn.execute(delete(encapsulated).where(encapsulated.c.file_id.in_(chunk)))
+            conn.execute(delete(instances).where(instances.c.file_id.in_(chunk)))
+            if old_series:
+                self._delete_empty_hierarchy(conn, sorted(old_series))
+
+    def _delete_empty_hierarchy(self, conn: Connection, series_ids: list[int]) -> None:
+        study_ids = sorted({r[0] for r in conn.execute(select(series.c.study_ref).where(series.c.id.in_(series_ids)))})
+        conn.execute(delete(series).where(
+            series.c.id.in_(series_ids),
+            ~select(instances.c.file_id).where(instances.c.series_ref == series.c.id).exists()))
+        patient_ids = sorted({r[0] for r in conn.execute(select(studies.c.patient_ref).where(studies.c.id.in_(study_ids)))})
+        conn.execute(delete(studies).where(
+            studies.c.id.in_(study_ids),
+            ~select(series.c.id).where(series.c.study_ref == studies.c.id).exists()))
+        conn.execute(delete(patients).where(
+            patients.c.id.in_(patient_ids),
+            ~select(studies.c.id).where(studies.c.patient_ref == patients.c.id).exists()))
+
+    def _write_hierarchy(self, conn: Connection, walked: Sequence[IndexedFile], file_ids: dict[str, int]) -> None:
+        """Upsert patients, studies and series, then insert one instance per walked file."""
+        patient_rows: dict[tuple[str, str], dict[str, object]] = {}
+        study_rows: dict[str, dict[str, object]] = {}
+        series_rows: dict[str, dict[str, object]] = {}
+        for o in walked:
+            a = o.attributes
+            study_uid = a.get("study_uid")
+            if not study_uid:
+                continue
+            key = (a.get("patient_id", ""), a.get("issuer", ""))
+            patient_rows.setdefault(key, {
+                "patient_id": key[0], "issuer": key[1], "patient_name": a.get("patient_name"),
+                "birth_date": a.get("birth_date"), "sex": a.get("sex")})
+            study_rows.setdefault(study_uid, {
+                "study_uid": study_uid, "patient_key": key, "study_date": a.get("study_date"),
+                "study_time": a.get("study_time"), "accession_number": a.get("accession_number"),
+                "study_id": a.get("study_id"), "description": a.get("study_description"),
+                "referring_physician": a.get("referring_physician")})
+            series_uid = a.get("series_uid")
+            if series_uid:
+                series_rows.setdefault(series_uid, {
+                    "series_uid": series_uid, "study_key": study_uid, "modality": a.get("modality"),
+                    "series_number": a.get("series_number"), "description": a.get("series_description"),
+                    "body_part": a.get("body_part"), "manufacturer": a.get("manufacturer"),
+                    "model": a.get("model"), "series_date": a.get("series_date")})
+
+        patient_ids: dict[tuple[str, str], int] = {}
+        if patient_rows:
+            keys = sorted(patient_rows)
+            conn.execute(self._insert(patients).on_conflict_do_nothing(index_elements=["patient_id", "issuer"]),
+                         [patient_rows[k] for k in keys])
+            for chunk in _chunks(keys, 500):
+                for row in conn.execute(select(patients.c.id, patients.c.patient_id, patients.c.issuer).where(
+                        or_(*[and_(patients.c.patient_id == p, patients.c.issuer == i) for p, i in chunk]))):  # type: ignore[misc]
+                    patient_ids[(row.patient_id, row.issuer)] = row.id
+        study_ids = self._upsert_keyed(conn, studies, "study_uid", study_rows, "patient_key", "patient_ref", patient_ids)
+        series_ids = self._upsert_keyed(conn, series, "series_uid", series_rows, "study_key", "study_ref", study_ids)
+
+        instance_rows = []
+        for o in walked:
+            a = o.attributes
+            problem = None
+            series_ref = None
+            if not a.get("study_uid"):
+                problem = "no StudyInstanceUID"
+            elif not a.get("series_uid"):
+                problem = "no SeriesInstanceUID"
+            else:
+                series_ref = series_ids.get(a["series_uid"])
+                if series_rows[a["series_uid"]]["study_key"] != a["study_uid"]:
+                    problem = "series listed under another study"
+            if not a.get("sop_instance_uid") and problem is None:
+                problem = "no SOPInstanceUID"
+            instance_rows.append({
+                "file_id": file_ids[o.path], "series_ref": series_ref,
+                "sop_instance_uid": a.get("sop_instance_uid"), "sop_class_uid": a.get("sop_class_uid"),
+                "modality": a.get("modality"), "instance_number": a.get("instance_number"),
+                "content_date": a.get("content_date"), "rows": _int(a.get("rows")),
+                "columns": _int(a.get("columns")), "frames": _int(a.get("frames")),
+                "element_count": o.record.element_count, "hierarchy_problem": problem,
+            })
+        if instance_rows:
+            conn.execute(insert(instances), instance_rows)
+
+    def _upsert_keyed(self, conn: Connection, table: object, key: str, rows: dict[str, dict[str, object]],
+                      parent_key: str, parent_column: str, parent_ids: dict) -> dict[str, int]:  # type: ignore[type-arg]
+        if not rows:
+            return {}
+        values = []
+        for uid in sorted(rows):
+            row = dict(rows[uid])
+            row[parent_column] = parent_ids[row.pop(parent_key)]
+            values.append(row)
+        conn.execute(self._insert(table).on_conflict_do_nothing(index_elements=[key]), values)  # type: ignore[arg-type]
+        ids: dict[str, int] = {}
+        column = table.c[key]  # type: ignore[attr-defined]
+        for chunk in _chunks(sorted(rows), 1000):
+            for row in conn.execute(select(table.c.id, column).where(column.in_(chunk))):  # type: ignore[attr-defined]
+                ids[row[1]] = row[0]
+        return ids
+
+    def _record_skips(self, conn: Connection, skipped: Sequence[Skipped], now: float) -> None:
+        conn.execute(delete(errors).where(errors.c.path.in_([s.path for s in skipped]), errors.c.stage == "crawl"))
+        conn.execute(insert(errors), [
+            _error(self.run_id, s.path, "crawl", s.reason, s.detail, "error" if s.reason != "not_regular" else "warning", now)
+            for s in skipped
+        ])
+
+    def _bulk_insert(self, conn: Connection, table: str, columns: Sequence[str], rows: list[tuple[object, ...]]) -> None:
+        if not rows:
+            return
+        if self.dialect == "postgresql":
+            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            return
+        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+        conn.exec_driver_sql(sql, rows)  # type: ignore[arg-type]
+
+
+def _error(run_id: int, path: str, stage: str, reason: str, message: str, severity: str, now: float) -> dict[str, object]:
+    return {"run_id": run_id, "path": path, "stage": stage, "reason": reason, "message": message,
+            "severity": severity, "at": now}
+
+
+def _int(text: str | None) -> int | None:
+    if not text:
+        return None
+    try:
+        return int(text.split("\\")[0].strip())
+    except ValueError:
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def count_rows(conn: Connection, table: object) -> int:
+    return int(conn.execute(select(func.count()).select_from(table)).scalar_one())  # type: ignore[arg-type]
