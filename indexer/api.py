@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from .crawler import Skipped, iter_files
 from .db import describe_url, first_line, open_index, resolve_url
 from .errors import DatabaseError, IndexerError
-from .rows import Outcome, process_chunk
+from .rows import Outcome, Task, process_chunk
 from .walker import DEFAULT_VALUE_LIMIT
 from .writer import IndexWriter
 
@@ -81,8 +81,9 @@ class _Feed:
 
     def __post_init__(self) -> None:
         self.slots = threading.Semaphore(self.max_outstanding)
+        self.postgres = self.writer.dialect == "postgresql"
 
-    def items(self) -> Iterator[list[tuple[str, int, int, int]]]:
+    def items(self) -> Iterator[list[Task]]:
         try:
             with self.writer.engine.connect() as conn:
                 batch: list[tuple[str, int, int]] = []
@@ -102,14 +103,14 @@ class _Feed:
 
     def _check(
         self, conn: Any, batch: list[tuple[str, int, int]]
-    ) -> Iterator[list[tuple[str, int, int, int]]]:
+    ) -> Iterator[list[Task]]:
         to_read, unchanged = self.writer.split_unchanged(conn, batch)
         conn.rollback()  # end the read transaction: a long-lived reader would stall WAL checkpoints
         self.seen += len(batch)
         if unchanged:
             self.unchanged.put(unchanged)
         for start in range(0, len(to_read), TASK_CHUNK):
-            chunk = [(path, size, mtime_ns, self.value_limit)
+            chunk = [(path, size, mtime_ns, self.value_limit, self.postgres)
                      for path, size, mtime_ns in to_read[start : start + TASK_CHUNK]]
             for _ in chunk:
                 while not self.slots.acquire(timeout=0.5):
@@ -246,7 +247,7 @@ def _consume(
         for item in outcome or ():
             feed.slots.release()
             batch.append(item)
-            batch_size += len(getattr(item, "element_rows", ()))
+            batch_size += getattr(item, "element_rows", 0)
         while not feed.unchanged.empty():
             unchanged.extend(feed.unchanged.get())
         while not feed.skipped.empty():

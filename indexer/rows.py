@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from hashlib import blake2b
 
 from .errors import DicomReadError
-from .records import ENCAPSULATED, FileRecord
+from .records import ENCAPSULATED, META, FileRecord
 from .walker import DEFAULT_VALUE_LIMIT, read_file
 
 # Attributes copied from the top level of the data set into the hierarchy tables.
@@ -46,8 +46,12 @@ HIERARCHY_TAGS = {
     0x00280008: "frames",
 }
 
-# (ordinal, path_id, vr, vm, length, value, number, flags): the elements table without file_id.
-ElementRow = tuple[int, int, str, int, int, "str | None", "float | None", int]
+ELEMENT_COLUMNS = ("file_id", "ordinal", "path_id", "vr", "vm", "length", "value", "number", "flags")
+# SQLite: the rows' values flattened into one list (the writer inserts many rows per statement),
+# with 0 where the file id goes; PostgreSQL: the rows as COPY text, each line starting with a NUL
+# where the file id goes (NUL cannot occur in COPY text otherwise).
+ElementPayload = list[object] | str
+FILE_ID_PLACEHOLDER = "\x00"
 # (id, path, location, tag, depth, keyword, name, private_creator)
 PathRow = tuple[int, str, str, int, int, str, str, "str | None"]
 
@@ -61,9 +65,12 @@ class IndexedFile:
     path: str
     size: int
     mtime_ns: int
-    record: FileRecord  # without its elements (they are in element_rows)
+    record: FileRecord  # without its elements (they are in `elements`)
     attributes: dict[str, str]
-    element_rows: list[ElementRow]
+    # The elements table rows, ready for the writer's bulk insert but for the file id, which
+    # only the database can give: FILE_ID_PLACEHOLDER stands in for it (see ElementPayload).
+    elements: ElementPayload
+    element_rows: int
     encapsulated_rows: list[tuple[int, int, int, str, str]]  # ordinal, count, bytes, sizes, offsets
     new_paths: list[PathRow] = field(default_factory=list)
 
@@ -87,11 +94,11 @@ class PathIds:
     """Stable 64-bit ids for sequence paths, and which ones this process has not yet sent."""
 
     def __init__(self) -> None:
-        self._ids: dict[tuple[str, str | None], int] = {}
+        self._ids: dict[str, int] = {}
 
     def lookup(self, path: str, creator: str | None) -> tuple[int, bool]:
         """Return (id, first time seen in this process)."""
-        key = (path, creator)
+        key = path if creator is None else f"{path}|{creator}"
         found = self._ids.get(key)
         if found is not None:
             return found, False
@@ -99,59 +106,99 @@ class PathIds:
         return found, True
 
 
-def path_id(path: str, creator: str | None) -> int:
-    """The id a path gets in the `paths` table (a hash, the same in every process and writer)."""
-    digest = blake2b(f"{path}|{creator or ''}".encode("utf-8", "surrogateescape"), digest_size=8)
+def _hash64(text: str) -> int:
+    digest = blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8)
     return int.from_bytes(digest.digest(), "little", signed=True)
 
 
-def to_rows(record: FileRecord, mtime_ns: int, path_ids: PathIds) -> IndexedFile:
+def path_id(path: str, creator: str | None) -> int:
+    """The id a path gets in the `paths` table (a hash, the same in every process and writer)."""
+    return _hash64(f"{path}|{creator or ''}")
+
+
+def stored_path(path: str) -> str:
+    """The path as stored in the index: file names that are not UTF-8 keep their bytes as
+    backslash escapes (databases accept only valid text)."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+# PostgreSQL text cannot hold NUL: an embedded NUL (never valid in a DICOM text value) becomes U+FFFD.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\x00": "\ufffd"})
+
+
+def _copy_text(value: object) -> str:
+    if value is None:
+        return "\\N"
+    if isinstance(value, str):
+        return value.translate(_COPY_ESCAPES)
+    return str(value)
+
+
+def to_rows(record: FileRecord, mtime_ns: int, path_ids: PathIds, postgres: bool) -> IndexedFile:
     """Flatten a walked file into rows; `path_ids` remembers which path definitions were sent."""
-    element_rows: list[ElementRow] = []
+    flat: list[object] = []
+    lines: list[str] = []
     encapsulated_rows: list[tuple[int, int, int, str, str]] = []
     new_paths: list[PathRow] = []
     attributes: dict[str, str] = {}
-    lookup = path_ids.lookup
-    append = element_rows.append
-    for ordinal, r in enumerate(record.elements):
-        pid, new = lookup(r.path, r.private_creator)
-        if new:
-            new_paths.append((pid, r.path, _ITEM_NUMBER.sub("", r.path), r.tag, r.depth, r.keyword,
-                              r.name, r.private_creator))
-        append((ordinal, pid, r.vr, r.vm, r.length, r.value, r.number, r.flags))
-        if r.depth == 0 and r.value is not None:
-            column = HIERARCHY_TAGS.get(r.tag)
-            if column is not None and not r.flags & 1:
-                attributes[column] = r.value.strip()
-        if r.flags & ENCAPSULATED and r.fragments is not None:
+    known = path_ids._ids
+    extend = flat.extend
+    for ordinal, (path, depth, tag, vr, vm, length, value, number, flags, keyword, name, creator, _offset,
+                  fragments, offset_table) in enumerate(record.elements):
+        pid = known.get(path if creator is None else f"{path}|{creator}")
+        if pid is None:
+            pid, _ = path_ids.lookup(path, creator)
+            new_paths.append((pid, path, _ITEM_NUMBER.sub("", path), tag, depth, keyword, name, creator))
+        if postgres:
+            lines.append("\x00\t" + "\t".join(map(_copy_text, (ordinal, pid, vr, vm, length, value, number, flags))))
+        else:
+            extend((0, ordinal, pid, vr, vm, length, value, number, flags))
+        if depth == 0 and value is not None:
+            column = HIERARCHY_TAGS.get(tag)
+            if column is not None and not flags & META:
+                attributes[column] = value.strip()
+        if fragments is not None:
             encapsulated_rows.append((
-                ordinal, len(r.fragments), sum(r.fragments),
-                ",".join(map(str, r.fragments)), ",".join(map(str, r.offset_table or ())),
+                ordinal, len(fragments), sum(fragments),
+                ",".join(map(str, fragments)), ",".join(map(str, offset_table or ())),
             ))
+    rows = len(record.elements)
     record.elements = []
-    return IndexedFile(record.path, record.size, mtime_ns, record, attributes, element_rows,
+    payload: ElementPayload = "\n".join(lines) + "\n" if postgres and lines else ("" if postgres else flat)
+    return IndexedFile(record.path, record.size, mtime_ns, record, attributes, payload, rows,
                        encapsulated_rows, new_paths)
 
 
 _path_ids = PathIds()  # per worker process
 
 
-def process_file(path: str, size: int, mtime_ns: int, value_limit: int = DEFAULT_VALUE_LIMIT) -> Outcome:
+def process_file(
+    path: str, size: int, mtime_ns: int, value_limit: int = DEFAULT_VALUE_LIMIT, postgres: bool = False
+) -> Outcome:
     """Read, walk and flatten one file; never raises for a bad file."""
+    stored = stored_path(path)
     try:
         record = read_file(path, value_limit=value_limit)
     except DicomReadError as err:
         status = "not_dicom" if err.reason in ("not_dicom", "empty") else "error"
-        return FailedFile(path, size, mtime_ns, status, err.reason, err.detail)
+        return FailedFile(stored, size, mtime_ns, status, err.reason, err.detail)
     except (OSError, ValueError, MemoryError, RecursionError) as err:
         # Nothing the walker knows to expect, but one bad file must not end an overnight run.
-        return FailedFile(path, size, mtime_ns, "error", "walker_failure", f"{type(err).__name__}: {err}")
-    return to_rows(record, mtime_ns, _path_ids)
+        return FailedFile(stored, size, mtime_ns, "error", "walker_failure", f"{type(err).__name__}: {err}")
+    record.path = stored
+    return to_rows(record, mtime_ns, _path_ids, postgres)
 
 
-def process_chunk(items: list[tuple[str, int, int, int]]) -> list[Outcome]:
-    """Pool entry point: a few (path, size, mtime_ns, value_limit) at once, to spread IPC costs."""
-    return [process_file(path, size, mtime_ns, value_limit) for path, size, mtime_ns, value_limit in items]
+Task = tuple[str, int, int, int, bool]  # path, size, mtime_ns, value_limit, postgres
+
+
+def process_chunk(tasks: list[Task]) -> list[Outcome]:
+    """Pool entry point: a few files at once, to spread the cost of inter-process messages."""
+    return [process_file(*task) for task in tasks]
 
 
 def looks_like_dicom_name(path: str) -> bool:

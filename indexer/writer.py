@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from . import summaries
 from .crawler import Skipped
-from .rows import FailedFile, IndexedFile, Outcome, looks_like_dicom_name
+from .rows import ELEMENT_COLUMNS, FILE_ID_PLACEHOLDER, FailedFile, IndexedFile, Outcome, looks_like_dicom_name, stored_path
 from .schema import (
     elements,
     encapsulated,
@@ -36,8 +36,7 @@ from .schema import (
     studies,
 )
 
-_ELEMENT_COLUMNS = ("file_id", "ordinal", "path_id", "vr", "vm", "length", "value", "number", "flags")
-_SQLITE_MAX_PARAMS = 30_000
+_ROWS_PER_STATEMENT = 100  # SQLite: rows per INSERT ... VALUES (...), (...): far fewer statement steps
 
 
 @dataclass(slots=True)
@@ -110,7 +109,7 @@ class IndexWriter:
     ) -> tuple[list[tuple[str, int, int]], list[int]]:
         """Split (path, size, mtime_ns) into files to read and ids of unchanged indexed files."""
         known: dict[str, tuple[int, int, int, str]] = {}
-        for chunk in _chunks([f[0] for f in found], 2000):
+        for chunk in _chunks([stored_path(f[0]) for f in found], 2000):
             for row in conn.execute(
                 select(files.c.path, files.c.size, files.c.mtime_ns, files.c.id, files.c.status).where(
                     files.c.path.in_(chunk)
@@ -120,7 +119,7 @@ class IndexWriter:
         to_read: list[tuple[str, int, int]] = []
         unchanged: list[int] = []
         for item in found:
-            old = known.get(item[0])
+            old = known.get(stored_path(item[0]))
             if old is not None and old[0] == item[1] and old[1] == item[2] and old[3] != "missing":
                 unchanged.append(old[2])
             else:
@@ -186,11 +185,9 @@ class IndexWriter:
             )
         self._write_hierarchy(conn, walked, file_ids)
 
-        element_rows: list[tuple[object, ...]] = []
         fragment_rows: list[tuple[object, ...]] = []
         error_rows: list[dict[str, object]] = []
         for outcome in ordered:
-            file_id = file_ids[outcome.path]
             if isinstance(outcome, FailedFile):
                 if outcome.status == "not_dicom" and not looks_like_dicom_name(outcome.path):
                     report.skipped += 1
@@ -210,16 +207,47 @@ class IndexWriter:
             for warning in record.warnings:
                 error_rows.append(_error(self.run_id, outcome.path, "walk", "warning", warning,
                                          "warning", now))
-            element_rows.extend((file_id,) + row for row in outcome.element_rows)
-            fragment_rows.extend((file_id,) + row for row in outcome.encapsulated_rows)
-        report.elements = len(element_rows)
-        self._bulk_insert(conn, "elements", _ELEMENT_COLUMNS, element_rows)
-        self._bulk_insert(conn, "encapsulated", ("file_id", "ordinal", "fragments", "fragment_bytes",
-                                                 "fragment_sizes", "offset_table"), fragment_rows)
+            report.elements += outcome.element_rows
+            fragment_rows.extend((file_ids[outcome.path],) + row for row in outcome.encapsulated_rows)
+        self._insert_elements(conn, walked, file_ids)
+        if fragment_rows:
+            conn.execute(insert(encapsulated), [
+                dict(zip(("file_id", "ordinal", "fragments", "fragment_bytes", "fragment_sizes",
+                          "offset_table"), row)) for row in fragment_rows])
         if error_rows:
             conn.execute(insert(errors), error_rows)
         summaries.add_files(conn, [file_ids[o.path] for o in walked])
         return report
+
+    def _insert_elements(self, conn: Connection, walked: Sequence[IndexedFile], file_ids: dict[str, int]) -> None:
+        """Bulk-insert the element rows the workers prepared, filling in the file ids: COPY on
+        PostgreSQL, multi-row INSERTs on SQLite (one statement step per hundred rows, not one per row)."""
+        if not walked:
+            return
+        if self.dialect == "postgresql":
+            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            with cursor.copy(f"COPY elements ({', '.join(ELEMENT_COLUMNS)}) FROM STDIN") as copy:
+                for o in walked:
+                    if o.elements:
+                        copy.write(o.elements.replace(FILE_ID_PLACEHOLDER, str(file_ids[o.path])))  # type: ignore[union-attr]
+            return
+        width = len(ELEMENT_COLUMNS)
+        flat: list[object] = []
+        for o in walked:
+            rows: list[object] = o.elements  # type: ignore[assignment]
+            rows[0::width] = [file_ids[o.path]] * o.element_rows
+            flat.extend(rows)
+        step = width * _ROWS_PER_STATEMENT
+        whole = len(flat) - len(flat) % step
+        columns = ", ".join(ELEMENT_COLUMNS)
+        row = "(" + ", ".join("?" * width) + ")"
+        if whole:
+            sql = f"INSERT INTO elements ({columns}) VALUES " + ", ".join([row] * _ROWS_PER_STATEMENT)
+            conn.exec_driver_sql(sql, [tuple(flat[i : i + step]) for i in range(0, whole, step)])
+        tail = (len(flat) - whole) // width
+        if tail:
+            sql = f"INSERT INTO elements ({columns}) VALUES " + ", ".join([row] * tail)
+            conn.exec_driver_sql(sql, tuple(flat[whole:]))
 
     def _upsert_files(self, conn: Connection, ordered: Sequence[Outcome], now: float) -> dict[str, int]:
         rows = []
@@ -367,19 +395,6 @@ class IndexWriter:
             _error(self.run_id, s.path, "crawl", s.reason, s.detail, "error" if s.reason != "not_regular" else "warning", now)
             for s in skipped
         ])
-
-    def _bulk_insert(self, conn: Connection, table: str, columns: Sequence[str], rows: list[tuple[object, ...]]) -> None:
-        if not rows:
-            return
-        if self.dialect == "postgresql":
-            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
-            return
-        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
-        conn.exec_driver_sql(sql, rows)  # type: ignore[arg-type]
-
 
 def _error(run_id: int, path: str, stage: str, reason: str, message: str, severity: str, now: float) -> dict[str, object]:
     return {"run_id": run_id, "path": path, "stage": stage, "reason": reason, "message": message,

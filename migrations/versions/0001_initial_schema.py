@@ -32,9 +32,6 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('file_id', 'ordinal', name=op.f('pk_elements')),
     sqlite_with_rowid=False
     )
-    with op.batch_alter_table('elements', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_elements_path_id'), ['path_id'], unique=False)
-
     op.create_table('encapsulated',
     sa.Column('file_id', sa.Integer(), autoincrement=False, nullable=False),
     sa.Column('ordinal', sa.Integer(), autoincrement=False, nullable=False),
@@ -227,8 +224,5 @@ def downgrade() -> None:
 
     op.drop_table('files')
     op.drop_table('encapsulated')
-    with op.batch_alter_table('elements', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_elements_path_id'))
-
     op.drop_table('elements')
     # ### end Alembic commands ###
