@@ -208,7 +208,9 @@ elements = Table(
     Column("value", Text),
     Column("number", Float),
     Column("flags", Integer, nullable=False),
-    Index(None, "path_id"),
+    # Deliberately no index on path_id: with thousands of distinct paths each batch would touch
+    # thousands of index pages and halve the write rate. Tag questions are answered from the
+    # summary tables the writer keeps (summaries.py); a file's rows are found by the primary key.
     sqlite_with_rowid=False,
 )
 
