@@ -2,27 +2,29 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
-import queue
+import shutil
 import signal
-import threading
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from multiprocessing import Pool, TimeoutError
-from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from .crawler import Skipped, iter_files
 from .db import describe_url, first_line, open_index, resolve_url
 from .errors import DatabaseError, IndexerError
-from .rows import Outcome, Task, process_chunk
+from .rows import Outcome, Task, process_chunk, process_file
 from .walker import DEFAULT_VALUE_LIMIT
 from .writer import IndexWriter
 
 CHECK_CHUNK = 512  # paths compared with the index per query
 TASK_CHUNK = 16  # files handed to a worker at once
+PENDING_PER_WORKER = 4  # task chunks queued per worker: enough to keep it busy, bounded memory
 
 
 @dataclass(slots=True)
@@ -66,57 +68,38 @@ class IndexReport:
 
 @dataclass
 class _Feed:
-    """Crawls and filters unchanged files on a thread of its own, ahead of the workers."""
+    """Crawls the roots and yields chunks of files to read, leaving out unchanged ones.
+
+    Runs in the main process between writes: a chunk of paths costs a few milliseconds
+    to list and compare, far less than the workers take to read it.
+    """
 
     roots: Sequence[str]
     writer: IndexWriter
     value_limit: int
-    max_outstanding: int
-    skipped: queue.SimpleQueue[Skipped] = field(default_factory=queue.SimpleQueue)
-    unchanged: queue.SimpleQueue[list[int]] = field(default_factory=queue.SimpleQueue)
+    scratch_dir: str | None  # None: the index is PostgreSQL, rows travel as COPY text
+    skipped: list[Skipped] = field(default_factory=list)
+    unchanged: list[int] = field(default_factory=list)
     seen: int = 0
-    done: bool = False
-    failure: BaseException | None = None
-    stop: threading.Event = field(default_factory=threading.Event)
 
-    def __post_init__(self) -> None:
-        self.slots = threading.Semaphore(self.max_outstanding)
-        self.postgres = self.writer.dialect == "postgresql"
+    def chunks(self) -> Iterator[list[Task]]:
+        batch: list[tuple[str, int, int]] = []
+        for found in iter_files(self.roots, on_skip=self.skipped.append):
+            batch.append((found.path, found.size, found.mtime_ns))
+            if len(batch) >= CHECK_CHUNK:
+                yield from self._check(batch)
+                batch = []
+        if batch:
+            yield from self._check(batch)
 
-    def items(self) -> Iterator[list[Task]]:
-        try:
-            with self.writer.engine.connect() as conn:
-                batch: list[tuple[str, int, int]] = []
-                for found in iter_files(self.roots, on_skip=self.skipped.put):
-                    batch.append((found.path, found.size, found.mtime_ns))
-                    if len(batch) >= CHECK_CHUNK:
-                        yield from self._check(conn, batch)
-                        batch = []
-                    if self.stop.is_set():
-                        return
-                if batch:
-                    yield from self._check(conn, batch)
-        except BaseException as err:  # handed to the main thread, which owns error reporting
-            self.failure = err
-        finally:
-            self.done = True
-
-    def _check(
-        self, conn: Any, batch: list[tuple[str, int, int]]
-    ) -> Iterator[list[Task]]:
-        to_read, unchanged = self.writer.split_unchanged(conn, batch)
-        conn.rollback()  # end the read transaction: a long-lived reader would stall WAL checkpoints
+    def _check(self, batch: list[tuple[str, int, int]]) -> Iterator[list[Task]]:
+        with self.writer.engine.connect() as conn:
+            to_read, unchanged = self.writer.split_unchanged(conn, batch)
         self.seen += len(batch)
-        if unchanged:
-            self.unchanged.put(unchanged)
+        self.unchanged.extend(unchanged)
         for start in range(0, len(to_read), TASK_CHUNK):
-            chunk = [(path, size, mtime_ns, self.value_limit, self.postgres)
-                     for path, size, mtime_ns in to_read[start : start + TASK_CHUNK]]
-            for _ in chunk:
-                while not self.slots.acquire(timeout=0.5):
-                    if self.stop.is_set():
-                        return
-            yield chunk
+            yield [(path, size, mtime_ns, self.value_limit, self.scratch_dir)
+                   for path, size, mtime_ns in to_read[start : start + TASK_CHUNK]]
 
 
 def _ignore_sigint() -> None:
@@ -147,10 +130,11 @@ def index_paths(
         Processes that read and walk files; default: the number of CPUs. 0 reads in
         this process (for debugging).
     progress:
-        Called with the running report after each batch and at most every few hundred files.
+        Called with the running report after each batch, and at least every second.
 
     Returns the run's IndexReport. Raises DatabaseError when the index cannot be
-    opened or written; bad files never raise, they are recorded.
+    opened or written, IndexerError when a worker process dies; bad files never
+    raise, they are recorded.
     """
     started = time.perf_counter()
     root_list = [os.path.abspath(os.fspath(r)) for r in roots]
@@ -158,37 +142,41 @@ def index_paths(
         raise IndexerError("no paths to index")
     if workers is None:
         workers = os.cpu_count() or 1
-    pool = Pool(workers, initializer=_ignore_sigint) if workers > 0 else None  # before any thread
     url = resolve_url(db)
     report = IndexReport(database=describe_url(url))
+    executor = None
+    if workers > 0:
+        # Fork the workers first, before this process opens database connections or starts
+        # threads (the executor forks all of them at the first submit).
+        executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                       initializer=_ignore_sigint)
+        executor.submit(int).result()
     try:
         engine = open_index(db)
         writer = IndexWriter(engine)
         report.run_id = writer.start_run(
             root_list, {"workers": workers, "value_limit": value_limit, "prune": prune})
-        feed = _Feed(root_list, writer, value_limit, max_outstanding=max(64, workers * TASK_CHUNK * 4))
-        if pool is not None:
-            results: Any = pool.imap_unordered(process_chunk, feed.items())
-        else:
-            results = map(process_chunk, feed.items())
+        scratch_dir = None if writer.dialect == "postgresql" else tempfile.mkdtemp(prefix="indexer-scratch-")
+        feed = _Feed(root_list, writer, value_limit, scratch_dir)
         try:
-            _consume(results, pool is not None, feed, writer, report, batch_files, batch_elements,
-                     progress, started)
-        except KeyboardInterrupt:
-            feed.stop.set()
-            report.outcome = "interrupted"
-            writer.finish_run("interrupted", report.counts())
-            raise
-        except BaseException:
-            feed.stop.set()
-            report.outcome = "failed"
+            _run(executor, workers, feed, writer, report, batch_files, batch_elements, progress, started)
+        except BaseException as err:
+            report.outcome = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
             try:
-                writer.finish_run("failed", report.counts())
+                writer.finish_run(report.outcome, report.counts())
             except SQLAlchemyError:
-                pass
+                pass  # the database is what failed: the run row stays "running", marked later
+            if isinstance(err, BrokenProcessPool):
+                raise IndexerError("a worker process died (killed, or out of memory); what was "
+                                   "written is kept: run the same command again to finish") from None
             raise
-        if feed.failure is not None:
-            raise feed.failure
+        finally:
+            if executor is not None:  # workers must let go of their scratch files first
+                executor.shutdown(wait=True, cancel_futures=True)
+                executor = None
+            writer.close()
+            if scratch_dir is not None:
+                shutil.rmtree(scratch_dir, ignore_errors=True)
         report.missing = writer.mark_missing(root_list, prune)
         report.outcome = "completed"
         report.elapsed = time.perf_counter() - started
@@ -200,64 +188,74 @@ def index_paths(
     except SQLAlchemyError as err:
         raise DatabaseError(f"database error on {report.database}: {first_line(err)}") from None
     finally:
-        if pool is not None:
-            pool.terminate()
-            pool.join()
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
 
 
-def _consume(
-    results: Any, pooled: bool, feed: _Feed, writer: IndexWriter, report: IndexReport,
-    batch_files: int, batch_elements: int, progress: Callable[[IndexReport], None] | None,
-    started: float,
+def _run(
+    executor: ProcessPoolExecutor | None, workers: int, feed: _Feed, writer: IndexWriter,
+    report: IndexReport, batch_files: int, batch_elements: int,
+    progress: Callable[[IndexReport], None] | None, started: float,
 ) -> None:
-    """Collect worker results in the main process and write them in batches."""
+    """Keep the workers busy with chunks from the feed, and write their results in batches."""
     batch: list[Outcome] = []
-    batch_size = 0
-    unchanged: list[int] = []
-    skipped: list[Skipped] = []
+    batch_rows = 0
     last_flush = time.monotonic()
 
     def flush() -> None:
-        nonlocal batch, batch_size, unchanged, skipped, last_flush
-        with writer.engine.begin() as conn:
-            written = writer.write_batch(conn, batch, unchanged, skipped)
+        nonlocal batch, batch_rows, last_flush
+        written = writer.write_batch(batch, feed.unchanged, feed.skipped)
         report.indexed += written.indexed
         report.partial += written.partial
         report.failed += written.failed
         report.skipped += written.skipped
         report.elements += written.elements
-        report.unchanged += len(unchanged)
-        report.crawl_problems += len(skipped)
+        report.unchanged += len(feed.unchanged)
+        report.crawl_problems += len(feed.skipped)
         report.files_seen = feed.seen
         report.elapsed = time.perf_counter() - started
-        batch, batch_size, unchanged, skipped = [], 0, [], []
+        batch, batch_rows = [], 0
+        feed.unchanged.clear()
+        feed.skipped.clear()
         last_flush = time.monotonic()
         if progress is not None:
             progress(report)
 
-    finished = False
-    while not finished:
-        outcome: list[Outcome] | None = None
-        try:
-            outcome = results.next(timeout=0.2) if pooled else next(results)
-        except TimeoutError:
-            pass
-        except StopIteration:
-            finished = True
-        for item in outcome or ():
-            feed.slots.release()
-            batch.append(item)
-            batch_size += getattr(item, "element_rows", 0)
-        while not feed.unchanged.empty():
-            unchanged.extend(feed.unchanged.get())
-        while not feed.skipped.empty():
-            skipped.append(feed.skipped.get())
-        if (len(batch) >= batch_files or batch_size >= batch_elements or len(unchanged) >= 20_000
-                or finished or time.monotonic() - last_flush > 2.0):
-            if batch or unchanged or skipped:
+    def take(outcomes: list[Outcome]) -> None:
+        nonlocal batch_rows
+        for outcome in outcomes:
+            batch.append(outcome)
+            batch_rows += getattr(outcome, "element_rows", 0)
+        if len(batch) >= batch_files or batch_rows >= batch_elements:
+            flush()
+
+    chunks = feed.chunks()
+    if executor is None:
+        for chunk in chunks:
+            take([process_file(*task) for task in chunk])
+            if len(feed.unchanged) >= 20_000 or time.monotonic() - last_flush > 2.0:
                 flush()
-            elif progress is not None and time.monotonic() - last_flush > 0.5:
-                report.files_seen = feed.seen
-                report.elapsed = time.perf_counter() - started
-                progress(report)
-    report.files_seen = feed.seen
+        flush()
+        return
+    pending: dict[Future[list[Outcome]], int] = {}  # future -> submission number
+    submitted = 0
+    exhausted = False
+    while True:
+        while not exhausted and len(pending) < workers * PENDING_PER_WORKER:
+            chunk = next(chunks, None)
+            if chunk is None:
+                exhausted = True
+            else:
+                pending[executor.submit(process_chunk, chunk)] = submitted
+                submitted += 1
+        if not pending:
+            break
+        done, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+        # In submission order: each worker's results then come in the order it wrote its
+        # scratch rows, which the writer relies on to delete finished scratch files.
+        for future in sorted(done, key=pending.__getitem__):
+            del pending[future]
+            take(future.result())  # BrokenProcessPool here when a worker died
+        if len(feed.unchanged) >= 20_000 or time.monotonic() - last_flush > 2.0:
+            flush()
+    flush()

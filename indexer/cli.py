@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -25,7 +24,7 @@ db_app = typer.Typer(help="Manage the index database schema.", no_args_is_help=T
 app.add_typer(db_app, name="db")
 
 DbOption = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--db",
         envvar="INDEXER_DB",
@@ -65,7 +64,7 @@ def index(
     paths: Annotated[list[Path], typer.Argument(help="Files and folders to index.", show_default=False)],
     db: DbOption = None,
     workers: Annotated[
-        Optional[int], typer.Option("--workers", "-w", min=0, help="Reader processes [default: CPU count].")
+        int | None, typer.Option("--workers", "-w", min=0, help="Reader processes [default: CPU count].")
     ] = None,
     prune: Annotated[bool, typer.Option(help="Delete files gone from PATHS instead of marking them missing.")] = False,
     value_limit: Annotated[int, typer.Option(min=16, help="Characters of each value kept.")] = 1024,
@@ -81,12 +80,14 @@ def index(
     from .api import IndexReport, index_paths
 
     bar = None
-    if not quiet and sys.stderr.isatty():
-        bar = tqdm(unit=" files", desc="indexing", dynamic_ncols=True, file=sys.stderr)
+    show_bar = not quiet and sys.stderr.isatty()
 
     def progress(report: IndexReport) -> None:
-        if bar is None:
+        nonlocal bar
+        if not show_bar:
             return
+        if bar is None:  # made on first use: its monitor thread must not exist when workers fork
+            bar = tqdm(unit=" files", desc="indexing", dynamic_ncols=True, file=sys.stderr)
         done = report.indexed + report.partial + report.failed + report.skipped + report.unchanged
         bar.update(done - bar.n)
         bar.set_postfix(errors=report.errors, elements=report.elements, refresh=False)
@@ -131,18 +132,290 @@ def index(
 # -- stats ------------------------------------------------------------------------------------
 
 
+class Breakdown(str, Enum):
+    modality = "modality"
+    sop_class = "sop-class"
+    transfer_syntax = "transfer-syntax"
+    manufacturer = "manufacturer"
+    study_year = "study-year"
+
+
 @app.command()
-def stats(db: DbOption = None, output: FormatOption = Format.table) -> None:
-    """Counts of patients, studies, series, instances, files and errors. Example: indexer stats"""
+def stats(
+    db: DbOption = None,
+    output: FormatOption = Format.table,
+    by: Annotated[
+        Breakdown | None, typer.Option("--by", help="Print this one breakdown alone.", show_default=False)
+    ] = None,
+) -> None:
+    """Counts of the index (patients to elements, errors, duplicates) and breakdowns.
+
+    Reads the database only; prints no patient values. Example: indexer stats --by modality
+    """
     from .db import connect
-    from .reports import collect_stats
+    from .reports import collect_breakdown, collect_stats
 
     try:
         with connect(db) as conn:
-            data = collect_stats(conn)
+            if by is not None:
+                rows = collect_breakdown(conn, by.value)
+            else:
+                data = collect_stats(conn)
     except IndexerError as err:
         raise _fail(err) from None
-    _print_mapping(data, output)
+    if by is not None:
+        _print_rows(rows, output)
+        return
+    if output is Format.json:
+        typer.echo(render_json(data))
+        return
+    scalars = {k: v for k, v in data.items() if not isinstance(v, list)}
+    lists = {k: v for k, v in data.items() if isinstance(v, list)}
+    if output is Format.csv:
+        flat = list(_flatten(scalars))
+        for name, rows in lists.items():
+            for row in rows:
+                label = "/".join("" if v is None else str(v) for v in list(row.values())[: _label_columns(row)])
+                flat.extend((f"{name}[{label}].{k}", v) for k, v in list(row.items())[_label_columns(row):])
+        typer.echo(render_csv(["key", "value"], flat), nl=False)
+        return
+    _print_mapping(scalars, output)
+    for name, rows in lists.items():
+        typer.echo(f"\n{name.replace('_', ' ')}")
+        typer.echo(_rows_table(rows))
+
+
+def _label_columns(row: dict[str, Any]) -> int:
+    """How many leading columns of a breakdown row name it (the rest are counts)."""
+    return 2 if "model" in row else 1
+
+
+def _rows_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "(none)"
+    columns = list(rows[0])
+    labels = _label_columns(rows[0])
+    cells = [[("(none)" if v is None and i < labels else v) for i, v in enumerate(row.values())] for row in rows]
+    return render_table(columns, cells)
+
+
+def _print_rows(rows: list[dict[str, Any]], output: Format) -> None:
+    if output is Format.json:
+        typer.echo(render_json(rows))
+    elif output is Format.csv:
+        columns = list(rows[0]) if rows else []
+        typer.echo(render_csv(columns, [[_csv_value(v) for v in r.values()] for r in rows]), nl=False)
+    else:
+        typer.echo(_rows_table(rows))
+
+
+def _csv_value(value: Any) -> Any:
+    if isinstance(value, list):
+        return "\\".join(str(v) for v in value)  # the DICOM way of writing several values
+    return value
+
+
+# -- tags -------------------------------------------------------------------------------------
+
+
+@app.command()
+def tags(
+    db: DbOption = None,
+    output: FormatOption = Format.table,
+    modality: Annotated[
+        str | None, typer.Option("--modality", "-m", help="Only instances of this modality.", show_default=False)
+    ] = None,
+    sop_class: Annotated[
+        str | None,
+        typer.Option("--sop-class", help="Only instances of this SOP class (UID, name or keyword).", show_default=False),
+    ] = None,
+    private: Annotated[bool, typer.Option("--private", help="Private tags only.")] = False,
+    tag: Annotated[
+        str | None,
+        typer.Option("--tag", "-t", help="One tag's values: keyword, (gggg,eeee), private key or sequence path.",
+                     show_default=False),
+    ] = None,
+    path: Annotated[
+        str | None,
+        typer.Option("--path", help="Tags whose key or keyword path matches this pattern (* and ?), "
+                     "e.g. '(0040,0275).*' or '*.CodeValue'.", show_default=False),
+    ] = None,
+    top: Annotated[
+        int | None,
+        typer.Option("--top", min=0, help="Most common values shown per tag [default: 5; with --tag: all].",
+                     show_default=False),
+    ] = None,
+    patient_values: Annotated[
+        bool, typer.Option("--patient-values", help="Show values of patient tags (names, IDs, birth dates, ...).")
+    ] = False,
+) -> None:
+    """Tag usage across the index: instances that have each tag, share, distinct and common values.
+
+    Public tags by keyword, private tags by group, private creator and element byte, nested
+    tags by the sequences they sit in. Example: indexer tags --modality MR --private
+    """
+    from .db import connect
+    from .reports import tag_usage, tag_values_report
+
+    try:
+        with connect(db) as conn:
+            if tag is not None:
+                report = tag_values_report(conn, tag, modality=modality, sop_class=sop_class,
+                                           limit=top or None,
+                                           patient_values=patient_values)
+            else:
+                usage = tag_usage(conn, modality=modality, sop_class=sop_class, private=private, path=path,
+                                  top=5 if top is None else top, patient_values=patient_values)
+    except IndexerError as err:
+        raise _fail(err) from None
+    if tag is not None:
+        _print_tag_values(report, output)
+    else:
+        _print_tag_usage(usage, output)
+
+
+def _print_tag_usage(usage: dict[str, Any], output: Format) -> None:
+    if output is Format.json:
+        typer.echo(render_json(usage))
+        return
+    rows = usage["tags"]
+    if output is Format.csv:
+        columns = ["tag", "keyword", "name", "private_creator", "depth", "instances", "share", "occurrences",
+                   "distinct_values", "distinct_values_complete", "values_hidden", "top_values"]
+        typer.echo(render_csv(columns, [
+            [r[c] if c != "top_values" else (None if r[c] is None else render_json_compact(r[c])) for c in columns]
+            for r in rows]), nl=False)
+        return
+    scope = ", ".join(f"{k} {v}" for k, v in usage["filters"].items())
+    typer.echo(f"{usage['instances']} instances{' (' + scope + ')' if scope else ''}, {len(rows)} tags")
+    table = []
+    for r in rows:
+        label = r["keyword"] if r["keyword"] != r["tag"] else r["name"]
+        if r["values_hidden"]:
+            common = "(patient data: --patient-values shows it)"
+        else:
+            common = ", ".join(f"{_shown(v['value'])} ({v['instances']})" for v in r["top_values"] or [])
+        table.append([r["tag"], label, r["instances"], f"{100 * (r['share'] or 0):.1f}%", _distinct(r), common])
+    typer.echo(render_table(["tag", "keyword / name", "instances", "share", "distinct", "common values"], table))
+
+
+def _print_tag_values(report: dict[str, Any], output: Format) -> None:
+    if output is Format.json:
+        typer.echo(render_json(report))
+        return
+    values = report["values"] or []
+    if output is Format.csv:
+        typer.echo(render_csv(["value", "instances", "occurrences"],
+                              [[v["value"], v["instances"], v["occurrences"]] for v in values]), nl=False)
+        return
+    header = {
+        "tag": report["tag"], "keyword": report["keyword"], "name": report["name"],
+        "instances": report["instances"], "share": f"{100 * (report['share'] or 0):.1f}%",
+        "occurrences": report["occurrences"], "distinct values": report["distinct_values"],
+        "counted from": report["source"],
+    }
+    _print_mapping(header, output)
+    if report["values_hidden"]:
+        typer.echo("values hidden (patient data): add --patient-values to show them")
+        return
+    typer.echo(render_table(["value", "instances", "occurrences"],
+                            [[_shown(v["value"]), v["instances"], v["occurrences"]] for v in values]))
+
+
+def _distinct(row: dict[str, Any]) -> str:
+    if row["distinct_values"] is None:
+        return "-"
+    return str(row["distinct_values"]) if row["distinct_values_complete"] else f">={row['distinct_values']}"
+
+
+def _shown(value: str | None) -> str:
+    if value is None:
+        return "(no text value)"
+    return '""' if value == "" else value
+
+
+def render_json_compact(data: Any) -> str:
+    import json
+
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+# -- find -------------------------------------------------------------------------------------
+
+
+class Level(str, Enum):
+    studies = "studies"
+    series = "series"
+    instances = "instances"
+
+
+@app.command()
+def find(
+    level: Annotated[Level, typer.Argument(help="What to list.")],
+    filters: Annotated[
+        list[str] | None,
+        typer.Argument(help="KEY=VALUE filters, all must match: PatientID=12*, PatientName=DOE^*, "
+                       "StudyDate=20240101-20241231, Modality=MR, AccessionNumber=A1, BodyPartExamined=HEAD, "
+                       "RequestAttributesSequence.RequestedProcedureID=77.", show_default=False),
+    ] = None,
+    db: DbOption = None,
+    output: FormatOption = Format.table,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Print at most this many.",
+                                                 show_default=False)] = None,
+) -> None:
+    """Studies, series or instances matching attribute filters (the C-FIND / QIDO question).
+
+    Prints UIDs, Patient IDs, counts and (instances) file paths. Example:
+    indexer find studies StudyDate=20240101-20241231 Modality=CT
+    """
+    from .db import connect
+    from .reports import find as find_in_index
+    from .reports import parse_filters
+
+    try:
+        pairs = parse_filters(filters or [])
+        with connect(db) as conn:
+            rows = find_in_index(conn, level.value, pairs, limit=limit)
+    except IndexerError as err:
+        raise _fail(err) from None
+    if output is Format.table:
+        typer.echo(_rows_table([{k: _csv_value(v) for k, v in r.items()} for r in rows])
+                   if rows else "no match")
+    else:
+        _print_rows(rows, output)
+
+
+# -- sql --------------------------------------------------------------------------------------
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="One SQL statement (SELECT, WITH, ...); - reads it from stdin.",
+                                         show_default=False)],
+    db: DbOption = None,
+    output: FormatOption = Format.table,
+) -> None:
+    """Run one read-only SQL query on the index and print the result.
+
+    The schema is in the README ("Database schema"). Example:
+    indexer sql "SELECT modality, count(*) FROM instances GROUP BY modality"
+    """
+    from .db import connect
+    from .reports import run_query
+
+    if query == "-":
+        query = sys.stdin.read()
+    try:
+        with connect(db) as conn:
+            result = run_query(conn, query)
+    except IndexerError as err:
+        raise _fail(err) from None
+    if output is Format.json:
+        typer.echo(render_json(result.records()))
+    elif output is Format.csv:
+        typer.echo(render_csv(result.columns, result.rows), nl=False)
+    else:
+        typer.echo(render_table(result.columns, result.rows) if result.columns else "(no result)")
 
 
 # -- dump -------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from hashlib import blake2b
 
 from .errors import DicomReadError
-from .records import ENCAPSULATED, META, FileRecord
+from .records import META, FileRecord
+from .scratch import ScratchRows, ScratchWriter, writer_for
 from .walker import DEFAULT_VALUE_LIMIT, read_file
 
 # Attributes copied from the top level of the data set into the hierarchy tables.
@@ -47,10 +48,10 @@ HIERARCHY_TAGS = {
 }
 
 ELEMENT_COLUMNS = ("file_id", "ordinal", "path_id", "vr", "vm", "length", "value", "number", "flags")
-# SQLite: the rows' values flattened into one list (the writer inserts many rows per statement),
-# with 0 where the file id goes; PostgreSQL: the rows as COPY text, each line starting with a NUL
-# where the file id goes (NUL cannot occur in COPY text otherwise).
-ElementPayload = list[object] | str
+# Where a file's element rows travel to the writer. SQLite: rows in this worker's scratch file
+# (scratch.py). PostgreSQL: COPY text, each line starting with a NUL where the file id goes
+# (only the database gives file ids; NUL cannot occur in COPY text otherwise).
+ElementPayload = ScratchRows | str
 FILE_ID_PLACEHOLDER = "\x00"
 # (id, path, location, tag, depth, keyword, name, private_creator)
 PathRow = tuple[int, str, str, int, int, str, str, "str | None"]
@@ -138,8 +139,11 @@ def _copy_text(value: object) -> str:
     return str(value)
 
 
-def to_rows(record: FileRecord, mtime_ns: int, path_ids: PathIds, postgres: bool) -> IndexedFile:
-    """Flatten a walked file into rows; `path_ids` remembers which path definitions were sent."""
+def to_rows(record: FileRecord, mtime_ns: int, path_ids: PathIds, scratch: ScratchWriter | None) -> IndexedFile:
+    """Flatten a walked file into rows: into `scratch` (SQLite), or COPY text when it is None.
+
+    `path_ids` remembers which path definitions this process has already sent.
+    """
     flat: list[object] = []
     lines: list[str] = []
     encapsulated_rows: list[tuple[int, int, int, str, str]] = []
@@ -147,16 +151,17 @@ def to_rows(record: FileRecord, mtime_ns: int, path_ids: PathIds, postgres: bool
     attributes: dict[str, str] = {}
     known = path_ids._ids
     extend = flat.extend
+    copy_text = scratch is None
     for ordinal, (path, depth, tag, vr, vm, length, value, number, flags, keyword, name, creator, _offset,
                   fragments, offset_table) in enumerate(record.elements):
         pid = known.get(path if creator is None else f"{path}|{creator}")
         if pid is None:
             pid, _ = path_ids.lookup(path, creator)
             new_paths.append((pid, path, _ITEM_NUMBER.sub("", path), tag, depth, keyword, name, creator))
-        if postgres:
+        if copy_text:
             lines.append("\x00\t" + "\t".join(map(_copy_text, (ordinal, pid, vr, vm, length, value, number, flags))))
         else:
-            extend((0, ordinal, pid, vr, vm, length, value, number, flags))
+            extend((ordinal, pid, vr, vm, length, value, number, flags))
         if depth == 0 and value is not None:
             column = HIERARCHY_TAGS.get(tag)
             if column is not None and not flags & META:
@@ -168,7 +173,11 @@ def to_rows(record: FileRecord, mtime_ns: int, path_ids: PathIds, postgres: bool
             ))
     rows = len(record.elements)
     record.elements = []
-    payload: ElementPayload = "\n".join(lines) + "\n" if postgres and lines else ("" if postgres else flat)
+    payload: ElementPayload
+    if scratch is None:
+        payload = "\n".join(lines) + "\n" if lines else ""
+    else:
+        payload = scratch.add(flat, rows) if rows else ScratchRows(("", 1, 0))
     return IndexedFile(record.path, record.size, mtime_ns, record, attributes, payload, rows,
                        encapsulated_rows, new_paths)
 
@@ -177,9 +186,14 @@ _path_ids = PathIds()  # per worker process
 
 
 def process_file(
-    path: str, size: int, mtime_ns: int, value_limit: int = DEFAULT_VALUE_LIMIT, postgres: bool = False
+    path: str, size: int, mtime_ns: int, value_limit: int = DEFAULT_VALUE_LIMIT,
+    scratch_dir: str | None = None,
 ) -> Outcome:
-    """Read, walk and flatten one file; never raises for a bad file."""
+    """Read, walk and flatten one file; never raises for a bad file.
+
+    Element rows go to this process's scratch file in `scratch_dir` (SQLite index) or,
+    when it is None, into COPY text (PostgreSQL index).
+    """
     stored = stored_path(path)
     try:
         record = read_file(path, value_limit=value_limit)
@@ -190,10 +204,10 @@ def process_file(
         # Nothing the walker knows to expect, but one bad file must not end an overnight run.
         return FailedFile(stored, size, mtime_ns, "error", "walker_failure", f"{type(err).__name__}: {err}")
     record.path = stored
-    return to_rows(record, mtime_ns, _path_ids, postgres)
+    return to_rows(record, mtime_ns, _path_ids, writer_for(scratch_dir) if scratch_dir else None)
 
 
-Task = tuple[str, int, int, int, bool]  # path, size, mtime_ns, value_limit, postgres
+Task = tuple[str, int, int, int, "str | None"]  # path, size, mtime_ns, value_limit, scratch_dir
 
 
 def process_chunk(tasks: list[Task]) -> list[Outcome]:

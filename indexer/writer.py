@@ -9,7 +9,6 @@ duplicates or deadlocks.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import socket
@@ -20,9 +19,17 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from . import summaries
+from . import scratch, summaries
 from .crawler import Skipped
-from .rows import ELEMENT_COLUMNS, FILE_ID_PLACEHOLDER, FailedFile, IndexedFile, Outcome, looks_like_dicom_name, stored_path
+from .rows import (
+    ELEMENT_COLUMNS,
+    FILE_ID_PLACEHOLDER,
+    FailedFile,
+    IndexedFile,
+    Outcome,
+    looks_like_dicom_name,
+    stored_path,
+)
 from .schema import (
     elements,
     encapsulated,
@@ -36,7 +43,7 @@ from .schema import (
     studies,
 )
 
-_ROWS_PER_STATEMENT = 100  # SQLite: rows per INSERT ... VALUES (...), (...): far fewer statement steps
+MAX_ATTACHED = 8  # scratch files attached at once (SQLite allows 10 databases besides main)
 
 
 @dataclass(slots=True)
@@ -61,6 +68,26 @@ class IndexWriter:
         self.dialect = engine.dialect.name
         self._insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         self.run_id = 0
+        self._conn: Connection | None = None  # the run's one writing connection
+        self._scratch = scratch.ScratchFiles()
+        self._attached: dict[str, str] = {}  # scratch file -> schema alias on self._conn
+        self._aliases = 0
+
+    def connection(self) -> Connection:
+        if self._conn is None:
+            self._conn = self.engine.connect()
+        return self._conn
+
+    def close(self) -> None:
+        """Detach and delete the run's scratch files, and release the connection."""
+        if self._conn is not None:
+            self._conn.rollback()
+            for path, alias in list(self._attached.items()):
+                self._conn.exec_driver_sql(f"DETACH DATABASE {alias}")
+                scratch.remove(path)
+            self._attached.clear()
+            self._conn.close()
+            self._conn = None
 
     # -- runs -------------------------------------------------------------------------------
 
@@ -158,18 +185,79 @@ class IndexWriter:
     # -- batches ------------------------------------------------------------------------------
 
     def write_batch(
-        self, conn: Connection, outcomes: Sequence[Outcome], unchanged_ids: Sequence[int],
-        skipped: Sequence[Skipped],
+        self, outcomes: Sequence[Outcome], unchanged_ids: Sequence[int], skipped: Sequence[Skipped],
     ) -> BatchReport:
-        """Write walked files, unchanged marks and crawl skips in the caller's transaction."""
+        """Write walked files, unchanged marks and crawl skips: each group of files one transaction.
+
+        On SQLite a transaction reads from at most MAX_ATTACHED scratch files (SQLite's
+        limit on attached databases), so a batch from many workers may take several.
+        """
+        conn = self.connection()
         report = BatchReport()
+        groups = self._scratch_groups(outcomes) if self.dialect == "sqlite" else [list(outcomes)]
+        for number, group in enumerate(groups or [[]]):
+            if self.dialect == "sqlite":
+                self._attach({o.elements[0] for o in group
+                              if isinstance(o, IndexedFile) and o.element_rows})  # type: ignore[index]
+            with conn.begin():
+                if number == 0:
+                    now = time.time()
+                    if unchanged_ids:
+                        self.mark_seen(conn, unchanged_ids)
+                    if skipped:
+                        self._record_skips(conn, skipped, now)
+                if group:
+                    self._write_files(conn, group, report)
+        if self.dialect == "sqlite":
+            self._release_scratch()
+        return report
+
+    def _scratch_groups(self, outcomes: Sequence[Outcome]) -> list[list[Outcome]]:
+        groups: list[list[Outcome]] = []
+        files_of: dict[str, int] = {}  # scratch file -> group index
+        for o in outcomes:
+            path = o.elements[0] if isinstance(o, IndexedFile) and o.element_rows else None  # type: ignore[index]
+            if path is not None:
+                self._scratch.seen(path)
+            if path is None:
+                index = 0
+            elif path in files_of:
+                index = files_of[path]
+            else:
+                index = next((i for i, g in enumerate(groups)
+                              if sum(1 for v in files_of.values() if v == i) < MAX_ATTACHED), len(groups))
+                files_of[path] = index
+            while len(groups) <= index:
+                groups.append([])
+            groups[index].append(o)
+        return groups
+
+    def _attach(self, paths_needed: set[str]) -> None:
+        conn = self.connection()
+        for path in sorted(paths_needed - self._attached.keys()):
+            if len(self._attached) >= MAX_ATTACHED:
+                for old in [p for p in self._attached if p not in paths_needed]:
+                    conn.exec_driver_sql(f"DETACH DATABASE {self._attached.pop(old)}")
+                    if len(self._attached) < MAX_ATTACHED:
+                        break
+            self._aliases += 1
+            alias = f"scratch{self._aliases}"
+            conn.exec_driver_sql(f"ATTACH DATABASE ? AS {alias}", (path,))
+            self._attached[path] = alias
+        conn.commit()
+
+    def _release_scratch(self) -> None:
+        """Delete scratch files that a newer one replaced and whose rows are all in the index."""
+        conn = self.connection()
+        for path in self._scratch.deletable(set()):
+            alias = self._attached.pop(path, None)
+            if alias is not None:
+                conn.exec_driver_sql(f"DETACH DATABASE {alias}")
+            scratch.remove(path)
+        conn.commit()
+
+    def _write_files(self, conn: Connection, outcomes: Sequence[Outcome], report: BatchReport) -> None:
         now = time.time()
-        if unchanged_ids:
-            self.mark_seen(conn, unchanged_ids)
-        if skipped:
-            self._record_skips(conn, skipped, now)
-        if not outcomes:
-            return report
         ordered = sorted(outcomes, key=lambda o: o.path)  # one lock order for every writer
         file_ids = self._upsert_files(conn, ordered, now)
         self._delete_contents(conn, list(file_ids.values()))
@@ -217,13 +305,10 @@ class IndexWriter:
         if error_rows:
             conn.execute(insert(errors), error_rows)
         summaries.add_files(conn, [file_ids[o.path] for o in walked])
-        return report
 
     def _insert_elements(self, conn: Connection, walked: Sequence[IndexedFile], file_ids: dict[str, int]) -> None:
-        """Bulk-insert the element rows the workers prepared, filling in the file ids: COPY on
-        PostgreSQL, multi-row INSERTs on SQLite (one statement step per hundred rows, not one per row)."""
-        if not walked:
-            return
+        """Move the element rows the workers prepared into the index, with their file ids:
+        COPY text on PostgreSQL; INSERT ... SELECT from the attached scratch files on SQLite."""
         if self.dialect == "postgresql":
             cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
             with cursor.copy(f"COPY elements ({', '.join(ELEMENT_COLUMNS)}) FROM STDIN") as copy:
@@ -231,23 +316,18 @@ class IndexWriter:
                     if o.elements:
                         copy.write(o.elements.replace(FILE_ID_PLACEHOLDER, str(file_ids[o.path])))  # type: ignore[union-attr]
             return
-        width = len(ELEMENT_COLUMNS)
-        flat: list[object] = []
+        by_file: dict[str, list[tuple[int, int, int]]] = {}
         for o in walked:
-            rows: list[object] = o.elements  # type: ignore[assignment]
-            rows[0::width] = [file_ids[o.path]] * o.element_rows
-            flat.extend(rows)
-        step = width * _ROWS_PER_STATEMENT
-        whole = len(flat) - len(flat) % step
+            if o.element_rows:
+                path, first, last = o.elements  # type: ignore[misc]
+                by_file.setdefault(path, []).append((file_ids[o.path], first, last))
         columns = ", ".join(ELEMENT_COLUMNS)
-        row = "(" + ", ".join("?" * width) + ")"
-        if whole:
-            sql = f"INSERT INTO elements ({columns}) VALUES " + ", ".join([row] * _ROWS_PER_STATEMENT)
-            conn.exec_driver_sql(sql, [tuple(flat[i : i + step]) for i in range(0, whole, step)])
-        tail = (len(flat) - whole) // width
-        if tail:
-            sql = f"INSERT INTO elements ({columns}) VALUES " + ", ".join([row] * tail)
-            conn.exec_driver_sql(sql, tuple(flat[whole:]))
+        selected = ", ".join(scratch.SCRATCH_COLUMNS)
+        for path, ranges in by_file.items():
+            alias = self._attached[path]
+            conn.exec_driver_sql(
+                f"INSERT INTO elements ({columns}) SELECT ?, {selected} FROM {alias}.rows "
+                "WHERE rowid BETWEEN ? AND ?", ranges)  # type: ignore[arg-type]
 
     def _upsert_files(self, conn: Connection, ordered: Sequence[Outcome], now: float) -> dict[str, int]:
         rows = []
