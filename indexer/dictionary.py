@@ -76,6 +76,8 @@ def keyword_to_tag(text: str) -> int | None:
     from pydicom.datadict import tag_for_keyword
 
     cleaned = text.strip()
+    if not cleaned:
+        return None  # pydicom maps "" to an entry that has no keyword
     tag = tag_for_keyword(cleaned)
     if tag is not None:
         return tag

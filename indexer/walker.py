@@ -119,7 +119,9 @@ def _resolve_vr(vr: str, length: int, pixel_representation: int) -> str:
     if vr == "US or SS":
         return "SS" if pixel_representation == 1 else "US"
     if vr == "OB or OW":
-        return "OW"
+        # Encapsulated (undefined-length) Pixel Data is always OB (PS3.5 A.4); native data of
+        # an implicit VR file is OW (PS3.5 A.1).
+        return "OB" if length == UNDEFINED else "OW"
     # "US or OW", "US or SS or OW": lookup tables; a single value is a descriptor-like US
     return "US" if length <= 2 else "OW"
 
@@ -165,8 +167,9 @@ class _Walk:
         tag_texts = _tag_texts
         while pos < end:
             if pos + 8 > size:
-                if depth == 0 and not until_item_end:
-                    self.warnings.append(f"{size - pos} trailing bytes after the last element ignored")
+                if depth == 0 and not until_item_end and not any(buf[pos:size]):
+                    # Zero padding after the last element, written by some old devices.
+                    self.warnings.append(f"{size - pos} trailing zero bytes after the last element ignored")
                     return size
                 raise _Stop(pos, f"file ends inside an element header at byte {pos}")
             group, element = read_tag(buf, pos)
@@ -296,7 +299,17 @@ class _Walk:
                         else:
                             if not isfinite(number):
                                 number = None
-                if length > self.cap or len(value) > self.limit:
+                if length > self.cap:
+                    if vm and kind != _LONGTEXT and vr != "UR":
+                        # Only the first `cap` bytes were decoded: count the values in all of them.
+                        full = buf[vpos:vend]
+                        if kind == _ASCII:
+                            vm = full.count(b"\\") + 1
+                        else:  # 0x5C can be the 2nd byte of a multi-byte character: decode first
+                            vm = decode(full, encodings, kind == _PN).count("\\") + 1
+                    value = value[: self.limit]
+                    flags |= CUT
+                elif len(value) > self.limit:
                     value = value[: self.limit]
                     flags |= CUT
                 if group & 1 and 0x10 <= element <= 0xFF:
@@ -315,7 +328,13 @@ class _Walk:
                 self.pixel_representation = int(number)
             pos = vend
         if until_item_end:
+            if end < size:
+                raise _Stop(pos, f"item of undefined length has no Item Delimitation Item before "
+                            f"the end of its sequence (byte {end})")
             raise _Stop(pos, f"file ends at byte {pos} inside an item of undefined length")
+        if pos > end:
+            # An undefined-length sequence or fragment list inside a defined-length item ran on.
+            raise _Stop(end, f"an element runs past the end of its item (byte {end})")
         return pos
 
     def sequence(
@@ -372,7 +391,7 @@ class _Walk:
                 "Item", "Item", None, pos, None, None)))
             start = pos + 8
             if item_length == UNDEFINED:
-                pos = self.dataset(start, size, item_path + ".", depth + 1, syntax, encodings,
+                pos = self.dataset(start, end, item_path + ".", depth + 1, syntax, encodings,
                                    until_item_end=True)
             else:
                 item_end = start + item_length
@@ -483,7 +502,7 @@ def _plausible_start(buf: Buffer, pos: int, size: int) -> _Syntax | None:
     if size - pos < 8:
         return None
     for syntax in (_EXPLICIT_LE, _IMPLICIT_LE, _EXPLICIT_BE):
-        group, _element = syntax.tag(buf, pos)
+        group, element = syntax.tag(buf, pos)
         if group not in (0x0000, 0x0002, 0x0008):
             continue
         if syntax.explicit:
@@ -491,6 +510,8 @@ def _plausible_start(buf: Buffer, pos: int, size: int) -> _Syntax | None:
                 return syntax
         else:
             length = syntax.u32(buf, pos + 4)[0]
+            if element == 0 and length != 4:
+                continue  # a group length is a 4-byte UL; this also turns away zero-filled files
             if length != UNDEFINED and pos + 8 + length <= size:
                 return syntax
     return None
@@ -573,6 +594,14 @@ def _walk_buffer(name: str, buf: Buffer, size: int, value_limit: int) -> FileRec
         except _Stop as stop:
             raise DicomReadError(name, "invalid", f"broken File Meta Information: {stop.message}") from None
         has_meta = pos > start
+        first = walk.records[0] if walk.records else None
+        if first is not None and first.tag == 0x00020000 and first.number is not None:
+            header_end = first.offset + 8 + first.length + int(first.number)
+            if header_end < pos and any(r.offset == header_end for r in walk.records):
+                # A second group 0002 follows the meta header (fo-dicom GH1376): the group
+                # length says where the header ends; the rest are stray data set elements.
+                del walk.records[next(i for i, r in enumerate(walk.records) if r.offset == header_end):]
+                pos = header_end
         for record in walk.records:
             if record.tag == 0x00020010 and record.value:
                 transfer_syntax = record.value.strip()

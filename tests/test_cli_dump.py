@@ -1,0 +1,229 @@
+"""`indexer dump` (and the app's --help/--version) through typer's CliRunner and as a real process.
+
+Exit codes read in indexer/cli.py: 0 for a file read to its end, 1 (one line on stderr,
+no traceback) for a file that cannot be read as DICOM, 2 when the file was read only in
+part (truncated or damaged: the elements read are printed and the problem is on stderr).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+from typer.testing import CliRunner
+
+from indexer import __version__
+from indexer.cli import app
+from indexer.records import ITEM, META, UNDEFINED
+from indexer.walker import read_file
+
+INDEXER_BIN = Path(sys.executable).with_name("indexer")
+LINE = re.compile(r"^ *(\([0-9A-F]{4},[0-9A-F]{4}\) [A-Z]{2} |Item #\d+ \(FFFE,E000\) )")
+
+# Sample files read by DCMTK and pydicom: one per kind (implicit VR, big endian, deflated,
+# encapsulated, nested SR, ISO 2022 text).
+SAMPLES = [
+    "pydicom/rtplan.dcm",
+    "pydicom/MR_small_bigendian.dcm",
+    "dicomParser/encapsulated/multi-frame/CT0012.fragmented_no_bot_jpeg_baseline.51.dcm",
+    "pydicom/charset_files/chrH32.dcm",
+    pytest.param("fo-dicom/test_SR.dcm", marks=pytest.mark.xfail(
+        strict=True, reason="cli.py _dump_line prints TextValue line breaks as they are: "
+        "one element spans several lines (reported to the lead)")),
+    pytest.param("dicomParser/deflate/report_dfl", marks=pytest.mark.xfail(
+        strict=True, reason="cli.py _dump_line prints TextValue line breaks as they are")),
+]
+
+
+@pytest.fixture()
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def manifest_row(manifest: list[dict[str, str]], relpath: str) -> dict[str, str]:
+    return next(r for r in manifest if r["relpath"] == relpath)
+
+
+def pydicom_counts(path: Path) -> tuple[int, int, int]:
+    """(elements, items, meta elements) of a file, counted with pydicom."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(path)
+
+    def count(data: Dataset) -> tuple[int, int]:
+        elements = items = 0
+        for elem in data:
+            elements += 1
+            if elem.VR == "SQ":
+                for item in elem.value:
+                    items += 1
+                    inner = count(item)
+                    elements += inner[0]
+                    items += inner[1]
+        return elements, items
+
+    elements, items = count(ds)
+    return elements, items, len(ds.file_meta)
+
+
+@pytest.mark.parametrize("relpath", SAMPLES)
+def test_dump_prints_one_line_per_element(runner: CliRunner, sample_dir: Path,
+                                          sample_manifest: list[dict[str, str]], relpath: str) -> None:
+    path = sample_dir / relpath
+    result = runner.invoke(app, ["dump", str(path)])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.rstrip("\n").split("\n")
+    expected = int(manifest_row(sample_manifest, relpath)["element_count"])
+    assert lines[-1] == f"{expected} elements"
+    elements, items, _meta = pydicom_counts(path)
+    assert elements == expected
+    body = lines[:-1]
+    assert len(body) == expected + items
+    for line in body:
+        assert LINE.match(line), line
+    # The lines follow the records, in file order.
+    records = [r for r in read_file(path).elements if not r.flags & META]
+    shown = [line.strip().split(" ")[0] if not line.strip().startswith("Item") else "item" for line in body]
+    assert shown == ["item" if r.flags & ITEM else f"({r.tag >> 16:04X},{r.tag & 0xFFFF:04X})"
+                     for r in records]
+    assert "(0002," not in result.stdout
+
+
+@pytest.mark.parametrize("relpath", ["pydicom/rtplan.dcm", "pydicom/MR_small_bigendian.dcm"])
+def test_dump_meta_adds_group_0002(runner: CliRunner, sample_dir: Path, relpath: str) -> None:
+    path = sample_dir / relpath
+    plain = runner.invoke(app, ["dump", str(path)])
+    with_meta = runner.invoke(app, ["dump", "--meta", str(path)])
+    assert plain.exit_code == with_meta.exit_code == 0
+    _elements, _items, meta = pydicom_counts(path)
+    extra = with_meta.stdout.split("\n")[:meta]
+    assert all(line.startswith("(0002,") for line in extra)
+    assert with_meta.stdout.split("\n")[meta:] == plain.stdout.split("\n")
+    assert with_meta.stdout.count("(0002,") == meta
+    assert "(0002,0010) UI TransferSyntaxUID" in with_meta.stdout
+
+
+def record_json(r: Any) -> dict[str, Any]:
+    return {"path": r.path, "depth": r.depth, "tag": f"{r.tag:08X}", "vr": r.vr, "vm": r.vm,
+            "length": None if r.length == UNDEFINED else r.length, "value": r.value,
+            "number": r.number, "flags": r.flags, "offset": r.offset,
+            "private_creator": r.private_creator, "keyword": r.keyword, "name": r.name}
+
+
+@pytest.mark.parametrize("relpath", [
+    "pydicom/rtplan.dcm",
+    "fo-dicom/test_SR.dcm",
+    "dicomParser/deflate/report_dfl",
+    "dicomParser/encapsulated/multi-frame/CT0012.fragmented_no_bot_jpeg_baseline.51.dcm",
+    "pydicom/nested_priv_SQ.dcm",
+    "broken/pydicom/rtstruct.dcm",
+])
+@pytest.mark.parametrize("meta", [False, True], ids=["no-meta", "meta"])
+def test_dump_json(runner: CliRunner, sample_dir: Path, sample_manifest: list[dict[str, str]],
+                   relpath: str, meta: bool) -> None:
+    path = sample_dir / relpath
+    result = runner.invoke(app, ["dump", "--format", "json", str(path)] + (["--meta"] if meta else []))
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    row = manifest_row(sample_manifest, relpath)
+    for key in ("element_count", "max_sequence_depth", "fragment_sequences", "fragments"):
+        assert data[key] == int(row[key]), key
+    assert data["problem"] is None and data["path"] == str(path)
+    assert data["transfer_syntax"] == (row["transfer_syntax_uid"] or None)
+    elements = data["elements"]
+    counted = [e for e in elements if not e["meta"] and not e["item"]]
+    assert len(counted) == int(row["element_count"])
+    records = [r for r in read_file(path).elements if meta or not r.flags & META]
+    assert [{k: e[k] for k in record_json(r)} for e, r in zip(elements, records, strict=True)] == [
+        record_json(r) for r in records]
+    assert any(e["meta"] for e in elements) == (meta and bool(row["transfer_syntax_uid"]))
+    for e, r in zip(elements, records, strict=True):
+        if r.fragments is not None:
+            assert e["fragments"] == list(r.fragments) and e["offset_table"] == list(r.offset_table or ())
+
+
+def test_dump_value_limit(runner: CliRunner, sample_dir: Path) -> None:
+    path = sample_dir / "pydicom/rtplan.dcm"
+    result = runner.invoke(app, ["dump", "--value-limit", "16", str(path)])
+    assert result.exit_code == 0
+    model = str(pydicom.dcmread(path).ManufacturerModelName)
+    assert len(model) > 16
+    line = next(x for x in result.stdout.split("\n") if x.startswith("(0008,1090)"))
+    assert line.endswith(f"[{model[:16]}] (cut)")
+
+
+@pytest.mark.parametrize("relpath", ["broken/pylibjpeg-data/raw_jpeg_named_as_dicom.dcm", "README.md"])
+def test_dump_not_dicom(runner: CliRunner, sample_dir: Path, relpath: str) -> None:
+    path = sample_dir / relpath
+    result = runner.invoke(app, ["dump", str(path)])
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    lines = result.stderr.rstrip("\n").split("\n")
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}: not DICOM")
+    assert "Traceback" not in result.output
+
+
+def test_dump_empty_and_missing_files(runner: CliRunner, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.dcm"
+    empty.write_bytes(b"")
+    result = runner.invoke(app, ["dump", str(empty)])
+    assert result.exit_code == 1 and result.stderr == f"error: {empty}: empty file\n"
+    missing = tmp_path / "missing.dcm"
+    result = runner.invoke(app, ["dump", str(missing)])
+    assert result.exit_code == 1 and result.stderr.startswith(f"error: {missing}: ")
+    assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("output", ["text", "json"])
+def test_dump_truncated_file(runner: CliRunner, sample_dir: Path, output: str) -> None:
+    path = sample_dir / "broken/pydicom/MR_truncated.dcm"
+    record = read_file(path)
+    assert record.problem is not None
+    result = runner.invoke(app, ["dump", "--format", output, str(path)])
+    # Exit code 2: read in part. What was read is printed; the problem is reported.
+    assert result.exit_code == 2
+    if output == "json":
+        data = json.loads(result.stdout)
+        assert data["problem"] == record.problem and data["problem_offset"] == record.problem_offset
+        assert data["element_count"] == record.element_count > 0
+    else:
+        assert f"problem: {record.problem}\n" in result.stderr
+        assert result.stdout.rstrip("\n").split("\n")[-1] == f"{record.element_count} elements"
+        assert "(7FE0,0010)" not in result.stdout  # the Pixel Data cut short is not shown
+    assert "Traceback" not in result.output
+
+
+def test_help_and_version(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("index", "stats", "dump", "db"):
+        assert re.search(rf"^\s+{command}\s", result.stdout, re.MULTILINE), command
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout == f"indexer {__version__}\n"
+    result = runner.invoke(app, ["dump", "--help"])
+    assert result.exit_code == 0 and "--meta" in result.stdout and "--format" in result.stdout
+
+
+def test_installed_command(sample_dir: Path, sample_manifest: list[dict[str, str]]) -> None:
+    assert INDEXER_BIN.is_file(), f"console script missing next to {sys.executable}"
+    done = subprocess.run([str(INDEXER_BIN), "--version"], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0 and done.stdout == f"indexer {__version__}\n"
+    bad = sample_dir / "broken/pylibjpeg-data/raw_jpeg_named_as_dicom.dcm"
+    done = subprocess.run([str(INDEXER_BIN), "dump", str(bad)], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ")
+    good = sample_dir / "pydicom/rtplan.dcm"
+    done = subprocess.run([str(INDEXER_BIN), "dump", str(good)], capture_output=True, text=True, timeout=60,
+                          check=False)
+    count = manifest_row(sample_manifest, "pydicom/rtplan.dcm")["element_count"]
+    assert done.returncode == 0 and done.stdout.endswith(f"\n{count} elements\n")
