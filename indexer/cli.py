@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from enum import Enum
 from pathlib import Path
@@ -507,6 +508,13 @@ def _record_json(r: Any) -> dict[str, Any]:
     return data
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    return {"\r": "\\r", "\n": "\\n", "\t": "\\t"}.get(match[0], f"\\x{ord(match[0]):02x}")
+
+
 def _dump_line(r: Any) -> str:
     from .records import BINARY, CUT, ENCAPSULATED, ITEM, UNDEFINED
 
@@ -529,7 +537,7 @@ def _dump_line(r: Any) -> str:
     elif r.flags & BINARY:
         shown = f"({r.length} bytes binary)"
     else:
-        shown = f"[{r.value}]" + (" (cut)" if r.flags & CUT else "")
+        shown = f"[{_CONTROL.sub(_escape, r.value)}]" + (" (cut)" if r.flags & CUT else "")
     return f"{indent}{tag} {r.vr:2} {label:<36} #{length:>6},{r.vm} {shown}"
 
 

@@ -13,11 +13,11 @@ from typing import NamedTuple
 META = 1  # group 0002 (file meta, or a stray 0002 element in the data set): not counted
 ITEM = 2  # an item (FFFE,E000) of a sequence: represented, never counted
 BINARY = 4  # OB/OW/OF/OD/OL/OV/UN: value not rendered as text, length only
-CUT = 8  # value text was cut at the limit; `length` keeps the full stored length
+CUT = 8  # value cut: at the text limit, or by the end of a truncated file; `length` is as stored
 PRIVATE = 16  # odd group (private tag or private creator)
 ENCAPSULATED = 32  # encapsulated (fragmented) value, e.g. compressed Pixel Data
 UNDEFINED_LENGTH = 64  # stored with undefined length (0xFFFFFFFF)
-VR_FROM_DICTIONARY = 128  # VR was implicit, UN or invalid in the file and taken from the dictionary
+VR_FROM_DICTIONARY = 128  # explicit VR file: VR written as UN or invalid, taken from the dictionary
 
 UNDEFINED = 0xFFFFFFFF
 

@@ -22,6 +22,7 @@ from math import isfinite
 from typing import Union
 
 from .charsets import DEFAULT, decode, encodings_for
+from .dictionary import _public as _public_descriptions
 from .dictionary import describe_private, describe_public, tag_text
 from .errors import DicomReadError, NotDicomError
 from .records import (
@@ -50,6 +51,7 @@ EXPLICIT_BIG = "1.2.840.10008.1.2.2"
 _LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
 _SHORT_VRS = frozenset(b"AE AS AT CS DA DS DT FL FD IS LO LT PN SH SL SS ST TM UI UL US".split())
 _VR_TEXT = {vr: vr.decode() for vr in _LONG_VRS | _SHORT_VRS}
+_LONG_VR_TEXT = frozenset(vr.decode() for vr in _LONG_VRS)
 
 # How each VR is rendered: one table, one place.
 _ASCII = 1  # AE AS CS DA DS DT IS TM UI UR: 7-bit text
@@ -85,7 +87,7 @@ _tuple_new = tuple.__new__
 class _Syntax:
     """Byte order and VR encoding of a stretch of the stream."""
 
-    __slots__ = ("name", "explicit", "little", "tag", "u16", "u32", "order")
+    __slots__ = ("name", "explicit", "little", "tag", "head", "u16", "u32", "order")
 
     def __init__(self, name: str, explicit: bool, little: bool) -> None:
         self.name = name
@@ -93,6 +95,9 @@ class _Syntax:
         self.little = little
         self.order = "<" if little else ">"
         self.tag = struct.Struct(self.order + "HH").unpack_from
+        # An element header in one call: group, element, VR bytes, 2-byte length (explicit VR)
+        # or group, element, 4-byte length (implicit VR).
+        self.head = struct.Struct(self.order + ("HH2sH" if explicit else "HHI")).unpack_from
         self.u16 = struct.Struct(self.order + "H").unpack_from
         self.u32 = struct.Struct(self.order + "I").unpack_from
 
@@ -159,12 +164,14 @@ class _Walk:
         size = self.size
         records = self.records
         append = records.append
-        read_tag = syntax.tag
-        u16 = syntax.u16
+        head = syntax.head
         u32 = syntax.u32
         explicit = syntax.explicit
         creators: dict[int, str] | None = None
         tag_texts = _tag_texts
+        public = _public_descriptions
+        vr_text = _VR_TEXT
+        long_vrs = _LONG_VR_TEXT
         while pos < end:
             if pos + 8 > size:
                 if depth == 0 and not until_item_end and not any(buf[pos:size]):
@@ -172,7 +179,10 @@ class _Walk:
                     self.warnings.append(f"{size - pos} trailing zero bytes after the last element ignored")
                     return size
                 raise _Stop(pos, f"file ends inside an element header at byte {pos}")
-            group, element = read_tag(buf, pos)
+            if explicit:
+                group, element, vr_bytes, length = head(buf, pos)
+            else:
+                group, element, length = head(buf, pos)
             if group == 0xFFFE:
                 if element == _ITEM_END:
                     if until_item_end:
@@ -187,25 +197,21 @@ class _Walk:
             tag = group << 16 | element
             flags = 0
             if explicit:
-                vr_bytes = buf[pos + 4 : pos + 6]
-                vr = _VR_TEXT.get(vr_bytes)  # type: ignore[call-overload]
-                if vr_bytes in _LONG_VRS:
+                vr = vr_text.get(vr_bytes)
+                if vr in long_vrs:
                     if pos + 12 > size:
                         raise _Stop(pos, f"file ends inside the header of {tag_text(tag)} at byte {pos}")
                     length = u32(buf, pos + 8)[0]
                     vpos = pos + 12
                 elif vr is not None:
-                    length = u16(buf, pos + 6)[0]
                     vpos = pos + 8
                 else:
                     # Not a VR: like DCMTK, assume a 2-byte length and take the VR from the dictionary.
-                    length = u16(buf, pos + 6)[0]
                     vpos = pos + 8
                     self.warnings.append(f"invalid VR {bytes(vr_bytes)!r} of {tag_text(tag)} at byte {pos}")
                     flags = VR_FROM_DICTIONARY
             else:
                 vr = None
-                length = u32(buf, pos + 4)[0]
                 vpos = pos + 8
 
             # Names, private creator, and the VR where the file does not say it.
@@ -218,7 +224,8 @@ class _Walk:
                     creator = creators.get(group << 8 | element >> 8)
                 dict_vr, keyword, name = describe_private(tag, creator)
             else:
-                dict_vr, keyword, name = describe_public(tag)
+                description = public.get(tag)
+                dict_vr, keyword, name = description if description is not None else describe_public(tag)
                 if group == 2 and depth == 0:
                     flags |= META
             if vr is None:
@@ -252,8 +259,17 @@ class _Walk:
                 continue
             vend = vpos + length
             if vend > size:
-                raise _Stop(pos, f"{tag_text(tag)} at byte {pos} declares {length} bytes "
-                            f"but the file ends at byte {size}")
+                stop = _Stop(pos, f"{tag_text(tag)} at byte {pos} declares {length} bytes "
+                             f"but the file ends at byte {size}")
+                if vr == "SQ":  # keep the items that are there; the walk stops where they end
+                    inner = syntax if explicit and not flags & VR_FROM_DICTIONARY or not explicit else _IMPLICIT_LE
+                    self.sequence(vpos, length, path, depth, inner, encodings, tag, flags | CUT,
+                                  keyword, name, creator, pos, "SQ", available=size - vpos)
+                else:  # the element, with as much of its value as there is
+                    append(_tuple_new(ElementRecord, (path, depth, tag, vr, 0, length, None, None,
+                                                      flags | CUT | BINARY, keyword, name, creator,
+                                                      pos, None, None)))
+                raise stop
             if vend > end:
                 raise _Stop(pos, f"{tag_text(tag)} at byte {pos} runs past the end of its item "
                             f"(byte {end})")
@@ -291,6 +307,9 @@ class _Walk:
                     vm = 1
                 else:
                     vm = value.count("\\") + 1
+                    if (vr == "IS" or vr == "DS") and " " in value:
+                        # Leading and trailing spaces of numbers carry no meaning (PS3.5 6.2).
+                        value = "\\".join(v.strip() for v in value.split("\\"))
                     if vm == 1 and (vr == "IS" or vr == "DS"):
                         try:
                             number = float(value)
@@ -352,8 +371,12 @@ class _Walk:
         creator: str | None,
         offset: int,
         vr: str,
+        available: int | None = None,
     ) -> int:
-        """Record an SQ element and walk its items; return the position after the sequence."""
+        """Record an SQ element and walk its items; return the position after the sequence.
+
+        `available` (a truncated file) bounds the walk to the bytes that exist.
+        """
         if depth + 1 > MAX_NESTING:
             raise _Stop(offset, f"sequences nested deeper than {MAX_NESTING} levels at byte {offset}")
         record = _tuple_new(ElementRecord, (path, depth, tag, vr, 1, length, None, None, flags,
@@ -364,7 +387,7 @@ class _Walk:
         buf = self.buf
         size = self.size
         undefined = length == UNDEFINED
-        end = size if undefined else pos + length
+        end = size if undefined else pos + (length if available is None else available)
         read_tag = syntax.tag
         u32 = syntax.u32
         index = 0
@@ -396,8 +419,11 @@ class _Walk:
             else:
                 item_end = start + item_length
                 if item_end > size:
-                    raise _Stop(pos, f"item {item_path} at byte {pos} declares {item_length} bytes "
-                                f"but the file ends at byte {size}")
+                    stop = _Stop(pos, f"item {item_path} at byte {pos} declares {item_length} bytes "
+                                 f"but the file ends at byte {size}")
+                    # Keep what the truncated item still holds; the walk stops where it ends.
+                    self.dataset(start, size, item_path + ".", depth + 1, syntax, encodings)
+                    raise stop
                 if item_end > end:
                     raise _Stop(pos, f"item {item_path} at byte {pos} runs past the end of its sequence")
                 self.dataset(start, item_end, item_path + ".", depth + 1, syntax, encodings)

@@ -263,9 +263,11 @@ def check_file(root: Path, row: dict[str, str]) -> None:
     assert not record.complete
     assert record.problem_offset is not None and 0 <= record.problem_offset <= record.size
     assert f"byte {record.problem_offset}" in record.problem
-    # What was read before the problem is kept, and nothing is recorded past the stop.
+    # What was read before the problem is kept; nothing is recorded past the stop, and an
+    # element cut by the end of the file is recorded there with the CUT flag.
     assert record.element_count > 0
-    assert all(r.offset < record.problem_offset for r in record.elements)
+    assert all(r.offset <= record.problem_offset for r in record.elements)
+    assert all(r.flags & CUT for r in record.elements if r.offset == record.problem_offset)
 
 
 def check_identifiers(record: FileRecord, row: dict[str, str]) -> None:

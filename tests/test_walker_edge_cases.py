@@ -773,12 +773,15 @@ def test_truncated_file(tmp_path: Path, where: str, marker: bytes, shift: int) -
     assert result.problem_offset < cut
     assert all(r.offset < cut for r in result.elements)
     complete = read_file(tmp_path / "full.dcm")
-    # Everything that starts before the damaged element is kept.
+    # Everything that starts before the damaged element is kept, and the damaged element
+    # itself when its header is whole (flagged CUT).
     kept = [r.path for r in result.elements]
     assert kept == [r.path for r in complete.elements][: len(kept)]
+    assert all(r.flags & CUT for r in result.elements if r.offset == result.problem_offset)
     if where == "last element":
-        assert kept == [r.path for r in complete.elements][:-1]
-        assert result.element_count == complete.element_count - 1
+        assert kept == [r.path for r in complete.elements]
+        assert result.elements[-1].flags & CUT
+        assert result.element_count == complete.element_count  # the cut last element included
     if where == "fragment":
         assert "fragment" in result.problem and result.fragments == 1
 
@@ -821,7 +824,11 @@ def test_value_length_past_the_end_of_the_file(tmp_path: Path) -> None:
     assert record.problem == (f"(0032,4000) at byte {at} declares {0x7FFFFFF0} bytes "
                               f"but the file ends at byte {len(full)}")
     assert record.problem_offset == at
-    assert [r.tag for r in body(record)] == [0x00080016, 0x00080018, 0x00080060]
+    # The element whose length points past the end is recorded (cut, length as stored); the
+    # walk stops there.
+    assert [r.tag for r in body(record)] == [0x00080016, 0x00080018, 0x00080060, 0x00324000]
+    cut = body(record)[-1]
+    assert cut.flags & CUT and cut.length == 0x7FFFFFF0 and cut.value is None
 
 
 def test_element_running_past_its_item(tmp_path: Path) -> None:
