@@ -8,6 +8,7 @@ import shutil
 import signal
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -78,6 +79,7 @@ class _Feed:
     writer: IndexWriter
     value_limit: int
     scratch_dir: str | None  # None: the index is PostgreSQL, rows travel as COPY text
+    run_key: str  # unique per run, even across databases and processes
     skipped: list[Skipped] = field(default_factory=list)
     unchanged: list[int] = field(default_factory=list)
     seen: int = 0
@@ -98,7 +100,7 @@ class _Feed:
         self.seen += len(batch)
         self.unchanged.extend(unchanged)
         for start in range(0, len(to_read), TASK_CHUNK):
-            yield [(path, size, mtime_ns, self.value_limit, self.scratch_dir)
+            yield [(path, size, mtime_ns, self.value_limit, self.scratch_dir, self.run_key)
                    for path, size, mtime_ns in to_read[start : start + TASK_CHUNK]]
 
 
@@ -157,7 +159,7 @@ def index_paths(
         report.run_id = writer.start_run(
             root_list, {"workers": workers, "value_limit": value_limit, "prune": prune})
         scratch_dir = None if writer.dialect == "postgresql" else tempfile.mkdtemp(prefix="indexer-scratch-")
-        feed = _Feed(root_list, writer, value_limit, scratch_dir)
+        feed = _Feed(root_list, writer, value_limit, scratch_dir, uuid.uuid4().hex)
         try:
             _run(executor, workers, feed, writer, report, batch_files, batch_elements, progress, started)
         except BaseException as err:

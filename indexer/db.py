@@ -50,11 +50,13 @@ def _sqlite_path(url: str) -> str | None:
 
 def _create_private_file(path: str) -> None:
     """Create the SQLite file readable by its owner only (its WAL and SHM files inherit the mode)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
         return
+    except OSError as err:
+        raise DatabaseError(f"cannot create the index file {path}: {err.strerror or err}") from None
     os.close(fd)
 
 
@@ -109,30 +111,51 @@ def alembic_config(connection: Connection | None = None) -> Any:
     return config
 
 
+# The newest migration. Read commands compare the database with it on every start, and
+# loading alembic's script directory for that would cost a second; tests/test_db.py checks
+# that it names the head of migrations/versions.
+HEAD_REVISION = "0002"
+
+
 def head_revision() -> str:
+    return HEAD_REVISION
+
+
+def known_revisions() -> set[str]:
     from alembic.script import ScriptDirectory
 
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head is not None
-    return head
+    return {script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
 
 
 def current_revision(connection: Connection) -> str | None:
-    from alembic.migration import MigrationContext
-
-    return MigrationContext.configure(connection).get_current_revision()
+    """The schema revision stamped in the database, or None (read directly: importing alembic
+    would cost more than the query)."""
+    if not inspect(connection).has_table("alembic_version"):
+        return None
+    versions = [row[0] for row in connection.exec_driver_sql("SELECT version_num FROM alembic_version")]
+    return versions[0] if len(versions) == 1 else None
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Apply migrations up to `revision`, one migrator at a time on PostgreSQL."""
+    """Apply migrations up to `revision` in one transaction, one migrator at a time.
+
+    On SQLite the DDL runs inside an explicit BEGIN IMMEDIATE (the driver would otherwise
+    commit each CREATE TABLE on its own), so a run killed while creating the schema
+    leaves an empty database, not half a schema.
+    """
     from alembic import command
 
-    with engine.begin() as connection:
-        if connection.dialect.name == "postgresql":
-            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
-        elif connection.dialect.name == "sqlite":
-            connection.exec_driver_sql("BEGIN IMMEDIATE") if not connection.in_transaction() else None
-        command.upgrade(alembic_config(connection), revision)
+    if engine.dialect.name == "sqlite":
+        engine = create_engine(engine.url, connect_args={"isolation_level": None, "timeout": 60})
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+    try:
+        with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+            command.upgrade(alembic_config(connection), revision)
+    finally:
+        if engine.dialect.name == "sqlite":
+            engine.dispose()
 
 
 def open_index(db: str | None, *, create: bool = True, migrate: bool = True) -> Engine:
@@ -155,6 +178,9 @@ def open_index(db: str | None, *, create: bool = True, migrate: bool = True) -> 
         raise DatabaseError(f"cannot open the index at {describe_url(url)}: {first_line(err)}") from None
     if current == head:
         return engine
+    if current is not None and current not in known_revisions():
+        raise DatabaseError(f"the index at {describe_url(url)} has schema {current}, newer than this "
+                            f"indexer knows ({head}): upgrade dicom-indexer")
     if current is None and not empty:
         raise DatabaseError(f"{describe_url(url)} holds tables but no indexer schema version; "
                             "point --db at an empty database or an index")

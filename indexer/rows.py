@@ -182,17 +182,26 @@ def to_rows(record: FileRecord, mtime_ns: int, path_ids: PathIds, scratch: Scrat
                        encapsulated_rows, new_paths)
 
 
-_path_ids = PathIds()  # per worker process
+_path_ids: dict[str, PathIds] = {}  # per worker process: path definitions sent in this run
+
+
+def _path_ids_for(run_key: str) -> PathIds:
+    found = _path_ids.get(run_key)
+    if found is None:
+        _path_ids.clear()  # a new run (perhaps into another database): send every path again
+        found = _path_ids[run_key] = PathIds()
+    return found
 
 
 def process_file(
     path: str, size: int, mtime_ns: int, value_limit: int = DEFAULT_VALUE_LIMIT,
-    scratch_dir: str | None = None,
+    scratch_dir: str | None = None, run_key: str = "",
 ) -> Outcome:
     """Read, walk and flatten one file; never raises for a bad file.
 
     Element rows go to this process's scratch file in `scratch_dir` (SQLite index) or,
-    when it is None, into COPY text (PostgreSQL index).
+    when it is None, into COPY text (PostgreSQL index). `run_key` names the run: the
+    definitions of new sequence paths are sent once per run.
     """
     stored = stored_path(path)
     try:
@@ -204,10 +213,10 @@ def process_file(
         # Nothing the walker knows to expect, but one bad file must not end an overnight run.
         return FailedFile(stored, size, mtime_ns, "error", "walker_failure", f"{type(err).__name__}: {err}")
     record.path = stored
-    return to_rows(record, mtime_ns, _path_ids, writer_for(scratch_dir) if scratch_dir else None)
+    return to_rows(record, mtime_ns, _path_ids_for(run_key), writer_for(scratch_dir) if scratch_dir else None)
 
 
-Task = tuple[str, int, int, int, "str | None"]  # path, size, mtime_ns, value_limit, scratch_dir
+Task = tuple[str, int, int, int, "str | None", str]  # path, size, mtime_ns, value_limit, scratch_dir, run_key
 
 
 def process_chunk(tasks: list[Task]) -> list[Outcome]:
