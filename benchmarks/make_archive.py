@@ -16,7 +16,13 @@ realistic shape (patients with 1-3 studies, studies with 1-4 series, series with
 5-50 instances, one source file per series) and tree
 ``OUT/<patient>/<study>/<series>/<instance>``; it is deterministic for a seed.
 
-Run ``python benchmarks/make_archive.py OUT_DIR --files N [--sources small|all|DIR]``.
+Sources can be narrowed by size (``--max-bytes``) and by element count
+(``--max-elements``/``--min-elements``: MANIFEST ``element_count`` for corpus files,
+pydicom's count for a directory); the index benchmark uses small files of about a
+hundred elements, so that 200,000 files take a few GB.
+
+Run ``python benchmarks/make_archive.py OUT_DIR --files N [--sources small|all|DIR]
+[--max-bytes B] [--max-elements E] [--min-elements E]``.
 """
 
 from __future__ import annotations
@@ -82,6 +88,12 @@ class Source:
     modality: str  # for file and folder names
     element_count: int  # pydicom, every element at every depth (Dataset.iterall)
     blank: tuple[Slot, ...] = ()  # values overwritten with spaces (too short an accession)
+    reference_count: int | None = None  # MANIFEST element_count (DCMTK), for corpus sources
+
+    @property
+    def elements(self) -> int:
+        """The reference element count when known, else pydicom's."""
+        return self.element_count if self.reference_count is None else self.reference_count
 
     @property
     def bucket(self) -> tuple[int, bool]:
@@ -167,25 +179,37 @@ def default_corpus() -> Path:
     return Path(env) if env else (REPO_ROOT.parent / "shared" / "corpus").resolve()
 
 
-def manifest_readable(corpus: Path) -> list[tuple[str, int]]:
-    """(relpath, bytes) of the corpus files DCMTK and pydicom both read."""
+def manifest_readable(corpus: Path) -> list[tuple[str, int, int]]:
+    """(relpath, bytes, element_count) of the corpus files DCMTK and pydicom both read."""
     with open(corpus / "MANIFEST.tsv", newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
     return [
-        (r["relpath"], int(r["bytes"]))
+        (r["relpath"], int(r["bytes"]), int(r["element_count"]))
         for r in rows
         if r["readable_by_dcmtk"] == "yes" and r["readable_by_pydicom"] == "yes"
     ]
 
 
+def _in_range(value: int, low: int | None, high: int | None) -> bool:
+    return (low is None or value >= low) and (high is None or value <= high)
+
+
 def load_sources(
-    sources: str, corpus: Path | None = None, max_bytes: int | None = None
+    sources: str,
+    corpus: Path | None = None,
+    max_bytes: int | None = None,
+    max_elements: int | None = None,
+    min_elements: int | None = None,
 ) -> tuple[list[Source], dict[str, str]]:
     """Usable sources and {relpath: reason} of the rejected candidates.
 
     ``sources`` is "small" (corpus files both readers read, <= 64 KB by default),
     "all" (the same without a size limit) or a directory whose files are all candidates.
+    Files outside ``min_elements..max_elements`` are not candidates (the MANIFEST
+    element count for corpus files; pydicom's count for a directory, checked after
+    parsing and reported as a rejection).
     """
+    reference: dict[str, int] = {}
     if sources in ("small", "all"):
         root = corpus or default_corpus()
         limit = (
@@ -193,9 +217,10 @@ def load_sources(
             if max_bytes is not None
             else (SMALL_MAX_BYTES if sources == "small" else None)
         )
-        candidates = [
-            rel for rel, size in manifest_readable(root) if limit is None or size <= limit
-        ]
+        for rel, size, count in manifest_readable(root):
+            if (limit is None or size <= limit) and _in_range(count, min_elements, max_elements):
+                reference[rel] = count
+        candidates = list(reference)
     else:
         root = Path(sources)
         if not root.is_dir():
@@ -209,10 +234,15 @@ def load_sources(
     rejected: dict[str, str] = {}
     for rel in candidates:
         result = analyse_source(root / rel, rel)
-        if isinstance(result, Source):
-            used.append(result)
-        else:
+        if isinstance(result, str):
             rejected[rel] = result
+        elif rel not in reference and not _in_range(
+            result.element_count, min_elements, max_elements
+        ):
+            rejected[rel] = f"{result.element_count} elements, outside the requested range"
+        else:
+            result.reference_count = reference.get(rel)
+            used.append(result)
     return used, rejected
 
 
@@ -400,11 +430,18 @@ class Stats:
     patients: int = 0
     studies: int = 0
     series: int = 0
+    elements: int = 0  # sum over the files written of their source's element count
     per_source: Counter[str] = field(default_factory=Counter)
+    source_elements: dict[str, int] = field(default_factory=dict)  # relpath -> element count
 
     @property
     def files_per_s(self) -> float:
         return self.files / self.seconds if self.seconds else 0.0
+
+    @property
+    def mean_elements(self) -> float:
+        """Mean element count per file written (MANIFEST counts for corpus sources)."""
+        return self.elements / self.files if self.files else 0.0
 
 
 def _series_template(series: Series, src: Source, plan: Plan) -> bytearray:
@@ -469,7 +506,9 @@ def write_archive(out: Path, sources: list[Source], plan: Plan) -> Stats:
                 os.close(fd)
             stats.bytes += len(buf)
         stats.files += series.count
+        stats.elements += series.count * src.elements
         stats.per_source[src.relpath] += series.count
+        stats.source_elements[src.relpath] = src.elements
     stats.write_seconds = time.perf_counter() - start
     return stats
 
@@ -541,10 +580,12 @@ def build_archive(
     max_bytes: int | None = None,
     verify_samples: int = 20,
     log: bool = True,
+    max_elements: int | None = None,
+    min_elements: int | None = None,
 ) -> Stats:
     """Build the archive and return its statistics; raises on verification failure."""
     start = time.perf_counter()
-    used, rejected = load_sources(sources, corpus, max_bytes)
+    used, rejected = load_sources(sources, corpus, max_bytes, max_elements, min_elements)
     if not used:
         raise SystemExit("no usable source file")
     if log:
@@ -590,6 +631,20 @@ def main(argv: list[str] | None = None) -> int:
         help="largest source file (default 65536 for 'small', else no limit)",
     )
     parser.add_argument(
+        "--max-elements",
+        type=int,
+        default=None,
+        metavar="E",
+        help="only sources with at most E elements (MANIFEST element_count)",
+    )
+    parser.add_argument(
+        "--min-elements",
+        type=int,
+        default=None,
+        metavar="E",
+        help="only sources with at least E elements (MANIFEST element_count)",
+    )
+    parser.add_argument(
         "--verify",
         type=int,
         default=20,
@@ -600,12 +655,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.files <= 0:
         parser.error("--files must be positive")
     stats = build_archive(
-        args.out, args.files, args.sources, args.seed, args.corpus, args.max_bytes, args.verify
+        args.out,
+        args.files,
+        args.sources,
+        args.seed,
+        args.corpus,
+        args.max_bytes,
+        args.verify,
+        max_elements=args.max_elements,
+        min_elements=args.min_elements,
     )
-    print("sources used (files written):")
+    print("sources used (files written, elements per file):")
     for rel, n in sorted(stats.per_source.items()):
-        print(f"  {n:8d}  {rel}")
+        print(f"  {n:8d}  {stats.source_elements[rel]:6d}  {rel}")
     print(f"patients {stats.patients}, studies {stats.studies}, series {stats.series}")
+    print(f"mean elements per file {stats.mean_elements:.1f}")
     print(
         f"files written {stats.files}, bytes {stats.bytes} ({stats.bytes / 1e9:.2f} GB), "
         f"elapsed {stats.seconds:.2f} s (writing {stats.write_seconds:.2f} s), "
