@@ -1,0 +1,322 @@
+"""Helpers shared by the index tests: canonical dumps of an index, databases, file trees.
+
+The canonical dump (`dump_index`) is what the incremental and crash tests compare:
+every table of the index, each row written without the database's own numbers
+(autoincrement ids, run ids, timestamps). Rows that point at other rows by id are
+rewritten to point at them by natural key instead: an element by its file's path
+and its sequence path, an instance by its file's path and its series UID, a study
+by its patient's (Patient ID, issuer), and so on. Two indexes of the same files
+therefore dump equal however the rows were numbered, batched, interrupted or
+re-written, and a difference shows which table and which rows differ.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+from indexer import schema
+from indexer.records import ITEM, META
+
+Row = tuple[Any, ...]
+Dump = dict[str, list[Row]]
+
+INDEXER_BIN = Path(sys.executable).with_name("indexer")
+
+# Columns left out of the dump: ids and what records a run rather than the content.
+_VOLATILE = {
+    "files": {"id", "first_run", "last_run", "indexed_at"},
+    "errors": {"id", "run_id", "at"},
+}
+# Dictionaries that a re-index or a prune may leave larger than a fresh index would make them
+# (entries are shared between files and never counted down): sequence paths, and the tag keys,
+# their paths and the usage groups of the summaries. Every other table must match exactly.
+DICTIONARY_TABLES = frozenset({"paths", "path_keys", "tag_keys", "usage_groups"})
+# Tables the dump knows how to write without ids. Anything else in the database
+# (say, summary tables added later) is dumped with all its columns.
+_KNOWN = {"runs", "files", "errors", "patients", "studies", "series", "instances", "paths",
+          "elements", "encapsulated", "alembic_version"}
+
+
+def engine_for(url: str) -> sa.Engine:
+    """A pool-less engine, so nothing stays connected after the test (PostgreSQL drops need that)."""
+    return sa.create_engine(url, poolclass=NullPool)
+
+
+def _sorted(rows: Iterable[Row]) -> list[Row]:
+    # None sorts before everything; repr keeps mixed types comparable.
+    return sorted(rows, key=lambda row: tuple((v is not None, repr(v) if not isinstance(v, (int, float, str)) else v)
+                                              for v in row))
+
+
+def dump_index(url: str, *, tables: Sequence[str] | None = None) -> Dump:
+    """The whole index behind `url` in canonical, id-independent form (see the module docstring).
+
+    `runs` is not part of the dump (an interrupted run and its completion are two
+    runs where a clean run is one); use `run_outcomes` for it.
+    """
+    f, p, st, se, i = schema.files, schema.patients, schema.studies, schema.series, schema.instances
+    queries: dict[str, Any] = {
+        "files": sa.select(*[c for c in f.c if c.name not in _VOLATILE["files"]]),
+        "errors": sa.select(*[c for c in schema.errors.c if c.name not in _VOLATILE["errors"]]),
+        "patients": sa.select(*[c for c in p.c if c.name != "id"]),
+        "studies": sa.select(p.c.patient_id.label("patient_key_id"), p.c.issuer.label("patient_key_issuer"),
+                             *[c for c in st.c if c.name not in ("id", "patient_ref")])
+        .select_from(st.outerjoin(p, p.c.id == st.c.patient_ref)),
+        "series": sa.select(st.c.study_uid.label("study_key"), *[c for c in se.c if c.name not in ("id", "study_ref")])
+        .select_from(se.outerjoin(st, st.c.id == se.c.study_ref)),
+        "instances": sa.select(f.c.path, se.c.series_uid.label("series_key"),
+                               *[c for c in i.c if c.name not in ("file_id", "series_ref")])
+        .select_from(i.outerjoin(f, f.c.id == i.c.file_id).outerjoin(se, se.c.id == i.c.series_ref)),
+        "paths": sa.select(*schema.paths.c),
+        "elements": sa.select(f.c.path.label("file"), schema.paths.c.path, schema.paths.c.private_creator,
+                              *[c for c in schema.elements.c if c.name not in ("file_id", "path_id")])
+        .select_from(schema.elements.outerjoin(f, f.c.id == schema.elements.c.file_id)
+                     .outerjoin(schema.paths, schema.paths.c.id == schema.elements.c.path_id)),
+        "encapsulated": sa.select(f.c.path, *[c for c in schema.encapsulated.c if c.name != "file_id"])
+        .select_from(schema.encapsulated.outerjoin(f, f.c.id == schema.encapsulated.c.file_id)),
+    }
+    engine = engine_for(url)
+    try:
+        with engine.connect() as conn:
+            present = set(sa.inspect(conn).get_table_names())
+            out: Dump = {}
+            for name, query in queries.items():
+                if tables is None or name in tables:
+                    out[name] = _sorted(tuple(r) for r in conn.execute(query))
+            if tables is None:
+                out["alembic_version"] = [tuple(r) for r in conn.execute(sa.text("SELECT version_num FROM alembic_version"))]
+                for extra in sorted(present - _KNOWN):
+                    # Tables without autoincrement ids (the summaries): every column as it is.
+                    table = schema.metadata.tables.get(extra)
+                    if table is None:
+                        table = sa.Table(extra, sa.MetaData(), autoload_with=conn)
+                    out[extra] = _sorted(tuple(r) for r in conn.execute(sa.select(table)))
+            return out
+    finally:
+        engine.dispose()
+
+
+def diff_dumps(a: Dump, b: Dump, *, limit: int = 6) -> str:
+    """A short human description of how two dumps differ ("" when equal)."""
+    lines: list[str] = []
+    for name in sorted(set(a) | set(b)):
+        ra, rb = Counter(a.get(name, [])), Counter(b.get(name, []))
+        if ra == rb:
+            continue
+        only_a = list((ra - rb).elements())
+        only_b = list((rb - ra).elements())
+        lines.append(f"table {name}: {len(only_a)} rows only in the first, {len(only_b)} only in the second "
+                     f"({sum(ra.values())} vs {sum(rb.values())} rows)")
+        lines += [f"  - {r!r}"[:400] for r in _sorted(only_a)[:limit]]
+        lines += [f"  + {r!r}"[:400] for r in _sorted(only_b)[:limit]]
+    return "\n".join(lines)
+
+
+def run_outcomes(url: str) -> list[str]:
+    """Outcomes of the runs recorded in the index, oldest first."""
+    engine = engine_for(url)
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table("runs"):
+                return []
+            return [r[0] for r in conn.execute(sa.select(schema.runs.c.outcome).order_by(schema.runs.c.id))]
+    finally:
+        engine.dispose()
+
+
+def query(url: str, sql: str, **params: Any) -> list[Row]:
+    """Rows of one SQL statement on the index behind `url`."""
+    engine = engine_for(url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(sa.text(sql), params)]
+    finally:
+        engine.dispose()
+
+
+def table_names(url: str) -> set[str]:
+    engine = engine_for(url)
+    try:
+        with engine.connect() as conn:
+            return set(sa.inspect(conn).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def reset_database(url: str) -> None:
+    """Drop every table (index and alembic_version), leaving an empty database."""
+    engine = engine_for(url)
+    try:
+        with engine.begin() as conn:
+            meta = sa.MetaData()
+            meta.reflect(conn)
+            meta.drop_all(conn)
+    finally:
+        engine.dispose()
+
+
+# -- PostgreSQL databases of the tests' own --------------------------------------------------------
+
+
+@contextmanager
+def pg_database(server_url: str, *, template: str | None = None) -> Iterator[str]:
+    """A new PostgreSQL database on the server of `server_url` (empty, or a copy of the
+    database of URL `template`), dropped afterwards."""
+    name = f"idx_test_{secrets.token_hex(6)}"
+    admin = sa.create_engine(server_url, poolclass=NullPool, isolation_level="AUTOCOMMIT",
+                             connect_args={"connect_timeout": 5})
+    copy = f' TEMPLATE "{make_url(template).database}"' if template else ""
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"{copy}'))
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@contextmanager
+def fresh_database(kind: str, directory: Path, server_url: str | None, *, template: str | None = None
+                   ) -> Iterator[str]:
+    """A fresh database of `kind` ("sqlite": a file in `directory`, or "postgresql").
+
+    Empty, or a copy of the database `template` (see SchemaTemplates).
+    """
+    if kind == "sqlite":
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"index-{secrets.token_hex(4)}.db"
+        if template is not None:
+            shutil.copy2(make_url(template).database or "", path)
+        yield f"sqlite:///{path}"
+        return
+    assert server_url is not None
+    with pg_database(server_url, template=template) as url:
+        yield url
+
+
+def clear_index(url: str) -> None:
+    """Empty every table of an index but keep its schema: a fresh index, without the cost of
+    creating (and on PostgreSQL, dropping) a database and running the migrations for each test."""
+    engine = engine_for(url)
+    try:
+        with engine.begin() as conn:
+            names = sorted(set(sa.inspect(conn).get_table_names()) - {"alembic_version"})
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text(f"TRUNCATE {', '.join(names)} RESTART IDENTITY"))
+            else:
+                for name in names:
+                    conn.execute(sa.text(f"DELETE FROM {name}"))
+    finally:
+        engine.dispose()
+
+
+# -- file trees ---------------------------------------------------------------------------------
+
+
+def copy_files(src_root: Path, relpaths: Iterable[str], dst_root: Path) -> list[Path]:
+    """Copy `relpaths` of `src_root` below `dst_root`, keeping the folder layout. Returns the copies."""
+    out = []
+    for rel in relpaths:
+        dst = dst_root / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src_root / rel, dst)
+        out.append(dst)
+    return out
+
+
+def regular_files(root: Path) -> list[Path]:
+    """Every regular file below `root` (symlinks not followed), sorted."""
+    out = []
+    for folder, _dirs, names in os.walk(root):
+        for name in names:
+            path = Path(folder, name)
+            if path.is_file() and not path.is_symlink():
+                out.append(path)
+    return sorted(out)
+
+
+def set_mtime_ns(path: Path, mtime_ns: int) -> None:
+    os.utime(path, ns=(mtime_ns, mtime_ns))
+
+
+# -- independent truth ------------------------------------------------------------------------
+
+
+def pydicom_counts(path: Path) -> tuple[int, int]:
+    """(element_count, max_sequence_depth) of a file by pydicom, with the MANIFEST's counting rules.
+
+    Every element at every depth counts 1, a sequence 1 plus what its items hold,
+    items themselves nothing, group 0002 at the top level nothing.
+    """
+    ds = pydicom.dcmread(path, force=True)
+
+    def walk(dataset: pydicom.Dataset, depth: int) -> tuple[int, int]:
+        count, deepest = 0, depth
+        for elem in dataset:
+            if depth == 0 and elem.tag.group == 0x0002:
+                continue
+            count += 1
+            if elem.VR == "SQ":
+                deepest = max(deepest, depth + 1)
+                for item in elem.value:
+                    c, d = walk(item, depth + 1)
+                    count += c
+                    deepest = max(deepest, d)
+        return count, deepest
+
+    return walk(ds, 0)
+
+
+def counted_element_rows(url: str) -> dict[str, int]:
+    """Per file path: elements rows that are neither META nor ITEM (what element_count counts)."""
+    rows = query(
+        url,
+        "SELECT f.path, COUNT(e.ordinal) FROM files f JOIN elements e ON e.file_id = f.id "
+        f"WHERE (e.flags & {META | ITEM}) = 0 GROUP BY f.path",
+    )
+    return {path: int(n) for path, n in rows}
+
+
+def by_path(rows: Iterable[Row]) -> dict[str, Row]:
+    return {row[0]: row for row in rows}
+
+
+def single_line(text: str) -> bool:
+    return len([line for line in text.splitlines() if line.strip()]) == 1
+
+
+def run_cli(args: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: Path | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the installed `indexer` command as a separate process."""
+    full_env = dict(os.environ)
+    full_env.pop("INDEXER_DB", None)
+    if env:
+        full_env.update(env)
+    return subprocess.run([str(INDEXER_BIN), *args], capture_output=True, text=True, env=full_env,
+                          cwd=cwd, timeout=timeout, check=False)
+
+
+# The two databases, as pytest parameters (the PostgreSQL one marked `postgres`).
+DB_KINDS = [pytest.param("sqlite", id="sqlite"),
+            pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres)]
+
+
+def server_for(request: pytest.FixtureRequest, kind: str) -> str | None:
+    """The PostgreSQL server URL (conftest's pg_url: a failure when set but down), or None for SQLite."""
+    return str(request.getfixturevalue("pg_url")) if kind == "postgresql" else None
