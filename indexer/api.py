@@ -142,6 +142,11 @@ def index_paths(
     root_list = [os.path.abspath(os.fspath(r)) for r in roots]
     if not root_list:
         raise IndexerError("no paths to index")
+    for root in root_list:
+        # Refused before anything is written: a mistyped path or an unmounted share would
+        # otherwise have every file indexed under it marked missing (or pruned).
+        if not os.path.lexists(root):
+            raise IndexerError(f"{root}: no such file or folder")
     if workers is None:
         workers = os.cpu_count() or 1
     url = resolve_url(db)

@@ -597,5 +597,19 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> Any:
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: usage errors, like fatal ones, are one line and exit status 1."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.Exit as err:
+        sys.exit(err.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as err:
+        if type(err).__name__ == "NoArgsIsHelpError":
+            sys.exit(0)  # the help text was printed
+        if hasattr(err, "format_message") and hasattr(err, "exit_code"):  # a usage error
+            typer.echo(f"error: {err.format_message()}", err=True)
+            sys.exit(1)
+        raise
+    sys.exit(code if isinstance(code, int) else 0)

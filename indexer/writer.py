@@ -15,8 +15,21 @@ import socket
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    and_,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from . import scratch, summaries
@@ -389,6 +402,9 @@ class IndexWriter:
 
     def _write_hierarchy(self, conn: Connection, walked: Sequence[IndexedFile], file_ids: dict[str, int]) -> None:
         """Upsert patients, studies and series, then insert one instance per walked file."""
+        # Several files describe one patient, study or series, and may disagree (a series
+        # number, a name spelt two ways). Each column keeps the smallest value any file gave,
+        # so the index does not depend on the order in which files were written.
         patient_rows: dict[tuple[str, str], dict[str, object]] = {}
         study_rows: dict[str, dict[str, object]] = {}
         series_rows: dict[str, dict[str, object]] = {}
@@ -398,17 +414,17 @@ class IndexWriter:
             if not study_uid:
                 continue
             key = (a.get("patient_id", ""), a.get("issuer", ""))
-            patient_rows.setdefault(key, {
+            _merge(patient_rows, key, {
                 "patient_id": key[0], "issuer": key[1], "patient_name": a.get("patient_name"),
                 "birth_date": a.get("birth_date"), "sex": a.get("sex")})
-            study_rows.setdefault(study_uid, {
+            _merge(study_rows, study_uid, {
                 "study_uid": study_uid, "patient_key": key, "study_date": a.get("study_date"),
                 "study_time": a.get("study_time"), "accession_number": a.get("accession_number"),
                 "study_id": a.get("study_id"), "description": a.get("study_description"),
                 "referring_physician": a.get("referring_physician")})
             series_uid = a.get("series_uid")
             if series_uid:
-                series_rows.setdefault(series_uid, {
+                _merge(series_rows, series_uid, {
                     "series_uid": series_uid, "study_key": study_uid, "modality": a.get("modality"),
                     "series_number": a.get("series_number"), "description": a.get("series_description"),
                     "body_part": a.get("body_part"), "manufacturer": a.get("manufacturer"),
@@ -417,14 +433,16 @@ class IndexWriter:
         patient_ids: dict[tuple[str, str], int] = {}
         if patient_rows:
             keys = sorted(patient_rows)
-            conn.execute(self._insert(patients).on_conflict_do_nothing(index_elements=["patient_id", "issuer"]),
+            conn.execute(self._keep_smallest(patients, ["patient_id", "issuer"], ("patient_name", "birth_date", "sex")),
                          [patient_rows[k] for k in keys])
             for chunk in _chunks(keys, 500):
                 for row in conn.execute(select(patients.c.id, patients.c.patient_id, patients.c.issuer).where(
                         or_(*[and_(patients.c.patient_id == p, patients.c.issuer == i) for p, i in chunk]))):  # type: ignore[misc]
                     patient_ids[(row.patient_id, row.issuer)] = row.id
-        study_ids = self._upsert_keyed(conn, studies, "study_uid", study_rows, "patient_key", "patient_ref", patient_ids)
-        series_ids = self._upsert_keyed(conn, series, "series_uid", series_rows, "study_key", "study_ref", study_ids)
+        study_ids, _ = self._upsert_keyed(conn, studies, "study_uid", study_rows, "patient_key", "patient_ref",
+                                          patient_ids)
+        series_ids, series_study = self._upsert_keyed(conn, series, "series_uid", series_rows, "study_key",
+                                                      "study_ref", study_ids)
 
         instance_rows = []
         for o in walked:
@@ -437,7 +455,7 @@ class IndexWriter:
                 problem = "no SeriesInstanceUID"
             else:
                 series_ref = series_ids.get(a["series_uid"])
-                if series_rows[a["series_uid"]]["study_key"] != a["study_uid"]:
+                if series_study.get(a["series_uid"]) != study_ids.get(a["study_uid"]):
                     problem = "series listed under another study"
             if not a.get("sop_instance_uid") and problem is None:
                 problem = "no SOPInstanceUID"
@@ -452,22 +470,36 @@ class IndexWriter:
         if instance_rows:
             conn.execute(insert(instances), instance_rows)
 
-    def _upsert_keyed(self, conn: Connection, table: object, key: str, rows: dict[str, dict[str, object]],
-                      parent_key: str, parent_column: str, parent_ids: dict) -> dict[str, int]:  # type: ignore[type-arg]
+    def _upsert_keyed(self, conn: Connection, table: Table, key: str, rows: dict[str, dict[str, object]],
+                      parent_key: str, parent_column: str, parent_ids: dict[Any, int],
+                      ) -> tuple[dict[str, int], dict[str, int]]:
+        """Upsert studies or series; return {uid: id} and {uid: parent id as stored}."""
         if not rows:
-            return {}
+            return {}, {}
         values = []
         for uid in sorted(rows):
             row = dict(rows[uid])
             row[parent_column] = parent_ids[row.pop(parent_key)]
             values.append(row)
-        conn.execute(self._insert(table).on_conflict_do_nothing(index_elements=[key]), values)  # type: ignore[arg-type]
+        attributes = [c for c in values[0] if c not in (key, parent_column)]
+        conn.execute(self._keep_smallest(table, [key], attributes), values)
         ids: dict[str, int] = {}
-        column = table.c[key]  # type: ignore[attr-defined]
+        parents: dict[str, int] = {}
+        column = table.c[key]
         for chunk in _chunks(sorted(rows), 1000):
-            for row in conn.execute(select(table.c.id, column).where(column.in_(chunk))):  # type: ignore[attr-defined]
+            for row in conn.execute(select(table.c.id, column, table.c[parent_column]).where(column.in_(chunk))):
                 ids[row[1]] = row[0]
-        return ids
+                parents[row[1]] = row[2]
+        return ids, parents
+
+    def _keep_smallest(self, table: Table, keys: list[str], attributes: Sequence[str]) -> Any:
+        """INSERT that, on a key conflict, keeps per column the smallest non-null value."""
+        stmt = self._insert(table)
+        return stmt.on_conflict_do_update(index_elements=keys, set_={
+            name: case((or_(table.c[name].is_(None), stmt.excluded[name] < table.c[name]), stmt.excluded[name]),
+                       else_=table.c[name])
+            for name in attributes
+        })
 
     def _record_skips(self, conn: Connection, skipped: Sequence[Skipped], now: float) -> None:
         conn.execute(delete(errors).where(errors.c.path.in_([s.path for s in skipped]), errors.c.stage == "crawl"))
@@ -475,6 +507,18 @@ class IndexWriter:
             _error(self.run_id, s.path, "crawl", s.reason, s.detail, "error" if s.reason != "not_regular" else "warning", now)
             for s in skipped
         ])
+
+def _merge(rows: dict[Any, dict[str, object]], key: Any, row: dict[str, object]) -> None:
+    """Add `row` under `key`, keeping per column the smallest non-null value."""
+    old = rows.get(key)
+    if old is None:
+        rows[key] = row
+        return
+    for name, value in row.items():
+        current = old[name]
+        if value is not None and (current is None or value < current):  # type: ignore[operator]
+            old[name] = value
+
 
 def _error(run_id: int, path: str, stage: str, reason: str, message: str, severity: str, now: float) -> dict[str, object]:
     return {"run_id": run_id, "path": path, "stage": stage, "reason": reason, "message": message,

@@ -182,9 +182,15 @@ def test_every_database_command_takes_db_and_indexer_db() -> None:
         assert "--db" in option.opts and option.envvar == "INDEXER_DB", name
 
 
-def test_missing_root_is_recorded_not_fatal(tmp_path: Path) -> None:
+def test_missing_root_is_refused_before_anything_is_marked(tmp_path: Path, sample_dir: Path) -> None:
+    """A root that is not there (a typo, an unmounted share) must not mark its files missing."""
     db_url = f"sqlite:///{tmp_path / 'index.db'}"
-    code, out, err = invoke("index", str(tmp_path / "nowhere"), "--db", db_url, "-w", "2", "-f", "json")
+    tree = tmp_path / "tree"
+    shutil.copytree(sample_dir / "pydicom", tree)
+    code, out, err = invoke("index", str(tree), "--db", db_url, "-w", "2", "-q")
     assert code == 0, err
-    assert json.loads(out)["crawl problems"] == 1
-    assert query(db_url, "SELECT stage, reason FROM errors") == [("crawl", "not_found")]
+    indexed = query(db_url, "SELECT COUNT(*) FROM files WHERE status != 'missing'")[0][0]
+    shutil.rmtree(tree)
+    code, out, err = invoke("index", str(tree), "--db", db_url, "-w", "2", "--prune")
+    assert code == 1 and str(tree) in err and "Traceback" not in err
+    assert query(db_url, "SELECT COUNT(*) FROM files WHERE status != 'missing'")[0][0] == indexed
