@@ -153,6 +153,8 @@ def stats(
 
     Reads the database only; prints no patient values. Example: indexer stats --by modality
     """
+    from sqlalchemy.exc import SQLAlchemyError
+
     from .db import connect
     from .reports import collect_breakdown, collect_stats
 
@@ -164,6 +166,8 @@ def stats(
                 data = collect_stats(conn)
     except IndexerError as err:
         raise _fail(err) from None
+    except SQLAlchemyError as err:
+        raise _fail_database(err) from None
     if by is not None:
         _print_rows(rows, output)
         return
@@ -184,6 +188,13 @@ def stats(
     for name, rows in lists.items():
         typer.echo(f"\n{name.replace('_', ' ')}")
         typer.echo(_rows_table(rows))
+
+
+def _fail_database(err: Exception) -> typer.Exit:
+    """A database error while reading the index (e.g. a table missing): one line, exit 1."""
+    from .db import first_line
+
+    return _fail(IndexerError(f"cannot read the index: {first_line(err)}"))
 
 
 def _label_columns(row: dict[str, Any]) -> int:
@@ -255,6 +266,8 @@ def tags(
     Public tags by keyword, private tags by group, private creator and element byte, nested
     tags by the sequences they sit in. Example: indexer tags --modality MR --private
     """
+    from sqlalchemy.exc import SQLAlchemyError
+
     from .db import connect
     from .reports import tag_usage, tag_values_report
 
@@ -269,6 +282,8 @@ def tags(
                                   top=5 if top is None else top, patient_values=patient_values)
     except IndexerError as err:
         raise _fail(err) from None
+    except SQLAlchemyError as err:
+        raise _fail_database(err) from None
     if tag is not None:
         _print_tag_values(report, output)
     else:
@@ -369,6 +384,8 @@ def find(
     Prints UIDs, Patient IDs, counts and (instances) file paths. Example:
     indexer find studies StudyDate=20240101-20241231 Modality=CT
     """
+    from sqlalchemy.exc import SQLAlchemyError
+
     from .db import connect
     from .reports import find as find_in_index
     from .reports import parse_filters
@@ -379,6 +396,8 @@ def find(
             rows = find_in_index(conn, level.value, pairs, limit=limit)
     except IndexerError as err:
         raise _fail(err) from None
+    except SQLAlchemyError as err:
+        raise _fail_database(err) from None
     if output is Format.table:
         typer.echo(_rows_table([{k: _csv_value(v) for k, v in r.items()} for r in rows])
                    if rows else "no match")
@@ -401,6 +420,8 @@ def sql(
     The schema is in the README ("Database schema"). Example:
     indexer sql "SELECT modality, count(*) FROM instances GROUP BY modality"
     """
+    from sqlalchemy.exc import SQLAlchemyError
+
     from .db import connect
     from .reports import run_query
 
@@ -411,6 +432,8 @@ def sql(
             result = run_query(conn, query)
     except IndexerError as err:
         raise _fail(err) from None
+    except SQLAlchemyError as err:
+        raise _fail_database(err) from None
     if output is Format.json:
         typer.echo(render_json(result.records()))
     elif output is Format.csv:

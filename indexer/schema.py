@@ -161,7 +161,7 @@ series = Table(
 instances = Table(
     "instances",
     metadata,
-    Column("file_id", Integer, ForeignKey("files.id"), primary_key=True),
+    Column("file_id", Integer, ForeignKey("files.id"), primary_key=True, autoincrement=False),
     Column("series_ref", Integer, ForeignKey("series.id")),  # NULL when the hierarchy is broken
     Column("sop_instance_uid", String(64)),
     Column("sop_class_uid", String(64)),
@@ -225,3 +225,91 @@ encapsulated = Table(
     Column("offset_table", Text, nullable=False),  # comma-separated, "" when empty
     sqlite_with_rowid=False,
 )
+
+# -- summaries (indexer/summaries.py): kept at write time for `indexer tags` ---------------------
+#
+# A "tag key" names a tag the way the reports count it: public tags by tag, private tags by
+# group + private creator + the element's low byte (the block byte differs between files),
+# nested tags by the keys of the sequences they sit in, without item numbers:
+#   (0008,0060)    (0029,"SIEMENS CSA HEADER",10)    (0040,0275).(0040,0008).(0008,0100)
+# Counts are split by usage group (modality + SOP class) so that `tags --modality` and
+# `--sop-class` need no element rows. Rows whose counts fall to zero are deleted.
+
+usage_groups = Table(
+    "usage_groups",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),  # hash of "modality|sop class"
+    Column("modality", String(16), nullable=False),  # "" when the instance has none
+    Column("sop_class_uid", String(64), nullable=False),  # "" when the instance has none
+)
+
+tag_keys = Table(
+    "tag_keys",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),  # hash of `key`
+    Column("key", Text, nullable=False),
+    Column("keywords", Text, nullable=False),  # the key with keywords where known: "Modality"
+    # the last element's tag; private tags as if in block 10: 0xGGGG10EE, the creator 0xGGGG0010
+    Column("tag", BigInteger, nullable=False),
+    Column("depth", Integer, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("private_creator", String(64)),
+    UniqueConstraint("key"),
+)
+
+path_keys = Table(
+    "path_keys",
+    metadata,
+    # which paths (rows of `paths`) hold the elements counted under a key: for drill-downs
+    Column("key_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("path_id", BigInteger, primary_key=True, autoincrement=False),
+    Index(None, "path_id"),
+    sqlite_with_rowid=False,
+)
+
+tag_usage = Table(
+    "tag_usage",
+    metadata,
+    Column("key_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("group_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("instances", BigInteger, nullable=False),  # instances holding the tag at least once
+    Column("occurrences", BigInteger, nullable=False),  # element rows (> instances inside sequences)
+    Column("untracked", BigInteger, nullable=False),  # occurrences whose value is not in tag_values
+    sqlite_with_rowid=False,
+)
+
+tag_values = Table(
+    "tag_values",
+    metadata,
+    # short values of the VRs in summaries.TRACKED_VRS only: no UIDs, times or decimals
+    Column("key_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("value", String(64), primary_key=True),
+    Column("group_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("instances", BigInteger, nullable=False),
+    Column("occurrences", BigInteger, nullable=False),
+    sqlite_with_rowid=False,
+)
+
+instance_groups = Table(
+    "instance_groups",
+    metadata,
+    # instances per combination of what `indexer stats` breaks them down by
+    Column("id", BigInteger, primary_key=True, autoincrement=False),  # hash of the other columns
+    Column("modality", String(16)),
+    Column("sop_class_uid", String(64)),
+    Column("manufacturer", Text),  # of the series
+    Column("model", Text),
+    Column("study_year", String(4)),  # first 4 characters of the study's StudyDate
+    Column("in_hierarchy", Boolean, nullable=False),  # the instance has a series
+    Column("instances", BigInteger, nullable=False),
+    Column("elements", BigInteger, nullable=False),  # sum of instances.element_count
+)
+
+# `indexer find` looks studies up by accession number.
+Index(None, studies.c.accession_number)
+# `indexer stats`: files by status and transfer syntax, the median element count, series by
+# modality and by manufacturer, each read from an index alone.
+Index(None, files.c.status, files.c.transfer_syntax, files.c.size)
+Index(None, instances.c.element_count)
+Index(None, series.c.modality, series.c.study_ref)
+Index(None, series.c.manufacturer, series.c.model)

@@ -3,18 +3,500 @@
 The writer calls `add_files` after it inserted a batch's elements and
 `remove_files` before it deletes files' elements, both inside the batch's
 transaction, so the counters always agree with the elements table.
+
+What is counted:
+
+* ``instance_groups``: instances and their elements per modality, SOP class,
+  manufacturer and model of the series, and year of the study (`indexer stats`);
+
+and per usage group (modality + SOP class of the instance) and tag key:
+
+* ``tag_usage``: instances that hold the tag, element rows (occurrences), and how
+  many of those rows have a value that is not counted in ``tag_values``;
+* ``tag_values``: for short values (at most MAX_TRACKED_LENGTH characters) of the
+  VRs in TRACKED_VRS, instances and occurrences per value. UIDs, times, decimal
+  and binary values are left out: they are nearly unique per instance and would
+  copy the elements table. Reports count those on demand from the elements.
+
+A tag key is what `indexer tags` lists (see tag_key_component): nested tags are
+keyed by the keys of their sequences, private tags by group, private creator and
+the low byte of the element, so ``(0029,1010)`` in one file and ``(0029,1110)``
+in another count as one tag when both blocks belong to the same creator. The
+creators of enclosing private sequences are taken from the same file, so a key
+is exact even when the same path text has different creators in other files.
+
+Both hooks only read the database (a batch's rows by primary key) and collect
+deltas on the connection; the deltas of a transaction are applied once, when it
+commits, in one pass in key order (usage groups, keys, path keys, usage, instance
+groups, values). Two writers on PostgreSQL then take the row locks of the summary
+tables in the same order and cannot deadlock, whatever mix of re-indexing
+(removals) and new files each batch holds, and a rolled back transaction leaves
+the counters as they were.
+
+Instance groups use the attributes of an instance's series and study rows. They
+stay exact because the writer only inserts those rows (never updates them) and
+deletes them only once no instance refers to them; a writer that updated them
+would have to take the old attributes' counts out first.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from hashlib import blake2b
+from itertools import groupby
+from operator import itemgetter
+from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine, event
+
+from .errors import IndexerError
+from .records import CUT, ITEM, META
+
+# VRs whose values are counted in tag_values (when at most MAX_TRACKED_LENGTH characters).
+TRACKED_VRS = frozenset(
+    {"AE", "AS", "AT", "CS", "DA", "IS", "LO", "LT", "PN", "SH", "SL", "SS", "ST", "SV", "UC", "UL",
+     "UR", "US", "UT", "UV"}
+)
+MAX_TRACKED_LENGTH = 64
+
+_PENDING = "indexer.summaries.pending"  # key in Connection.info (lives with the DBAPI connection)
+_CHUNK = 500  # files read back per query
+_CACHE_LIMIT = 400_000  # cached path and key entries per process
+_LAYOUT_LIMIT = 20_000  # cached file layouts per process
+
+
+def stable_id(text: str) -> int:
+    """A signed 64-bit id for `text`, the same in every process (like rows.path_id)."""
+    digest = blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
+def group_id(modality: str, sop_class_uid: str) -> int:
+    """The id of a usage group (modality and SOP class; "" for absent)."""
+    return stable_id(f"group|{modality}|{sop_class_uid}")
+
+
+def tag_key_component(tag: int, private_creator: str | None) -> str:
+    """How one element appears in a tag key.
+
+    Public tags, group lengths and private tags without a creator: ``(gggg,eeee)``;
+    private tags in a creator's block: ``(gggg,"CREATOR",ee)`` (ee: the element's low
+    byte); the private creator elements themselves: ``(gggg,"CREATOR")``.
+    """
+    group, element = tag >> 16, tag & 0xFFFF
+    if group & 1 and private_creator is not None:
+        if element >= 0x1000:
+            return f'({group:04X},"{private_creator}",{element & 0xFF:02X})'
+        if 0x0010 <= element <= 0x00FF:
+            return f'({group:04X},"{private_creator}")'
+    return f"({group:04X},{element:04X})"
+
+
+def normalized_tag(tag: int, private_creator: str | None) -> int:
+    """The `tag` column of tag_keys, the same whichever block a creator got in a file.
+
+    Private tags are written as if their creator had block 10: elements 0xGGGG10EE, the
+    creator element 0xGGGG0010. Every other tag is itself.
+    """
+    group, element = tag >> 16, tag & 0xFFFF
+    if group & 1 and private_creator is not None:
+        if element >= 0x1000:
+            return (group << 16) | 0x1000 | (element & 0xFF)
+        if 0x0010 <= element <= 0x00FF:
+            return (group << 16) | 0x0010
+    return tag
+
+
+@dataclass(slots=True)
+class _PathInfo:
+    path: str
+    parent: str | None  # path of the enclosing sequence element (with its item numbers)
+    component: str
+    keyword: str  # keyword, or the component when the tag has none
+    tag: int
+    name: str
+    creator: str | None
+
+
+@dataclass(slots=True)
+class _Key:
+    id: int
+    key: str
+    keywords: str
+    depth: int
+    info: _PathInfo
+    path_id: int  # the path this key object was made for (a key has one object per path)
+
+
+@dataclass(slots=True)
+class _Layout:
+    """What the rows of a file tell before their values are read: the same for every file with
+    the same paths, VRs and flags in the same order (files of one series usually are)."""
+
+    keys: list[_Key | None]  # per row; None for rows not counted (file meta, items)
+    objects: list[_Key]  # distinct key objects (for tag_keys and path_keys)
+    occurrences: dict[int, int]  # key id -> counted rows
+    untracked: dict[int, int]  # key id -> rows whose VR or flags keep their value out of tag_values
+    candidates: list[tuple[int, int]]  # (row index, key id) of rows whose value may be counted
+
+
+@dataclass
+class Deltas:
+    """Changes to the summary tables collected during one transaction."""
+
+    groups: dict[int, tuple[str, str]] = field(default_factory=dict)
+    keys: dict[int, _Key] = field(default_factory=dict)
+    path_keys: set[tuple[int, int]] = field(default_factory=set)
+    usage: dict[tuple[int, int], list[int]] = field(default_factory=dict)  # instances, occurrences, untracked
+    usage_lists: dict[tuple[int, int], list[tuple[list[int], int, int]]] = field(default_factory=dict)
+    values: dict[tuple[int, str, int], list[int]] = field(default_factory=dict)  # instances, occurrences
+    instance_groups: dict[int, tuple[Any, ...]] = field(default_factory=dict)  # id -> attributes
+    instance_counts: dict[int, list[int]] = field(default_factory=dict)  # id -> instances, elements
+    layouts: dict[int, _Layout] = field(default_factory=dict)  # added files' layouts, by id()
+
+
+_paths: dict[int, _PathInfo] = {}
+_top_keys: dict[int, _Key] = {}
+_nested_keys: dict[tuple[int, int], _Key] = {}
+_layouts: dict[tuple[tuple[Any, ...], ...], _Layout] = {}
 
 
 def add_files(conn: Connection, file_ids: Sequence[int]) -> None:
     """Count the elements of `file_ids` (just inserted) into the summary tables."""
+    _collect(conn, file_ids, 1)
 
 
 def remove_files(conn: Connection, file_ids: Sequence[int]) -> None:
     """Take the elements of `file_ids` (about to be deleted) out of the summary tables."""
+    _collect(conn, file_ids, -1)
+
+
+def pending(conn: Connection) -> Deltas:
+    """The deltas collected on `conn` and not yet applied (created when absent)."""
+    deltas = conn.info.get(_PENDING)
+    if deltas is None:
+        deltas = conn.info[_PENDING] = Deltas()
+    return deltas  # type: ignore[no-any-return]
+
+
+def rebuild(conn: Connection) -> int:
+    """Recount every summary table from the elements table; returns the instances counted.
+
+    For indexes written before the summaries existed (migration 0002) and for repairs.
+    Runs in the caller's transaction, one chunk of files at a time.
+    """
+    conn.info.pop(_PENDING, None)
+    for table in ("instance_groups", "tag_values", "tag_usage", "path_keys", "tag_keys", "usage_groups"):
+        conn.exec_driver_sql(f"DELETE FROM {table}")
+    ids = [row[0] for row in conn.exec_driver_sql("SELECT file_id FROM instances ORDER BY file_id")]
+    for start in range(0, len(ids), _CHUNK * 4):
+        deltas = Deltas()
+        _collect(conn, ids[start : start + _CHUNK * 4], 1, deltas)
+        apply(conn, deltas)
+    return len(ids)
+
+
+def _collect(conn: Connection, file_ids: Sequence[int], sign: int, deltas: Deltas | None = None) -> None:
+    if not file_ids:
+        return
+    if deltas is None:
+        deltas = pending(conn)
+    for found, rows in _read_files(conn, file_ids):
+        for attributes in found.values():
+            _count_instance(deltas, attributes, sign)
+        for file_id, file_rows in groupby(rows, itemgetter(0)):
+            instance = found.get(file_id)
+            group = (instance[0] or "", instance[1] or "") if instance else ("", "")
+            _count_file(deltas, group, list(file_rows), sign)
+
+
+def element_keys(conn: Connection, file_ids: Sequence[int]) -> Iterator[tuple[int, int, int]]:
+    """(file_id, ordinal, key id) of every counted element row of `file_ids`."""
+    for _groups, rows in _read_files(conn, file_ids):
+        for _file_id, grouped in groupby(rows, itemgetter(0)):
+            file_rows = list(grouped)
+            for key, row in zip(_layout(file_rows).keys, file_rows):
+                if key is not None:
+                    yield row[0], row[5], key.id
+
+
+# What _read_files learns about an instance: modality, SOP class, element count, has a series,
+# the series' manufacturer and model, and the study's date.
+_Instance = tuple[Any, ...]
+
+
+def _read_files(conn: Connection, file_ids: Sequence[int]) -> Iterator[tuple[dict[int, _Instance], list[Any]]]:
+    """Per chunk of files: their instances' attributes and element rows (file order), paths cached."""
+    ids = sorted(set(file_ids))
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        # The series and study rows of an instance outlive it and never change (the writer
+        # only inserts them), so these attributes are the same when it is added and removed.
+        groups = {
+            row[0]: tuple(row[1:])
+            for row in _fetch(conn, "SELECT i.file_id, i.modality, i.sop_class_uid, i.element_count, "
+                              "i.series_ref IS NOT NULL, s.manufacturer, s.model, st.study_date FROM instances i "
+                              "LEFT JOIN series s ON s.id = i.series_ref LEFT JOIN studies st ON st.id = s.study_ref "
+                              "WHERE i.file_id", chunk)
+        }
+        rows = _fetch(conn, "SELECT file_id, path_id, vr, value, flags, ordinal FROM elements WHERE file_id",
+                      chunk, "ORDER BY file_id, ordinal")
+        _load_paths(conn, {row[1] for row in rows})
+        yield groups, rows
+
+
+def _fetch(conn: Connection, head: str, ids: Sequence[int], tail: str = "") -> list[Any]:
+    """Rows of `head` IN `ids` `tail` as plain tuples, by the driver's own cursor.
+
+    This runs for every batch and reads back every element row: SQLAlchemy's rows and
+    statement compilation would double the cost. PostgreSQL gets the ids as one array.
+    """
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        if conn.dialect.name == "postgresql":
+            cursor.execute(f"{head} = ANY(%s) {tail}", (list(ids),))
+        else:
+            cursor.execute(f"{head} IN ({_marks(conn, len(ids))}) {tail}", tuple(ids))
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
+
+
+def _load_paths(conn: Connection, needed: set[int]) -> None:
+    """Make sure `_paths` holds every path id in `needed`."""
+    missing = needed.difference(_paths)
+    if len(_paths) + len(missing) > _CACHE_LIMIT:
+        _paths.clear()
+        _top_keys.clear()
+        _nested_keys.clear()
+        _layouts.clear()
+        missing = needed
+    ordered = sorted(missing)
+    for start in range(0, len(ordered), 2000):
+        for pid, path, tag, keyword, name, creator in _fetch(
+                conn, "SELECT id, path, tag, keyword, name, private_creator FROM paths WHERE id",
+                ordered[start : start + 2000]):
+            dot = path.rfind(".")
+            parent = path[: path.rfind("[", 0, dot)] if dot >= 0 else None
+            component = tag_key_component(tag, creator)
+            _paths[pid] = _PathInfo(path, parent, component, keyword or component, tag, name, creator)
+    absent = missing.difference(_paths)
+    if absent:
+        raise IndexerError(f"{len(absent)} path ids of element rows are missing from the paths table "
+                           f"(e.g. {min(absent)}): the index is inconsistent")
+
+
+def _key_for(info: _PathInfo, pid: int, parent: _Key | None) -> _Key:
+    if parent is None:
+        found = _top_keys.get(pid)
+        if found is None:
+            found = _top_keys[pid] = _Key(stable_id(info.component), info.component, info.keyword, 0, info, pid)
+        return found
+    cache_key = (parent.id, pid)
+    found = _nested_keys.get(cache_key)
+    if found is None:
+        key = f"{parent.key}.{info.component}"
+        found = _nested_keys[cache_key] = _Key(
+            stable_id(key), key, f"{parent.keywords}.{info.keyword}", parent.depth + 1, info, pid)
+    return found
+
+
+def _orphan_parent(parent_path: str) -> _Key:
+    """The key of a sequence that is not among the file's rows (never expected): from its text."""
+    key = ".".join(part[: part.index(")") + 1] for part in parent_path.split("."))
+    info = _PathInfo(parent_path, None, key, key, 0, "", None)
+    return _Key(stable_id(key), key, key, key.count("."), info, 0)
+
+
+def _count_instance(deltas: Deltas, attributes: _Instance, sign: int) -> None:
+    modality, sop_class, element_count, in_hierarchy, manufacturer, model, study_date = attributes
+    year = study_date[:4] if study_date and len(study_date) >= 4 else None
+    key = (modality, sop_class, manufacturer, model, year, bool(in_hierarchy))
+    gid = stable_id("instances|" + "|".join("\0" if v is None else str(v) for v in key))
+    deltas.instance_groups[gid] = key
+    counts = deltas.instance_counts.get(gid)
+    if counts is None:
+        counts = deltas.instance_counts[gid] = [0, 0]
+    counts[0] += sign
+    counts[1] += sign * int(element_count or 0)
+
+
+def _layout(rows: list[Any]) -> _Layout:
+    """The keys of a file's rows (in file order), from the cache when another file had the same paths."""
+    # Path ids, VRs and flags determine the keys (creators are in the ids) and which values count.
+    signature = (tuple(map(_PATH_ID, rows)), tuple(map(_VR, rows)), tuple(map(_FLAGS, rows)))
+    found = _layouts.get(signature)
+    if found is not None:
+        return found
+    keys: list[_Key | None] = []
+    key_of_path: dict[str, _Key] = {}
+    occurrences: dict[int, int] = {}
+    untracked: dict[int, int] = {}
+    candidates: list[tuple[int, int]] = []
+    for index, (_file_id, pid, vr, _value, flags, _ordinal) in enumerate(rows):
+        if flags & (META | ITEM):
+            keys.append(None)
+            continue
+        info = _paths[pid]
+        parent = None
+        if info.parent is not None:
+            parent = key_of_path.get(info.parent)
+            if parent is None:
+                parent = _orphan_parent(info.parent)
+        key = _key_for(info, pid, parent)
+        key_of_path[info.path] = key
+        keys.append(key)
+        occurrences[key.id] = occurrences.get(key.id, 0) + 1
+        if vr in TRACKED_VRS and not flags & CUT:
+            candidates.append((index, key.id))
+        else:
+            untracked[key.id] = untracked.get(key.id, 0) + 1
+    if len(_layouts) >= _LAYOUT_LIMIT:
+        _layouts.clear()
+    objects = list({id(k): k for k in keys if k is not None}.values())
+    found = _layouts[signature] = _Layout(keys, objects, occurrences, untracked, candidates)
+    return found
+
+
+_PATH_ID, _VR, _FLAGS = itemgetter(1), itemgetter(2), itemgetter(4)
+
+
+def _count_file(deltas: Deltas, group: tuple[str, str], rows: list[Any], sign: int) -> None:
+    gid = group_id(*group)
+    deltas.groups[gid] = group
+    layout = _layout(rows)
+    if sign > 0:
+        deltas.layouts[id(layout)] = layout
+    untracked = dict(layout.untracked)
+    values: dict[tuple[int, str], int] = {}
+    for index, kid in layout.candidates:
+        value = rows[index][3]
+        if value is not None and len(value) <= MAX_TRACKED_LENGTH:
+            pair = (kid, value)
+            values[pair] = values.get(pair, 0) + 1
+        else:
+            untracked[kid] = untracked.get(kid, 0) + 1
+    # The usage counters this layout adds to in this group, found once per transaction.
+    lists = deltas.usage_lists.get((id(layout), gid))
+    if lists is None:
+        lists = []
+        for kid, occurrences in layout.occurrences.items():
+            total = deltas.usage.get((kid, gid))
+            if total is None:
+                total = deltas.usage[(kid, gid)] = [0, 0, 0]
+            lists.append((total, kid, occurrences))
+        deltas.usage_lists[(id(layout), gid)] = lists
+        deltas.layouts[id(layout)] = layout  # keeps id(layout) from being reused meanwhile
+    for total, kid, occurrences in lists:
+        total[0] += sign
+        total[1] += sign * occurrences
+        total[2] += sign * untracked.get(kid, 0)
+    all_values = deltas.values
+    for (kid, value), occurrences in values.items():
+        triple = (kid, value, gid)
+        counts = all_values.get(triple)
+        if counts is None:
+            counts = all_values[triple] = [0, 0]
+        counts[0] += sign
+        counts[1] += sign * occurrences
+
+
+def apply(conn: Connection, deltas: Deltas) -> None:
+    """Write `deltas` into the summary tables, every table in key order."""
+    for layout in deltas.layouts.values():
+        for key in layout.objects:
+            deltas.keys.setdefault(key.id, key)
+            deltas.path_keys.add((key.id, key.path_id))
+    deltas.layouts.clear()
+    deltas.usage_lists.clear()
+    if deltas.groups:
+        _upsert(conn, "usage_groups", ("id", "modality", "sop_class_uid"), 1, (),
+                [(gid, m, s) for gid, (m, s) in sorted(deltas.groups.items())])
+    if deltas.keys:
+        _upsert(conn, "tag_keys", ("id", "key", "keywords", "tag", "depth", "name", "private_creator"),
+                1, (), [(k.id, k.key, k.keywords, normalized_tag(k.info.tag, k.info.creator), k.depth,
+                         k.info.name, k.info.creator) for _, k in sorted(deltas.keys.items())])
+    if deltas.path_keys:
+        _upsert(conn, "path_keys", ("key_id", "path_id"), 2, (), sorted(deltas.path_keys))
+    usage_rows: list[tuple[Any, ...]] = [(k, g, *c) for (k, g), c in sorted(deltas.usage.items()) if any(c)]
+    if usage_rows:
+        _upsert(conn, "tag_usage", ("key_id", "group_id", "instances", "occurrences", "untracked"), 2,
+                ("instances", "occurrences", "untracked"), usage_rows)
+        _delete_emptied(conn, "tag_usage", ("key_id", "group_id"), [r[:2] for r in usage_rows if r[2] < 0])
+    instance_rows: list[tuple[Any, ...]] = [
+        (gid, *deltas.instance_groups[gid], *c) for gid, c in sorted(deltas.instance_counts.items()) if any(c)]
+    if instance_rows:
+        _upsert(conn, "instance_groups", ("id", "modality", "sop_class_uid", "manufacturer", "model",
+                                          "study_year", "in_hierarchy", "instances", "elements"), 1,
+                ("instances", "elements"), instance_rows)
+        _delete_emptied(conn, "instance_groups", ("id",), [r[:1] for r in instance_rows if r[7] < 0])
+    value_rows: list[tuple[Any, ...]] = [(k, v, g, *c) for (k, v, g), c in sorted(deltas.values.items()) if any(c)]
+    if value_rows:
+        _upsert(conn, "tag_values", ("key_id", "value", "group_id", "instances", "occurrences"), 3,
+                ("instances", "occurrences"), value_rows)
+        _delete_emptied(conn, "tag_values", ("key_id", "value", "group_id"),
+                        [r[:3] for r in value_rows if r[3] < 0])
+
+
+def _marks(conn: Connection, n: int) -> str:
+    mark = "%s" if conn.dialect.paramstyle in ("format", "pyformat") else "?"
+    return ", ".join([mark] * n)
+
+
+# Column types, for the arrays PostgreSQL receives.
+_PG_TYPES = {
+    "id": "bigint", "key_id": "bigint", "group_id": "bigint", "path_id": "bigint", "tag": "bigint",
+    "instances": "bigint", "occurrences": "bigint", "untracked": "bigint", "elements": "bigint",
+    "depth": "integer", "in_hierarchy": "boolean",
+}
+
+
+def _upsert(conn: Connection, table: str, columns: Sequence[str], key_columns: int,
+            added: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+    """INSERT ... ON CONFLICT in the order of `rows`: add the `added` columns, else ignore.
+
+    SQLite: one statement per row (executemany, in process). PostgreSQL: one statement
+    for all rows, as arrays unnested in their order, instead of a round trip per row.
+    """
+    conflict = ", ".join(columns[:key_columns])
+    if added:
+        action = "DO UPDATE SET " + ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in added)
+    else:
+        action = "DO NOTHING"
+    names = ", ".join(columns)
+    if conn.dialect.name == "postgresql":
+        arrays = ", ".join(f"%s::{_PG_TYPES.get(c, 'text')}[]" for c in columns)
+        sql = (f"INSERT INTO {table} ({names}) SELECT {names} FROM unnest({arrays}) WITH ORDINALITY "
+               f"AS u({names}, n) ORDER BY n ON CONFLICT ({conflict}) {action}")
+        conn.exec_driver_sql(sql, tuple(list(column) for column in zip(*rows)))
+        return
+    sql = f"INSERT INTO {table} ({names}) VALUES ({_marks(conn, len(columns))}) ON CONFLICT ({conflict}) {action}"
+    conn.exec_driver_sql(sql, rows)  # type: ignore[arg-type]
+
+
+def _delete_emptied(conn: Connection, table: str, columns: Sequence[str], keys: list[tuple[Any, ...]]) -> None:
+    """Delete the rows of `keys` (just decremented) whose instance count reached zero."""
+    if not keys:
+        return
+    if conn.dialect.name == "postgresql":
+        arrays = ", ".join(f"%s::{_PG_TYPES.get(c, 'text')}[]" for c in columns)
+        names = ", ".join(columns)
+        conn.exec_driver_sql(f"DELETE FROM {table} WHERE ({names}) IN (SELECT * FROM unnest({arrays})) "
+                             "AND instances <= 0", tuple(list(column) for column in zip(*keys)))
+        return
+    where = " AND ".join(f"{c} = {m}" for c, m in zip(columns, _marks(conn, len(columns)).split(", ")))
+    conn.exec_driver_sql(f"DELETE FROM {table} WHERE {where} AND instances <= 0", keys)  # type: ignore[arg-type]
+
+
+@event.listens_for(Engine, "commit")
+def _apply_on_commit(conn: Connection) -> None:
+    # Runs inside the committing transaction, before the database commits it.
+    deltas = conn.info.pop(_PENDING, None)
+    if deltas is not None:
+        apply(conn, deltas)
+
+
+@event.listens_for(Engine, "rollback")
+def _drop_on_rollback(conn: Connection) -> None:
+    conn.info.pop(_PENDING, None)
