@@ -31,7 +31,12 @@ def encodings_for(specific_character_set: str) -> tuple[tuple[str, ...], tuple[s
         terms = [t.strip() for t in specific_character_set.split("\\")]
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            codecs = convert_encodings(terms)
+            try:
+                codecs = convert_encodings(terms)
+            except (ValueError, LookupError):  # e.g. a NUL inside the term
+                codecs = list(DEFAULT)
+                warnings.warn(f"unusable Specific Character Set {specific_character_set!r}; "
+                              "read as the default repertoire", stacklevel=1)
         codecs = ["latin_1" if c == "iso8859" else c for c in codecs]
         found = (tuple(codecs), tuple(str(w.message) for w in caught))
         _cache[specific_character_set] = found

@@ -212,5 +212,7 @@ def connect(db: str | None, *, write: bool = False) -> Iterator[Connection]:
 
 def first_line(err: Exception) -> str:
     """The first line of a database error, without SQLAlchemy's background link."""
-    text_ = str(getattr(err, "orig", None) or err)
+    if getattr(err, "connection_invalidated", False) or type(err).__name__ == "PendingRollbackError":
+        return "lost the connection to the database server; what was written is kept: run the same command again"
+    text_ = str(getattr(err, "orig", None) or err).split("(Background on this error at:")[0]
     return text_.strip().splitlines()[0] if text_.strip() else type(err).__name__

@@ -57,9 +57,9 @@ runs = Table(
     Column("finished_at", Float),
     Column("roots", Text, nullable=False),  # JSON list of the paths given
     Column("options", Text, nullable=False),  # JSON object
-    Column("host", String(255), nullable=False),
+    Column("host", Text, nullable=False),
     Column("pid", Integer, nullable=False),
-    Column("outcome", String(16), nullable=False),  # running, completed, interrupted, failed
+    Column("outcome", Text, nullable=False),  # running, completed, interrupted, failed
     Column("files_seen", Integer, nullable=False, default=0),
     Column("files_indexed", Integer, nullable=False, default=0),
     Column("files_unchanged", Integer, nullable=False, default=0),
@@ -77,10 +77,10 @@ files = Table(
     Column("size", BigInteger, nullable=False),
     Column("mtime_ns", BigInteger, nullable=False),
     # indexed, partial (read up to a problem), not_dicom, error, missing
-    Column("status", String(16), nullable=False),
+    Column("status", Text, nullable=False),
     Column("preamble", Boolean),
     Column("has_meta", Boolean),
-    Column("transfer_syntax", String(64)),
+    Column("transfer_syntax", Text),
     Column("explicit_vr", Boolean),
     Column("little_endian", Boolean),
     Column("deflated", Boolean),
@@ -102,8 +102,8 @@ errors = Table(
     Column("id", Integer, primary_key=True),
     Column("run_id", Integer, ForeignKey("runs.id"), nullable=False),
     Column("path", Text, nullable=False),
-    Column("stage", String(16), nullable=False),  # crawl, read, walk
-    Column("reason", String(32), nullable=False),  # not_dicom, truncated, invalid, unreadable, ...
+    Column("stage", Text, nullable=False),  # crawl, read, walk
+    Column("reason", Text, nullable=False),  # not_dicom, truncated, invalid, unreadable, ...
     Column("message", Text, nullable=False),
     Column("severity", String(8), nullable=False),  # error, warning
     Column("at", Float, nullable=False),
@@ -115,11 +115,11 @@ patients = Table(
     "patients",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("patient_id", String(64), nullable=False),  # "" when the files carry none
-    Column("issuer", String(64), nullable=False),
+    Column("patient_id", Text, nullable=False),  # "" when the files carry none
+    Column("issuer", Text, nullable=False),
     Column("patient_name", Text),
-    Column("birth_date", String(16)),
-    Column("sex", String(16)),
+    Column("birth_date", Text),
+    Column("sex", Text),
     UniqueConstraint("patient_id", "issuer"),
 )
 
@@ -127,12 +127,12 @@ studies = Table(
     "studies",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("study_uid", String(64), nullable=False),
+    Column("study_uid", Text, nullable=False),
     Column("patient_ref", Integer, ForeignKey("patients.id"), nullable=False),
-    Column("study_date", String(16)),
-    Column("study_time", String(32)),
-    Column("accession_number", String(64)),
-    Column("study_id", String(64)),
+    Column("study_date", Text),
+    Column("study_time", Text),
+    Column("accession_number", Text),
+    Column("study_id", Text),
     Column("description", Text),
     Column("referring_physician", Text),
     UniqueConstraint("study_uid"),
@@ -144,15 +144,15 @@ series = Table(
     "series",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("series_uid", String(64), nullable=False),
+    Column("series_uid", Text, nullable=False),
     Column("study_ref", Integer, ForeignKey("studies.id"), nullable=False),
-    Column("modality", String(16)),
-    Column("series_number", String(16)),
+    Column("modality", Text),
+    Column("series_number", Text),
     Column("description", Text),
-    Column("body_part", String(64)),
+    Column("body_part", Text),
     Column("manufacturer", Text),
     Column("model", Text),
-    Column("series_date", String(16)),
+    Column("series_date", Text),
     UniqueConstraint("series_uid"),
     Index(None, "study_ref"),
     Index(None, "modality"),
@@ -163,11 +163,11 @@ instances = Table(
     metadata,
     Column("file_id", Integer, ForeignKey("files.id"), primary_key=True, autoincrement=False),
     Column("series_ref", Integer, ForeignKey("series.id")),  # NULL when the hierarchy is broken
-    Column("sop_instance_uid", String(64)),
-    Column("sop_class_uid", String(64)),
-    Column("modality", String(16)),
-    Column("instance_number", String(16)),
-    Column("content_date", String(16)),
+    Column("sop_instance_uid", Text),
+    Column("sop_class_uid", Text),
+    Column("modality", Text),
+    Column("instance_number", Text),
+    Column("content_date", Text),
     Column("rows", Integer),
     Column("columns", Integer),
     Column("frames", Integer),
@@ -187,9 +187,9 @@ paths = Table(
     Column("location", Text, nullable=False),  # the path without item numbers
     Column("tag", BigInteger, nullable=False),
     Column("depth", Integer, nullable=False),
-    Column("keyword", String(64), nullable=False),
+    Column("keyword", Text, nullable=False),
     Column("name", Text, nullable=False),
-    Column("private_creator", String(64)),
+    Column("private_creator", Text),
     Index(None, "tag"),
     Index(None, "location"),
 )
@@ -239,8 +239,8 @@ usage_groups = Table(
     "usage_groups",
     metadata,
     Column("id", BigInteger, primary_key=True, autoincrement=False),  # hash of "modality|sop class"
-    Column("modality", String(16), nullable=False),  # "" when the instance has none
-    Column("sop_class_uid", String(64), nullable=False),  # "" when the instance has none
+    Column("modality", Text, nullable=False),  # "" when the instance has none
+    Column("sop_class_uid", Text, nullable=False),  # "" when the instance has none
 )
 
 tag_keys = Table(
@@ -253,7 +253,7 @@ tag_keys = Table(
     Column("tag", BigInteger, nullable=False),
     Column("depth", Integer, nullable=False),
     Column("name", Text, nullable=False),
-    Column("private_creator", String(64)),
+    Column("private_creator", Text),
     UniqueConstraint("key"),
 )
 
@@ -283,7 +283,7 @@ tag_values = Table(
     metadata,
     # short values of the VRs in summaries.TRACKED_VRS only: no UIDs, times or decimals
     Column("key_id", BigInteger, primary_key=True, autoincrement=False),
-    Column("value", String(64), primary_key=True),
+    Column("value", Text, primary_key=True),
     Column("group_id", BigInteger, primary_key=True, autoincrement=False),
     Column("instances", BigInteger, nullable=False),
     Column("occurrences", BigInteger, nullable=False),
@@ -295,8 +295,8 @@ instance_groups = Table(
     metadata,
     # instances per combination of what `indexer stats` breaks them down by
     Column("id", BigInteger, primary_key=True, autoincrement=False),  # hash of the other columns
-    Column("modality", String(16)),
-    Column("sop_class_uid", String(64)),
+    Column("modality", Text),
+    Column("sop_class_uid", Text),
     Column("manufacturer", Text),  # of the series
     Column("model", Text),
     Column("study_year", String(4)),  # first 4 characters of the study's StudyDate

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import stat
 import struct
 import zlib
 from math import isfinite
@@ -173,6 +174,8 @@ class _Walk:
         vr_text = _VR_TEXT
         long_vrs = _LONG_VR_TEXT
         while pos < end:
+            if meta_only and pos + 2 <= size and buf[pos : pos + 2] != b"\x02\x00":  # type: ignore[index]
+                return pos  # the meta group ends here, whatever follows
             if pos + 8 > size:
                 if depth == 0 and not until_item_end and not any(buf[pos:size]):
                     # Zero padding after the last element, written by some old devices.
@@ -301,6 +304,8 @@ class _Walk:
                 else:
                     value = decode(raw, encodings, kind == _PN)  # type: ignore[arg-type]
                 value = value.rstrip(" \x00")
+                if "\x00" in value:  # never valid inside text; databases refuse it
+                    value = value.replace("\x00", "\ufffd")
                 if not value:
                     vm = 0
                 elif kind == _LONGTEXT or vr == "UR":
@@ -554,7 +559,13 @@ def _syntax_for(uid: str) -> _Syntax:
 def _load(path: str) -> tuple[Buffer, int, mmap.mmap | None]:
     """Return the file's bytes (read, or mapped when large), its size and the map to close."""
     try:
-        with open(path, "rb") as fh:
+        # Non-blocking open and a type check: a path that became a FIFO or a device after the
+        # crawl saw it must not block or be read for ever.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise DicomReadError(path, "unreadable", "not a regular file")
+        with os.fdopen(fd, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
             if size > MAP_THRESHOLD:
                 mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)

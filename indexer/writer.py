@@ -168,7 +168,9 @@ class IndexWriter:
 
     def mark_seen(self, conn: Connection, file_ids: Sequence[int]) -> None:
         for chunk in _chunks(file_ids, 2000):
-            conn.execute(update(files).where(files.c.id.in_(chunk)).values(last_run=self.run_id))
+            # Never lower last_run: a concurrent, newer run may have seen the file already.
+            conn.execute(update(files).where(files.c.id.in_(chunk), files.c.last_run < self.run_id)
+                         .values(last_run=self.run_id))
 
     def mark_missing(self, roots: Sequence[str], prune: bool) -> int:
         """Mark files under `roots` that this run did not see as missing (or delete them)."""
@@ -366,6 +368,8 @@ class IndexWriter:
             rows.append(row)
         stmt = self._insert(files)
         changing = {c: stmt.excluded[c] for c in rows[0] if c not in ("path", "first_run")}
+        changing["last_run"] = case((files.c.last_run > stmt.excluded.last_run, files.c.last_run),
+                                    else_=stmt.excluded.last_run)
         stmt = stmt.on_conflict_do_update(index_elements=["path"], set_=changing)
         result = conn.execute(stmt.returning(files.c.id, files.c.path, sort_by_parameter_order=True), rows)
         return {row.path: row.id for row in result}
@@ -502,9 +506,9 @@ class IndexWriter:
         })
 
     def _record_skips(self, conn: Connection, skipped: Sequence[Skipped], now: float) -> None:
-        conn.execute(delete(errors).where(errors.c.path.in_([s.path for s in skipped]), errors.c.stage == "crawl"))
+        conn.execute(delete(errors).where(errors.c.path.in_([stored_path(s.path) for s in skipped]), errors.c.stage == "crawl"))
         conn.execute(insert(errors), [
-            _error(self.run_id, s.path, "crawl", s.reason, s.detail, "error" if s.reason != "not_regular" else "warning", now)
+            _error(self.run_id, stored_path(s.path), "crawl", s.reason, s.detail, "error" if s.reason != "not_regular" else "warning", now)
             for s in skipped
         ])
 

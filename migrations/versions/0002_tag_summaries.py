@@ -40,8 +40,8 @@ def upgrade() -> None:
     if not _has_table('usage_groups'):
         op.create_table('usage_groups',
         sa.Column('id', sa.BigInteger(), autoincrement=False, nullable=False),
-        sa.Column('modality', sa.String(length=16), nullable=False),
-        sa.Column('sop_class_uid', sa.String(length=64), nullable=False),
+        sa.Column('modality', sa.Text(), nullable=False),
+        sa.Column('sop_class_uid', sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint('id', name=op.f('pk_usage_groups'))
         )
     if not _has_table('tag_keys'):
@@ -52,7 +52,7 @@ def upgrade() -> None:
         sa.Column('tag', sa.BigInteger(), nullable=False),
         sa.Column('depth', sa.Integer(), nullable=False),
         sa.Column('name', sa.Text(), nullable=False),
-        sa.Column('private_creator', sa.String(length=64), nullable=True),
+        sa.Column('private_creator', sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint('id', name=op.f('pk_tag_keys')),
         sa.UniqueConstraint('key', name=op.f('uq_tag_keys_key'))
         )
@@ -78,7 +78,7 @@ def upgrade() -> None:
     if not _has_table('tag_values'):
         op.create_table('tag_values',
         sa.Column('key_id', sa.BigInteger(), autoincrement=False, nullable=False),
-        sa.Column('value', sa.String(length=64), nullable=False),
+        sa.Column('value', sa.Text(), nullable=False),
         sa.Column('group_id', sa.BigInteger(), autoincrement=False, nullable=False),
         sa.Column('instances', sa.BigInteger(), nullable=False),
         sa.Column('occurrences', sa.BigInteger(), nullable=False),
@@ -88,8 +88,8 @@ def upgrade() -> None:
     if not _has_table('instance_groups'):
         op.create_table('instance_groups',
         sa.Column('id', sa.BigInteger(), autoincrement=False, nullable=False),
-        sa.Column('modality', sa.String(length=16), nullable=True),
-        sa.Column('sop_class_uid', sa.String(length=64), nullable=True),
+        sa.Column('modality', sa.Text(), nullable=True),
+        sa.Column('sop_class_uid', sa.Text(), nullable=True),
         sa.Column('manufacturer', sa.Text(), nullable=True),
         sa.Column('model', sa.Text(), nullable=True),
         sa.Column('study_year', sa.String(length=4), nullable=True),
