@@ -418,6 +418,10 @@ class IndexWriter:
             if not study_uid:
                 continue
             key = (a.get("patient_id", ""), a.get("issuer", ""))
+            if o.record.problem is not None:
+                # A file read only in part keeps its place in the hierarchy, but its other
+                # attributes may be garbage: they do not describe the patient, study or series.
+                a = {k: a[k] for k in ("patient_id", "issuer", "study_uid", "series_uid") if k in a}
             _merge(patient_rows, key, {
                 "patient_id": key[0], "issuer": key[1], "patient_name": a.get("patient_name"),
                 "birth_date": a.get("birth_date"), "sex": a.get("sex")})
