@@ -33,6 +33,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
 from . import summaries
+from .db import first_line
 from .errors import IndexerError
 from .records import ITEM, META
 from .schema import (
@@ -1006,10 +1007,10 @@ def run_query(conn: Connection, query: str) -> QueryResult:
         finally:
             cursor.close()
     except (SQLAlchemyError, DBAPIError) as err:
-        raise QueryError(_first_line(err)) from None
+        raise QueryError(first_line(err)) from None
     except Exception as err:  # the driver's own errors (sqlite3.Error, psycopg.Error)
         if type(err).__module__.split(".")[0] in ("sqlite3", "psycopg", "_sqlite3"):
-            raise QueryError(_first_line(err)) from None
+            raise QueryError(first_line(err)) from None
         raise
     finally:
         try:
@@ -1017,11 +1018,6 @@ def run_query(conn: Connection, query: str) -> QueryResult:
         except SQLAlchemyError:
             pass
     return QueryResult(columns, rows)
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(getattr(err, "orig", None) or err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _plain(value: Any) -> Any:
