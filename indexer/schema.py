@@ -171,6 +171,10 @@ instances = Table(
     Column("rows", Integer),
     Column("columns", Integer),
     Column("frames", Integer),
+    # the instance's own values (its series and study keep the smallest any file gave)
+    Column("manufacturer", Text),
+    Column("model", Text),
+    Column("study_date", Text),
     Column("element_count", Integer, nullable=False),
     # why the instance is outside the hierarchy or shares its UID, e.g. "no StudyInstanceUID"
     Column("hierarchy_problem", Text),

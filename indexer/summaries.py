@@ -7,7 +7,7 @@ transaction, so the counters always agree with the elements table.
 What is counted:
 
 * ``instance_groups``: instances and their elements per modality, SOP class,
-  manufacturer and model of the series, and year of the study (`indexer stats`);
+  manufacturer and model, and study year (the instance's own values; `indexer stats`);
 
 and per usage group (modality + SOP class of the instance) and tag key:
 
@@ -33,10 +33,10 @@ tables in the same order and cannot deadlock, whatever mix of re-indexing
 (removals) and new files each batch holds, and a rolled back transaction leaves
 the counters as they were.
 
-Instance groups use the attributes of an instance's series and study rows. They
-stay exact because the writer only inserts those rows (never updates them) and
-deletes them only once no instance refers to them; a writer that updated them
-would have to take the old attributes' counts out first.
+Instance groups use the instance's own columns (manufacturer, model and study
+date as its file gave them), which never change while the instance exists: the
+series and study rows may be updated by later files (each column keeps the
+smallest value any file gave), so counting by them would drift.
 """
 
 from __future__ import annotations
@@ -222,7 +222,7 @@ def element_keys(conn: Connection, file_ids: Sequence[int]) -> Iterator[tuple[in
 
 
 # What _read_files learns about an instance: modality, SOP class, element count, has a series,
-# the series' manufacturer and model, and the study's date.
+# and its own manufacturer, model and study date.
 _Instance = tuple[Any, ...]
 
 
@@ -231,14 +231,13 @@ def _read_files(conn: Connection, file_ids: Sequence[int]) -> Iterator[tuple[dic
     ids = sorted(set(file_ids))
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
-        # The series and study rows of an instance outlive it and never change (the writer
-        # only inserts them), so these attributes are the same when it is added and removed.
+        # The instance's own columns: they never change while it exists, so an instance is
+        # counted in and out of the same group (its series and study rows may be updated).
         groups = {
             row[0]: tuple(row[1:])
-            for row in _fetch(conn, "SELECT i.file_id, i.modality, i.sop_class_uid, i.element_count, "
-                              "i.series_ref IS NOT NULL, s.manufacturer, s.model, st.study_date FROM instances i "
-                              "LEFT JOIN series s ON s.id = i.series_ref LEFT JOIN studies st ON st.id = s.study_ref "
-                              "WHERE i.file_id", chunk)
+            for row in _fetch(conn, "SELECT file_id, modality, sop_class_uid, element_count, "
+                              "series_ref IS NOT NULL, manufacturer, model, study_date FROM instances "
+                              "WHERE file_id", chunk)
         }
         rows = _fetch(conn, "SELECT file_id, path_id, vr, value, flags, ordinal FROM elements WHERE file_id",
                       chunk, "ORDER BY file_id, ordinal")

@@ -473,6 +473,7 @@ class IndexWriter:
                 "modality": a.get("modality"), "instance_number": a.get("instance_number"),
                 "content_date": a.get("content_date"), "rows": _int(a.get("rows")),
                 "columns": _int(a.get("columns")), "frames": _int(a.get("frames")),
+                "manufacturer": a.get("manufacturer"), "model": a.get("model"), "study_date": a.get("study_date"),
                 "element_count": o.record.element_count, "hierarchy_problem": problem,
             })
         if instance_rows:

@@ -173,7 +173,6 @@ TRIALS = [
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="known flaky on a loaded 2-core machine: the kill timing races the run (a run can end, or fail for a reason under investigation, before the kill lands); see the issue note")
 @pytest.mark.parametrize("trial", TRIALS, ids=[t.name for t in TRIALS])
 def test_sigkill_then_rerun_equals_clean_run(reference: Reference, crash_tree: Path, tmp_path: Path,
                                              trial: Trial) -> None:

@@ -37,7 +37,7 @@ from indexer.reports import QueryError, ReportError
 
 pytestmark = pytest.mark.corpus
 
-SUMMARY_TABLES = ("usage_groups", "tag_keys", "path_keys", "tag_usage", "tag_values")
+SUMMARY_TABLES = ("usage_groups", "tag_keys", "path_keys", "tag_usage", "tag_values", "instance_groups")
 # fo-dicom/GH064 and GH179A: element counts depend on the reader (see the corpus README).
 COUNT_EXCEPTIONS = {"fo-dicom/GH064.dcm", "fo-dicom/GH179A.dcm"}
 
@@ -630,6 +630,52 @@ def test_summaries_equal_a_rebuild_from_the_elements(corpus_index: str) -> None:
     assert counted > 0
     assert rebuilt == incremental
     assert summary_dump(corpus_index) == incremental  # the rollback left them as they were
+
+
+def _rebuilt(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    """The summary tables recounted from the elements (in a transaction rolled back)."""
+    engine = sa.create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            trans = conn.begin()
+            summaries.rebuild(conn)
+            rebuilt = {t: sorted(tuple(r) for r in conn.execute(sa.text(f"SELECT * FROM {t}")))
+                       for t in SUMMARY_TABLES}
+            trans.rollback()
+            return rebuilt
+    finally:
+        engine.dispose()
+
+
+def test_instance_groups_stay_exact_when_files_of_a_series_disagree(db_url: str, sample_dir: Path,
+                                                                    tmp_path: Path) -> None:
+    """Two files of one series name different manufacturers; the series row keeps the smaller
+    name, which changes when the second file is written. Instances are counted by their own
+    values, so adding and removing them in any order keeps the counts exact."""
+    source = sample_dir / "dcm_qa_nih/20180918GE/mr_0005/axial_epi_fmri_sequential_i_to_s-00001.dcm"
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    for folder, maker, uid in ((first, "ZZ Maker", "1.2.3.4.1"), (second, "AA Maker", "1.2.3.4.2")):
+        ds = pydicom.dcmread(source)
+        ds.Manufacturer = maker
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid
+        ds.save_as(folder / "image.dcm")
+
+    index_paths([first], db_url, workers=0)
+    index_paths([second], db_url, workers=0)  # the series row now says "AA Maker"
+    assert sql_rows(db_url, "SELECT manufacturer FROM series") == [("AA Maker",)]
+    assert summary_dump(db_url) == _rebuilt(db_url)
+    with connect(db_url) as conn:
+        by_maker = {r["manufacturer"]: r["instances"] for r in reports.collect_breakdown(conn, "manufacturer")}
+    assert by_maker == {"AA Maker": 1, "ZZ Maker": 1}
+
+    (first / "image.dcm").unlink()
+    index_paths([first], db_url, workers=0, prune=True)  # the "ZZ Maker" instance goes
+    assert summary_dump(db_url) == _rebuilt(db_url)
+    with connect(db_url) as conn:
+        by_maker = {r["manufacturer"]: r["instances"] for r in reports.collect_breakdown(conn, "manufacturer")}
+    assert by_maker == {"AA Maker": 1}
 
 
 def _tree(src: Path, dst: Path) -> Path:
