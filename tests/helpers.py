@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -320,3 +321,53 @@ DB_KINDS = [pytest.param("sqlite", id="sqlite"),
 def server_for(request: pytest.FixtureRequest, kind: str) -> str | None:
     """The PostgreSQL server URL (conftest's pg_url: a failure when set but down), or None for SQLite."""
     return str(request.getfixturevalue("pg_url")) if kind == "postgresql" else None
+
+
+# -- indexer processes killed with SIGKILL (crash and fault tests) ----------------------------------
+
+
+def start_index(url: str, tree: Path, args: Sequence[str] | None = None) -> subprocess.Popen[str]:
+    """`indexer index TREE` (or `args`) in a session of its own, so that its pool workers can be
+    killed with it by process group."""
+    command = list(args) if args is not None else [str(INDEXER_BIN), "index", str(tree), "--db", url, "-w", "2", "-q"]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def kill_index(proc: subprocess.Popen[str]) -> tuple[int | None, str]:
+    """SIGKILL the indexer and its workers; returns its exit code when it had ended already
+    (None when the kill hit it), and what it wrote on stderr."""
+    ended = proc.poll()
+    if ended is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # pool workers left behind by the kill
+    except (ProcessLookupError, PermissionError):
+        pass
+    _, stderr = proc.communicate()
+    return ended, stderr
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of `pid` (its pool workers)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            return [int(p) for p in fh.read().split()]
+    except OSError:
+        return []
+
+
+def files_written(url: str) -> int:
+    """Rows in `files`; 0 while the schema is not there yet (a SQLite file is never created)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").exists():
+        return 0
+    engine = engine_for(url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text("SELECT COUNT(*) FROM files")).scalar_one())
+    except sa.exc.SQLAlchemyError:
+        return 0
+    finally:
+        engine.dispose()

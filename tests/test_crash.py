@@ -17,9 +17,7 @@ pool workers die with it (the process group is killed after the main process).
 
 from __future__ import annotations
 
-import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -28,18 +26,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from helpers import (
     INDEXER_BIN,
     copy_files,
     diff_dumps,
     dump_index,
-    engine_for,
+    files_written,
     fresh_database,
+    kill_index,
     query,
     regular_files,
     reset_database,
     run_outcomes,
+    start_index,
     table_names,
 )
 
@@ -96,38 +95,8 @@ def reference(request: pytest.FixtureRequest, crash_tree: Path,
 
 def _start(url: str, tree: Path, batch_files: int | None) -> subprocess.Popen[str]:
     if batch_files is None:
-        args = [str(INDEXER_BIN), "index", str(tree), "--db", url, "-w", "2", "-q"]
-    else:
-        args = [sys.executable, "-c", _INDEX_PY, url, str(batch_files), str(tree)]
-    # A session of its own: the pool workers can be killed with the main process, by group id.
-    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-
-
-def _kill(proc: subprocess.Popen[str]) -> tuple[int | None, str]:
-    """SIGKILL the indexer and its workers; returns its exit code when it had ended already,
-    and what it wrote on stderr."""
-    ended = proc.poll()
-    if ended is None:
-        os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # pool workers left behind by the kill
-    except ProcessLookupError:
-        pass
-    _, stderr = proc.communicate()
-    return ended, stderr
-
-
-def _files_written(url: str) -> int:
-    engine = engine_for(url)
-    try:
-        with engine.connect() as conn:
-            return int(conn.execute(sa.text("SELECT COUNT(*) FROM files")).scalar_one())
-    except sa.exc.SQLAlchemyError:
-        return 0  # no schema yet
-    finally:
-        engine.dispose()
+        return start_index(url, tree)
+    return start_index(url, tree, [sys.executable, "-c", _INDEX_PY, url, str(batch_files), str(tree)])
 
 
 def _wait(proc: subprocess.Popen[str], condition: Callable[[], bool], timeout: float = 60) -> None:
@@ -193,12 +162,12 @@ def test_sigkill_then_rerun_equals_clean_run(reference: Reference, crash_tree: P
                 note += f" delay {delay:.3f}s"
                 time.sleep(delay)
             else:
-                before = _files_written(url)
+                before = files_written(url)
                 delay = rng.uniform(0.0, 0.5) * scale if not killed else 0.0
                 note += f" {delay:.3f}s after the first commit past {before} files"
-                _wait(proc, lambda before=before: _files_written(url) > before)  # type: ignore[misc]
+                _wait(proc, lambda before=before: files_written(url) > before)  # type: ignore[misc]
                 time.sleep(delay)
-            ended, stderr = _kill(proc)
+            ended, stderr = kill_index(proc)
             assert ended in (None, 0), f"{note}: the run failed by itself: {stderr}"
             if ended is None and run_outcomes(url)[-1:] != ["completed"]:
                 killed += 1  # killed before its run was complete

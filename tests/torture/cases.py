@@ -387,8 +387,9 @@ def built_cases() -> list[Case]:
              what="bare explicit VR data set"))
     implicit = b"".join(implicit_el(t, v) for t, v in [
         (0x00080016, b"1.2.840.10008.5.1.4.1.1.7\x00"), (0x00080018, uid_for("np3/sop").encode().ljust(64, b"\x00")[:64]),
-        (0x00100010, b"Implicit^Only "), (0x0020000D, uid_for("np3/study").encode().ljust(64, b"\x00")[:64])])
-    add(Case("no_meta_implicit", implicit, _s("indexed"), None, count=4,
+        (0x00100010, b"Implicit^Only "), (0x00100020, b"np3 "),  # a patient of its own, like every case's
+        (0x0020000D, uid_for("np3/study").encode().ljust(64, b"\x00")[:64])])
+    add(Case("no_meta_implicit", implicit, _s("indexed"), None, count=5,
              what="bare implicit VR data set, no file name extension"))
     add(Case("meta_says_implicit.dcm", meta(uid_for("np4/sop"), transfer_syntax=IMPLICIT_LE)
              + b"".join(implicit_el(t, v) for t, v in [(0x00080060, b"OT"), (0x00100010, b"Meta^Implicit ")]),

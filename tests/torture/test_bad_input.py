@@ -79,8 +79,6 @@ def _check_case(case: Case, row: tuple | None, errors: list[tuple]) -> list[str]
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="known: a bad file sharing the empty Patient ID key ('', '') "
-                   "with good files can still change that shared patient row's name (open in the issue note)")
 def test_bad_files_are_recorded_and_good_files_unaffected(
         kind: str, db: str, bad_tree: tuple[Path, list[Case]], good_reference: Dump) -> None:
     root, cases = bad_tree
