@@ -19,13 +19,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from .crawler import Skipped, iter_files
 from .db import describe_url, first_line, open_index, resolve_url
 from .errors import DatabaseError, IndexerError
-from .rows import Outcome, Task, process_chunk, process_file
+from .rows import Outcome, Task, process_chunk
 from .walker import DEFAULT_VALUE_LIMIT
 from .writer import IndexWriter
 
 CHECK_CHUNK = 512  # paths compared with the index per query
 TASK_CHUNK = 16  # files handed to a worker at once
-PENDING_PER_WORKER = 4  # task chunks queued per worker: enough to keep it busy, bounded memory
+PENDING_PER_WORKER = 32  # task chunks queued per worker: more than a batch in flight, so the workers go on while the writer writes
 
 
 @dataclass(slots=True)
@@ -104,6 +104,31 @@ class _Feed:
                    for path, size, mtime_ns in to_read[start : start + TASK_CHUNK]]
 
 
+def _check_workers(executor: ProcessPoolExecutor) -> None:
+    """Raise BrokenProcessPool when a worker process has died.
+
+    The executor notices a dead worker by itself, except when the worker died while it was
+    sending a result: the executor's thread then waits forever for the rest of that message
+    (CPython's ProcessPoolExecutor). Killing the other workers and closing this process's
+    end of the result pipe ends that wait, so the executor can shut down.
+    """
+    processes = list((getattr(executor, "_processes", None) or {}).values())
+    if not any(p.exitcode is not None for p in processes):
+        return
+    _kill_workers(executor)
+    result_writer = getattr(getattr(executor, "_result_queue", None), "_writer", None)
+    if result_writer is not None:
+        result_writer.close()
+    raise BrokenProcessPool("a worker process died")
+
+
+def _kill_workers(executor: ProcessPoolExecutor) -> None:
+    """SIGKILL every worker process of `executor` still running."""
+    for process in list((getattr(executor, "_processes", None) or {}).values()):
+        if process.exitcode is None:
+            process.kill()
+
+
 def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides what Ctrl-C does
 
@@ -168,6 +193,8 @@ def index_paths(
         try:
             _run(executor, workers, feed, writer, report, batch_files, batch_elements, progress, started)
         except BaseException as err:
+            if executor is not None:
+                _kill_workers(executor)  # nothing they hold is needed now; never wait on them
             report.outcome = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
             try:
                 writer.finish_run(report.outcome, report.counts())
@@ -239,7 +266,7 @@ def _run(
     chunks = feed.chunks()
     if executor is None:
         for chunk in chunks:
-            take([process_file(*task) for task in chunk])
+            take(process_chunk(chunk))
             if len(feed.unchanged) >= 20_000 or time.monotonic() - last_flush > 2.0:
                 flush()
         flush()
@@ -257,12 +284,14 @@ def _run(
                 submitted += 1
         if not pending:
             break
-        done, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+        done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
         # In submission order: each worker's results then come in the order it wrote its
         # scratch rows, which the writer relies on to delete finished scratch files.
         for future in sorted(done, key=pending.__getitem__):
             del pending[future]
             take(future.result())  # BrokenProcessPool here when a worker died
+        if not done:
+            _check_workers(executor)
         if len(feed.unchanged) >= 20_000 or time.monotonic() - last_flush > 2.0:
             flush()
     flush()

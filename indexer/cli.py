@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 from enum import Enum
@@ -621,6 +622,9 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> Any:
 
 def main() -> None:
     """Console-script entry point: usage errors, like fatal ones, are one line and exit status 1."""
+    # The database driver logs what it ignores while a lost connection is closed; the command
+    # says what happened in one line of its own (and log lines may quote values).
+    logging.getLogger("psycopg").addHandler(logging.NullHandler())
     try:
         code = app(standalone_mode=False)
     except typer.Exit as err:

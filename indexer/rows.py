@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from hashlib import blake2b
 
+from . import summaries
 from .errors import DicomReadError
 from .records import META, FileRecord
 from .scratch import ScratchRows, ScratchWriter, writer_for
@@ -74,6 +75,7 @@ class IndexedFile:
     element_rows: int
     encapsulated_rows: list[tuple[int, int, int, str, str]]  # ordinal, count, bytes, sizes, offsets
     new_paths: list[PathRow] = field(default_factory=list)
+    counts: summaries.FileCounts | None = None  # its share of the tag summaries
 
 
 @dataclass(slots=True)
@@ -92,10 +94,13 @@ Outcome = IndexedFile | FailedFile
 
 
 class PathIds:
-    """Stable 64-bit ids for sequence paths, and which ones this process has not yet sent."""
+    """Stable 64-bit ids for sequence paths, and which ones this process has not yet sent
+    (with the tag summary keys it has sent) in run `run`."""
 
-    def __init__(self) -> None:
+    def __init__(self, run: str = "") -> None:
         self._ids: dict[str, int] = {}
+        self.run = run
+        self.sent_keys: set[object] = set()
 
     def lookup(self, path: str, creator: str | None) -> tuple[int, bool]:
         """Return (id, first time seen in this process)."""
@@ -144,24 +149,22 @@ def to_rows(record: FileRecord, mtime_ns: int, path_ids: PathIds, scratch: Scrat
 
     `path_ids` remembers which path definitions this process has already sent.
     """
-    flat: list[object] = []
-    lines: list[str] = []
+    flat: list[object] = []  # the rows one after the other, ELEMENT_COLUMNS but the file id
     encapsulated_rows: list[tuple[int, int, int, str, str]] = []
     new_paths: list[PathRow] = []
     attributes: dict[str, str] = {}
     known = path_ids._ids
     extend = flat.extend
-    copy_text = scratch is None
+    summary_paths = summaries.known_paths()
     for ordinal, (path, depth, tag, vr, vm, length, value, number, flags, keyword, name, creator, _offset,
                   fragments, offset_table) in enumerate(record.elements):
         pid = known.get(path if creator is None else f"{path}|{creator}")
         if pid is None:
             pid, _ = path_ids.lookup(path, creator)
             new_paths.append((pid, path, _ITEM_NUMBER.sub("", path), tag, depth, keyword, name, creator))
-        if copy_text:
-            lines.append("\x00\t" + "\t".join(map(_copy_text, (ordinal, pid, vr, vm, length, value, number, flags))))
-        else:
-            extend((ordinal, pid, vr, vm, length, value, number, flags))
+        if pid not in summary_paths:
+            summaries.know_path(pid, path, tag, keyword, name, creator)
+        extend((ordinal, pid, vr, vm, length, value, number, flags))
         if depth == 0 and value is not None:
             column = HIERARCHY_TAGS.get(tag)
             if column is not None and not flags & META:
@@ -173,13 +176,18 @@ def to_rows(record: FileRecord, mtime_ns: int, path_ids: PathIds, scratch: Scrat
             ))
     rows = len(record.elements)
     record.elements = []
+    group = (attributes.get("modality") or "", attributes.get("sop_class_uid") or "")
+    width = len(ELEMENT_COLUMNS) - 1
+    counts = summaries.count_rows(summaries.Columns(flat[1::width], flat[2::width], flat[5::width], flat[7::width]),
+                                  group, path_ids.run, path_ids.sent_keys)
     payload: ElementPayload
     if scratch is None:
-        payload = "\n".join(lines) + "\n" if lines else ""
+        payload = "".join("\x00\t" + "\t".join(map(_copy_text, flat[i : i + width])) + "\n"
+                          for i in range(0, len(flat), width))
     else:
         payload = scratch.add(flat, rows) if rows else ScratchRows(("", 1, 0))
     return IndexedFile(record.path, record.size, mtime_ns, record, attributes, payload, rows,
-                       encapsulated_rows, new_paths)
+                       encapsulated_rows, new_paths, counts)
 
 
 _path_ids: dict[str, PathIds] = {}  # per worker process: path definitions sent in this run
@@ -189,7 +197,7 @@ def _path_ids_for(run_key: str) -> PathIds:
     found = _path_ids.get(run_key)
     if found is None:
         _path_ids.clear()  # a new run (perhaps into another database): send every path again
-        found = _path_ids[run_key] = PathIds()
+        found = _path_ids[run_key] = PathIds(run_key)
     return found
 
 
@@ -220,8 +228,13 @@ Task = tuple[str, int, int, int, "str | None", str]  # path, size, mtime_ns, val
 
 
 def process_chunk(tasks: list[Task]) -> list[Outcome]:
-    """Pool entry point: a few files at once, to spread the cost of inter-process messages."""
-    return [process_file(*task) for task in tasks]
+    """Pool entry point: a few files at once, to spread the cost of inter-process messages.
+
+    Their element rows are committed to the scratch file before the outcomes go back."""
+    outcomes = [process_file(*task) for task in tasks]
+    if tasks and tasks[0][4]:
+        writer_for(tasks[0][4]).commit()
+    return outcomes
 
 
 def looks_like_dicom_name(path: str) -> bool:

@@ -46,6 +46,7 @@ class ScratchWriter:
 
     def _rotate(self) -> None:
         if self._conn is not None:
+            self.commit()
             self._conn.close()
         self._serial += 1
         self.path = os.path.join(self.directory, f"scratch-{os.getpid()}-{self._serial:06d}.db")
@@ -58,26 +59,35 @@ class ScratchWriter:
         self._next_rowid = 1
 
     def add(self, flat: list[object], count: int) -> ScratchRows:
-        """Append `count` rows given as one flat list of values; return where they are."""
+        """Append `count` rows given as one flat list of values; return where they are.
+
+        The rows are seen by the writer after `commit`."""
         if self._conn is None or self._next_rowid > ROTATE_ROWS:
             self._rotate()
         assert self._conn is not None
         step = self._width * _ROWS_PER_STATEMENT
         whole = len(flat) - len(flat) % step
         conn = self._conn
-        conn.execute("BEGIN")
+        if not conn.in_transaction:
+            conn.execute("BEGIN")
         if whole:
             conn.executemany(self._insert_many, [flat[i : i + step] for i in range(0, whole, step)])
         tail = (len(flat) - whole) // self._width
         if tail:
             conn.execute("INSERT INTO rows VALUES " + ", ".join([self._row] * tail), flat[whole:])
-        conn.execute("COMMIT")
         # Rows are only ever appended to a fresh rowid table, so their rowids are consecutive.
         first = self._next_rowid
         self._next_rowid += count
         return ScratchRows((self.path, first, first + count - 1))
 
+    def commit(self) -> None:
+        """Make the rows added so far visible to the writer (once per chunk of files: a commit
+        per file would cost more than its rows)."""
+        if self._conn is not None and self._conn.in_transaction:
+            self._conn.execute("COMMIT")
+
     def close(self) -> None:
+        self.commit()
         if self._conn is not None:
             self._conn.close()
             self._conn = None

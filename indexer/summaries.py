@@ -25,8 +25,11 @@ in another count as one tag when both blocks belong to the same creator. The
 creators of enclosing private sequences are taken from the same file, so a key
 is exact even when the same path text has different creators in other files.
 
-Both hooks only read the database (a batch's rows by primary key) and collect
-deltas on the connection; the deltas of a transaction are applied once, when it
+New files are counted where they are read: the worker that walked a file turns
+its rows into a `FileCounts` (`count_rows`), and the writer adds those with
+`add_counted` and the instances it inserts with `add_instances`, reading nothing
+back. Files re-indexed or pruned are taken out with `remove_files`, which reads
+their rows back by primary key. All of these collect deltas on the connection; the deltas of a transaction are applied once, when it
 commits, in one pass in key order (usage groups, keys, path keys, usage, instance
 groups, values). Two writers on PostgreSQL then take the row locks of the summary
 tables in the same order and cannot deadlock, whatever mix of re-indexing
@@ -46,7 +49,7 @@ from dataclasses import dataclass, field
 from hashlib import blake2b
 from itertools import groupby
 from operator import itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, event
 
@@ -139,6 +142,20 @@ class _Layout:
     occurrences: dict[int, int]  # key id -> counted rows
     untracked: dict[int, int]  # key id -> rows whose VR or flags keep their value out of tag_values
     candidates: list[tuple[int, int]]  # (row index, key id) of rows whose value may be counted
+    usage: tuple[tuple[int, int, int], ...] = ()  # (key id, occurrences, untracked) per key
+    sent_in: str | None = None  # the run whose definitions of these keys went out with a file
+
+
+@dataclass(slots=True)
+class FileCounts:
+    """One file's share of the tag summaries (counted by the worker that read the file)."""
+
+    group: tuple[str, str]  # modality and SOP class of the instance ("" for absent)
+    usage: tuple[tuple[int, int, int], ...]  # (key id, occurrences, untracked); shared by a layout's files
+    untracked: dict[int, int]  # key id -> more untracked rows: values absent or too long to count
+    values: dict[tuple[int, str], int]  # (key id, value) -> occurrences
+    key_rows: list[tuple[Any, ...]] = field(default_factory=list)  # tag_keys rows not yet sent in this run
+    path_keys: list[tuple[int, int]] = field(default_factory=list)  # (key id, path id) not yet sent
 
 
 @dataclass
@@ -149,8 +166,8 @@ class Deltas:
     keys: dict[int, _Key] = field(default_factory=dict)
     path_keys: set[tuple[int, int]] = field(default_factory=set)
     usage: dict[tuple[int, int], list[int]] = field(default_factory=dict)  # instances, occurrences, untracked
-    usage_lists: dict[tuple[int, int], list[tuple[list[int], int, int]]] = field(default_factory=dict)
     values: dict[tuple[int, str, int], list[int]] = field(default_factory=dict)  # instances, occurrences
+    key_rows: dict[int, tuple[Any, ...]] = field(default_factory=dict)  # tag_keys rows sent by workers
     instance_groups: dict[int, tuple[Any, ...]] = field(default_factory=dict)  # id -> attributes
     instance_counts: dict[int, list[int]] = field(default_factory=dict)  # id -> instances, elements
     layouts: dict[int, _Layout] = field(default_factory=dict)  # added files' layouts, by id()
@@ -160,6 +177,14 @@ _paths: dict[int, _PathInfo] = {}
 _top_keys: dict[int, _Key] = {}
 _nested_keys: dict[tuple[int, int], _Key] = {}
 _layouts: dict[tuple[tuple[Any, ...], ...], _Layout] = {}
+_group_ids: dict[tuple[str, str], int] = {}
+
+
+def _clear_caches() -> None:
+    _paths.clear()
+    _top_keys.clear()
+    _nested_keys.clear()
+    _layouts.clear()
 
 
 def add_files(conn: Connection, file_ids: Sequence[int]) -> None:
@@ -216,7 +241,7 @@ def element_keys(conn: Connection, file_ids: Sequence[int]) -> Iterator[tuple[in
     for _groups, rows in _read_files(conn, file_ids):
         for _file_id, grouped in groupby(rows, itemgetter(0)):
             file_rows = list(grouped)
-            for key, row in zip(_layout(file_rows).keys, file_rows):
+            for key, row in zip(_layout(_columns(file_rows)).keys, file_rows):
                 if key is not None:
                     yield row[0], row[5], key.id
 
@@ -266,20 +291,14 @@ def _load_paths(conn: Connection, needed: set[int]) -> None:
     """Make sure `_paths` holds every path id in `needed`."""
     missing = needed.difference(_paths)
     if len(_paths) + len(missing) > _CACHE_LIMIT:
-        _paths.clear()
-        _top_keys.clear()
-        _nested_keys.clear()
-        _layouts.clear()
+        _clear_caches()
         missing = needed
     ordered = sorted(missing)
     for start in range(0, len(ordered), 2000):
         for pid, path, tag, keyword, name, creator in _fetch(
                 conn, "SELECT id, path, tag, keyword, name, private_creator FROM paths WHERE id",
                 ordered[start : start + 2000]):
-            dot = path.rfind(".")
-            parent = path[: path.rfind("[", 0, dot)] if dot >= 0 else None
-            component = tag_key_component(tag, creator)
-            _paths[pid] = _PathInfo(path, parent, component, keyword or component, tag, name, creator)
+            know_path(pid, path, tag, keyword, name, creator)
     absent = missing.difference(_paths)
     if absent:
         raise IndexerError(f"{len(absent)} path ids of element rows are missing from the paths table "
@@ -321,10 +340,27 @@ def _count_instance(deltas: Deltas, attributes: _Instance, sign: int) -> None:
     counts[1] += sign * int(element_count or 0)
 
 
-def _layout(rows: list[Any]) -> _Layout:
+class Columns(NamedTuple):
+    """A file's element rows, column by column, in file order."""
+
+    path_ids: Sequence[int]
+    vrs: Sequence[str]
+    values: Sequence[str | None]
+    flags: Sequence[int]
+
+
+def _columns(rows: list[Any]) -> Columns:
+    """Columns of the row tuples `_read_files` gives."""
+    if not rows:
+        return Columns((), (), (), ())
+    _file_ids, path_ids, vrs, values, flags, _ordinals = zip(*rows)
+    return Columns(path_ids, vrs, values, flags)
+
+
+def _layout(rows: Columns) -> _Layout:
     """The keys of a file's rows (in file order), from the cache when another file had the same paths."""
     # Path ids, VRs and flags determine the keys (creators are in the ids) and which values count.
-    signature = (tuple(map(_PATH_ID, rows)), tuple(map(_VR, rows)), tuple(map(_FLAGS, rows)))
+    signature = (tuple(rows.path_ids), tuple(rows.vrs), tuple(rows.flags))
     found = _layouts.get(signature)
     if found is not None:
         return found
@@ -333,7 +369,7 @@ def _layout(rows: list[Any]) -> _Layout:
     occurrences: dict[int, int] = {}
     untracked: dict[int, int] = {}
     candidates: list[tuple[int, int]] = []
-    for index, (_file_id, pid, vr, _value, flags, _ordinal) in enumerate(rows):
+    for index, (pid, vr, flags) in enumerate(zip(rows.path_ids, rows.vrs, rows.flags)):
         if flags & (META | ITEM):
             keys.append(None)
             continue
@@ -354,51 +390,120 @@ def _layout(rows: list[Any]) -> _Layout:
     if len(_layouts) >= _LAYOUT_LIMIT:
         _layouts.clear()
     objects = list({id(k): k for k in keys if k is not None}.values())
-    found = _layouts[signature] = _Layout(keys, objects, occurrences, untracked, candidates)
+    usage = tuple((kid, n, untracked.get(kid, 0)) for kid, n in occurrences.items())
+    found = _layouts[signature] = _Layout(keys, objects, occurrences, untracked, candidates, usage)
     return found
 
 
-_PATH_ID, _VR, _FLAGS = itemgetter(1), itemgetter(2), itemgetter(4)
-
-
-def _count_file(deltas: Deltas, group: tuple[str, str], rows: list[Any], sign: int) -> None:
-    gid = group_id(*group)
-    deltas.groups[gid] = group
+def _file_counts(group: tuple[str, str], rows: Columns) -> tuple[FileCounts, _Layout]:
+    """The counts of one file's rows."""
     layout = _layout(rows)
-    if sign > 0:
-        deltas.layouts[id(layout)] = layout
-    untracked = dict(layout.untracked)
+    untracked: dict[int, int] = {}
     values: dict[tuple[int, str], int] = {}
+    row_values = rows.values
     for index, kid in layout.candidates:
-        value = rows[index][3]
+        value = row_values[index]
         if value is not None and len(value) <= MAX_TRACKED_LENGTH:
             pair = (kid, value)
             values[pair] = values.get(pair, 0) + 1
         else:
             untracked[kid] = untracked.get(kid, 0) + 1
-    # The usage counters this layout adds to in this group, found once per transaction.
-    lists = deltas.usage_lists.get((id(layout), gid))
-    if lists is None:
-        lists = []
-        for kid, occurrences in layout.occurrences.items():
-            total = deltas.usage.get((kid, gid))
-            if total is None:
-                total = deltas.usage[(kid, gid)] = [0, 0, 0]
-            lists.append((total, kid, occurrences))
-        deltas.usage_lists[(id(layout), gid)] = lists
-        deltas.layouts[id(layout)] = layout  # keeps id(layout) from being reused meanwhile
-    for total, kid, occurrences in lists:
+    return FileCounts(group, layout.usage, untracked, values), layout
+
+
+def _count_file(deltas: Deltas, group: tuple[str, str], rows: list[Any], sign: int) -> None:
+    counts, layout = _file_counts(group, _columns(rows))
+    if sign > 0:
+        deltas.layouts[id(layout)] = layout  # its keys and path keys go to tag_keys and path_keys
+    _merge(deltas, counts, sign)
+
+
+def _merge(deltas: Deltas, counts: FileCounts, sign: int) -> None:
+    group = counts.group
+    gid = _group_ids.get(group)
+    if gid is None:
+        gid = _group_ids[group] = group_id(*group)
+    deltas.groups[gid] = group
+    usage = deltas.usage
+    for kid, occurrences, untracked in counts.usage:
+        total = usage.get((kid, gid))
+        if total is None:
+            total = usage[(kid, gid)] = [0, 0, 0]
         total[0] += sign
         total[1] += sign * occurrences
-        total[2] += sign * untracked.get(kid, 0)
+        total[2] += sign * untracked
+    for kid, untracked in counts.untracked.items():
+        usage[(kid, gid)][2] += sign * untracked
     all_values = deltas.values
-    for (kid, value), occurrences in values.items():
+    for (kid, value), occurrences in counts.values.items():
         triple = (kid, value, gid)
-        counts = all_values.get(triple)
-        if counts is None:
-            counts = all_values[triple] = [0, 0]
-        counts[0] += sign
-        counts[1] += sign * occurrences
+        found = all_values.get(triple)
+        if found is None:
+            found = all_values[triple] = [0, 0]
+        found[0] += sign
+        found[1] += sign * occurrences
+    if counts.key_rows:
+        for row in counts.key_rows:
+            deltas.key_rows[row[0]] = row
+    if counts.path_keys:
+        deltas.path_keys.update(counts.path_keys)
+
+
+# -- counting in the worker processes --------------------------------------------------------------
+
+
+def know_path(pid: int, path: str, tag: int, keyword: str, name: str, creator: str | None) -> None:
+    """Tell this process what path `pid` is (workers learn paths from the records they walk)."""
+    dot = path.rfind(".")
+    parent = path[: path.rfind("[", 0, dot)] if dot >= 0 else None
+    component = tag_key_component(tag, creator)
+    _paths[pid] = _PathInfo(path, parent, component, keyword or component, tag, name, creator)
+
+
+def known_paths() -> dict[int, Any]:
+    """The paths this process knows, by id (check membership before calling know_path)."""
+    if len(_paths) > _CACHE_LIMIT:
+        _clear_caches()
+    return _paths
+
+
+def count_rows(rows: Columns, group: tuple[str, str], run: str, sent: set[Any]) -> FileCounts:
+    """A walked file's counts (every path of its rows known through know_path). The definitions of its keys go with the first file of this worker
+    that uses them in run `run`; `sent` remembers which ones went."""
+    counts, layout = _file_counts(group, rows)
+    if layout.sent_in != run:
+        layout.sent_in = run
+        for key in layout.objects:
+            if key.id not in sent:
+                sent.add(key.id)
+                counts.key_rows.append(_key_row(key))
+            pair = (key.id, key.path_id)
+            if pair not in sent:
+                sent.add(pair)
+                counts.path_keys.append(pair)
+    return counts
+
+
+# -- the writer's side ---------------------------------------------------------------------------
+
+
+def add_counted(conn: Connection, counted: Sequence[FileCounts]) -> None:
+    """Add the counts of files just inserted (made by count_rows in the workers)."""
+    deltas = pending(conn)
+    for counts in counted:
+        _merge(deltas, counts, 1)
+
+
+def add_instances(conn: Connection, attributes: Sequence[_Instance]) -> None:
+    """Count instances just inserted into instance_groups (attributes as `_read_files` gives)."""
+    deltas = pending(conn)
+    for instance in attributes:
+        _count_instance(deltas, instance, 1)
+
+
+def _key_row(key: _Key) -> tuple[Any, ...]:
+    return (key.id, key.key, key.keywords, normalized_tag(key.info.tag, key.info.creator), key.depth,
+            key.info.name, key.info.creator)
 
 
 def apply(conn: Connection, deltas: Deltas) -> None:
@@ -408,14 +513,14 @@ def apply(conn: Connection, deltas: Deltas) -> None:
             deltas.keys.setdefault(key.id, key)
             deltas.path_keys.add((key.id, key.path_id))
     deltas.layouts.clear()
-    deltas.usage_lists.clear()
+    for kid, key in deltas.keys.items():
+        deltas.key_rows.setdefault(kid, _key_row(key))
     if deltas.groups:
         _upsert(conn, "usage_groups", ("id", "modality", "sop_class_uid"), 1, (),
                 [(gid, m, s) for gid, (m, s) in sorted(deltas.groups.items())])
-    if deltas.keys:
+    if deltas.key_rows:
         _upsert(conn, "tag_keys", ("id", "key", "keywords", "tag", "depth", "name", "private_creator"),
-                1, (), [(k.id, k.key, k.keywords, normalized_tag(k.info.tag, k.info.creator), k.depth,
-                         k.info.name, k.info.creator) for _, k in sorted(deltas.keys.items())])
+                1, (), [row for _, row in sorted(deltas.key_rows.items())])
     if deltas.path_keys:
         _upsert(conn, "path_keys", ("key_id", "path_id"), 2, (), sorted(deltas.path_keys))
     usage_rows: list[tuple[Any, ...]] = [(k, g, *c) for (k, g), c in sorted(deltas.usage.items()) if any(c)]

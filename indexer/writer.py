@@ -319,7 +319,7 @@ class IndexWriter:
                           "offset_table"), row)) for row in fragment_rows])
         if error_rows:
             conn.execute(insert(errors), error_rows)
-        summaries.add_files(conn, [file_ids[o.path] for o in walked])
+        summaries.add_counted(conn, [o.counts for o in walked if o.counts is not None])
 
     def _insert_elements(self, conn: Connection, walked: Sequence[IndexedFile], file_ids: dict[str, int]) -> None:
         """Move the element rows the workers prepared into the index, with their file ids:
@@ -478,6 +478,9 @@ class IndexWriter:
             })
         if instance_rows:
             conn.execute(insert(instances), instance_rows)
+            summaries.add_instances(conn, [
+                (r["modality"], r["sop_class_uid"], r["element_count"], r["series_ref"] is not None,
+                 r["manufacturer"], r["model"], r["study_date"]) for r in instance_rows])
 
     def _upsert_keyed(self, conn: Connection, table: Table, key: str, rows: dict[str, dict[str, object]],
                       parent_key: str, parent_column: str, parent_ids: dict[Any, int],

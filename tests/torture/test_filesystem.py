@@ -225,6 +225,10 @@ def change(report):
     print("changed", flush=True)
 
 plan_source = sys.argv[4]
+# Few chunks in flight (the default keeps ~1,000 files queued for the workers), so that the
+# files of the plan are still unread at the first commit.
+import indexer.api
+indexer.api.PENDING_PER_WORKER = 4
 report = index_paths([root], url, workers=2, batch_files=16, progress=change)
 print(json.dumps({"outcome": report.outcome, **report.counts()}))
 """
