@@ -44,6 +44,9 @@ smallest value any file gave), so counting by them would drift.
 
 from __future__ import annotations
 
+import itertools
+import os
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from hashlib import blake2b
@@ -143,6 +146,7 @@ class _Layout:
     untracked: dict[int, int]  # key id -> rows whose VR or flags keep their value out of tag_values
     candidates: list[tuple[int, int]]  # (row index, key id) of rows whose value may be counted
     usage: tuple[tuple[int, int, int], ...] = ()  # (key id, occurrences, untracked) per key
+    token: int = 0  # unique among the layouts of every process of a run
     sent_in: str | None = None  # the run whose definitions of these keys went out with a file
 
 
@@ -151,9 +155,11 @@ class FileCounts:
     """One file's share of the tag summaries (counted by the worker that read the file)."""
 
     group: tuple[str, str]  # modality and SOP class of the instance ("" for absent)
+    layout: int  # the layout's token: files with equal tokens have equal `usage`
     usage: tuple[tuple[int, int, int], ...]  # (key id, occurrences, untracked); shared by a layout's files
     untracked: dict[int, int]  # key id -> more untracked rows: values absent or too long to count
-    values: dict[tuple[int, str], int]  # (key id, value) -> occurrences
+    values: tuple[tuple[int, str], ...]  # the (key id, value) pairs of the file, each once
+    repeats: dict[tuple[int, str], int]  # pair -> occurrences beyond the first (values repeated in items)
     key_rows: list[tuple[Any, ...]] = field(default_factory=list)  # tag_keys rows not yet sent in this run
     path_keys: list[tuple[int, int]] = field(default_factory=list)  # (key id, path id) not yet sent
 
@@ -168,6 +174,8 @@ class Deltas:
     usage: dict[tuple[int, int], list[int]] = field(default_factory=dict)  # instances, occurrences, untracked
     values: dict[tuple[int, str, int], list[int]] = field(default_factory=dict)  # instances, occurrences
     key_rows: dict[int, tuple[Any, ...]] = field(default_factory=dict)  # tag_keys rows sent by workers
+    layout_uses: dict[tuple[int, int], list[Any]] = field(default_factory=dict)  # (token, group) -> [usage, files]
+    value_counts: dict[int, tuple[Counter[Any], Counter[Any]]] = field(default_factory=dict)  # group -> instances, repeats
     instance_groups: dict[int, tuple[Any, ...]] = field(default_factory=dict)  # id -> attributes
     instance_counts: dict[int, list[int]] = field(default_factory=dict)  # id -> instances, elements
     layouts: dict[int, _Layout] = field(default_factory=dict)  # added files' layouts, by id()
@@ -178,6 +186,7 @@ _top_keys: dict[int, _Key] = {}
 _nested_keys: dict[tuple[int, int], _Key] = {}
 _layouts: dict[tuple[tuple[Any, ...], ...], _Layout] = {}
 _group_ids: dict[tuple[str, str], int] = {}
+_layout_serial = itertools.count(1)
 
 
 def _clear_caches() -> None:
@@ -391,7 +400,8 @@ def _layout(rows: Columns) -> _Layout:
         _layouts.clear()
     objects = list({id(k): k for k in keys if k is not None}.values())
     usage = tuple((kid, n, untracked.get(kid, 0)) for kid, n in occurrences.items())
-    found = _layouts[signature] = _Layout(keys, objects, occurrences, untracked, candidates, usage)
+    token = (os.getpid() << 32) | next(_layout_serial)
+    found = _layouts[signature] = _Layout(keys, objects, occurrences, untracked, candidates, usage, token)
     return found
 
 
@@ -400,15 +410,19 @@ def _file_counts(group: tuple[str, str], rows: Columns) -> tuple[FileCounts, _La
     layout = _layout(rows)
     untracked: dict[int, int] = {}
     values: dict[tuple[int, str], int] = {}
+    repeats: dict[tuple[int, str], int] = {}
     row_values = rows.values
     for index, kid in layout.candidates:
         value = row_values[index]
         if value is not None and len(value) <= MAX_TRACKED_LENGTH:
             pair = (kid, value)
-            values[pair] = values.get(pair, 0) + 1
+            if pair in values:
+                repeats[pair] = repeats.get(pair, 0) + 1
+            else:
+                values[pair] = 1
         else:
             untracked[kid] = untracked.get(kid, 0) + 1
-    return FileCounts(group, layout.usage, untracked, values), layout
+    return FileCounts(group, layout.token, layout.usage, untracked, tuple(values), repeats), layout
 
 
 def _count_file(deltas: Deltas, group: tuple[str, str], rows: list[Any], sign: int) -> None:
@@ -435,13 +449,17 @@ def _merge(deltas: Deltas, counts: FileCounts, sign: int) -> None:
     for kid, untracked in counts.untracked.items():
         usage[(kid, gid)][2] += sign * untracked
     all_values = deltas.values
-    for (kid, value), occurrences in counts.values.items():
+    for kid, value in counts.values:
         triple = (kid, value, gid)
         found = all_values.get(triple)
         if found is None:
             found = all_values[triple] = [0, 0]
         found[0] += sign
-        found[1] += sign * occurrences
+        found[1] += sign * (1 + counts.repeats.get((kid, value), 0))
+    _add_definitions(deltas, counts)
+
+
+def _add_definitions(deltas: Deltas, counts: FileCounts) -> None:
     if counts.key_rows:
         for row in counts.key_rows:
             deltas.key_rows[row[0]] = row
@@ -489,9 +507,58 @@ def count_rows(rows: Columns, group: tuple[str, str], run: str, sent: set[Any]) 
 
 def add_counted(conn: Connection, counted: Sequence[FileCounts]) -> None:
     """Add the counts of files just inserted (made by count_rows in the workers)."""
+    # The hot loop of the writer's share of the summaries: files of one layout add to the
+    # usage counters once per transaction (expanded in apply), values go through Counter's
+    # C loop; only what is unusual (untracked values, repeated ones) is added one by one.
     deltas = pending(conn)
+    uses = deltas.layout_uses
     for counts in counted:
-        _merge(deltas, counts, 1)
+        group = counts.group
+        gid = _group_ids.get(group)
+        if gid is None:
+            gid = _group_ids[group] = group_id(*group)
+        deltas.groups[gid] = group
+        use = uses.get((counts.layout, gid))
+        if use is None:
+            uses[(counts.layout, gid)] = [counts.usage, 1]
+        else:
+            use[1] += 1
+        for kid, untracked in counts.untracked.items():
+            total = deltas.usage.get((kid, gid))
+            if total is None:
+                total = deltas.usage[(kid, gid)] = [0, 0, 0]
+            total[2] += untracked
+        found = deltas.value_counts.get(gid)
+        if found is None:
+            found = deltas.value_counts[gid] = (Counter(), Counter())
+        found[0].update(counts.values)
+        if counts.repeats:
+            found[1].update(counts.repeats)
+        _add_definitions(deltas, counts)
+
+
+def _expand(deltas: Deltas) -> None:
+    """Fold the per-layout and per-value tallies of add_counted into the usage and value deltas."""
+    usage = deltas.usage
+    for (_token, gid), (file_usage, files) in deltas.layout_uses.items():
+        for kid, occurrences, untracked in file_usage:
+            total = usage.get((kid, gid))
+            if total is None:
+                total = usage[(kid, gid)] = [0, 0, 0]
+            total[0] += files
+            total[1] += files * occurrences
+            total[2] += files * untracked
+    deltas.layout_uses.clear()
+    values = deltas.values
+    for gid, (instances, repeats) in deltas.value_counts.items():
+        for (kid, value), n in instances.items():
+            triple = (kid, value, gid)
+            found = values.get(triple)
+            if found is None:
+                found = values[triple] = [0, 0]
+            found[0] += n
+            found[1] += n + repeats.get((kid, value), 0)
+    deltas.value_counts.clear()
 
 
 def add_instances(conn: Connection, attributes: Sequence[_Instance]) -> None:
@@ -508,6 +575,7 @@ def _key_row(key: _Key) -> tuple[Any, ...]:
 
 def apply(conn: Connection, deltas: Deltas) -> None:
     """Write `deltas` into the summary tables, every table in key order."""
+    _expand(deltas)
     for layout in deltas.layouts.values():
         for key in layout.objects:
             deltas.keys.setdefault(key.id, key)

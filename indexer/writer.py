@@ -366,6 +366,8 @@ class IndexWriter:
             else:
                 row.update(status=o.status, problem=o.message)
             rows.append(row)
+        if self.dialect == "sqlite":
+            return self._upsert_files_sqlite(conn, rows)
         stmt = self._insert(files)
         changing = {c: stmt.excluded[c] for c in rows[0] if c not in ("path", "first_run")}
         changing["last_run"] = case((files.c.last_run > stmt.excluded.last_run, files.c.last_run),
@@ -373,6 +375,24 @@ class IndexWriter:
         stmt = stmt.on_conflict_do_update(index_elements=["path"], set_=changing)
         result = conn.execute(stmt.returning(files.c.id, files.c.path, sort_by_parameter_order=True), rows)
         return {row.path: row.id for row in result}
+
+    def _upsert_files_sqlite(self, conn: Connection, rows: list[dict[str, object]]) -> dict[str, int]:
+        """The same upsert as plain SQL: SQLAlchemy's RETURNING path costs a statement per row on
+        SQLite; the driver's executemany and one query for the ids cost a tenth of that."""
+        columns = list(rows[0])
+        updates = [f"{c} = excluded.{c}" for c in columns if c not in ("path", "first_run", "last_run")]
+        updates.append("last_run = max(last_run, excluded.last_run)")  # never lowered
+        conn.exec_driver_sql(
+            f"INSERT INTO files ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+            f"ON CONFLICT (path) DO UPDATE SET {', '.join(updates)}",
+            [tuple(row[c] for c in columns) for row in rows])  # type: ignore[arg-type]
+        ids: dict[str, int] = {}
+        paths = [row["path"] for row in rows]
+        for chunk in _chunks(paths, 900):
+            found = conn.exec_driver_sql(
+                f"SELECT path, id FROM files WHERE path IN ({', '.join('?' * len(chunk))})", tuple(chunk))
+            ids.update(found.fetchall())  # type: ignore[arg-type]
+        return ids
 
     def _delete_contents(self, conn: Connection, file_ids: list[int]) -> None:
         """Remove what a file held before (a re-index), and hierarchy rows left empty by that."""
