@@ -433,19 +433,9 @@ def _count_file(deltas: Deltas, group: tuple[str, str], rows: list[Any], sign: i
 
 
 def _merge(deltas: Deltas, counts: FileCounts, sign: int) -> None:
-    group = counts.group
-    gid = _group_ids.get(group)
-    if gid is None:
-        gid = _group_ids[group] = group_id(*group)
-    deltas.groups[gid] = group
+    gid = _group_of(deltas, counts.group)
     usage = deltas.usage
-    for kid, occurrences, untracked in counts.usage:
-        total = usage.get((kid, gid))
-        if total is None:
-            total = usage[(kid, gid)] = [0, 0, 0]
-        total[0] += sign
-        total[1] += sign * occurrences
-        total[2] += sign * untracked
+    _add_usage(usage, gid, counts.usage, sign)
     for kid, untracked in counts.untracked.items():
         usage[(kid, gid)][2] += sign * untracked
     all_values = deltas.values
@@ -457,6 +447,26 @@ def _merge(deltas: Deltas, counts: FileCounts, sign: int) -> None:
         found[0] += sign
         found[1] += sign * (1 + counts.repeats.get((kid, value), 0))
     _add_definitions(deltas, counts)
+
+
+def _group_of(deltas: Deltas, group: tuple[str, str]) -> int:
+    gid = _group_ids.get(group)
+    if gid is None:
+        gid = _group_ids[group] = group_id(*group)
+    deltas.groups[gid] = group
+    return gid
+
+
+def _add_usage(usage: dict[tuple[int, int], list[int]], gid: int,
+               file_usage: tuple[tuple[int, int, int], ...], files: int) -> None:
+    """Add `files` files (negative: take them out) of one layout to the usage counters of `gid`."""
+    for kid, occurrences, untracked in file_usage:
+        total = usage.get((kid, gid))
+        if total is None:
+            total = usage[(kid, gid)] = [0, 0, 0]
+        total[0] += files
+        total[1] += files * occurrences
+        total[2] += files * untracked
 
 
 def _add_definitions(deltas: Deltas, counts: FileCounts) -> None:
@@ -513,11 +523,7 @@ def add_counted(conn: Connection, counted: Sequence[FileCounts]) -> None:
     deltas = pending(conn)
     uses = deltas.layout_uses
     for counts in counted:
-        group = counts.group
-        gid = _group_ids.get(group)
-        if gid is None:
-            gid = _group_ids[group] = group_id(*group)
-        deltas.groups[gid] = group
+        gid = _group_of(deltas, counts.group)
         use = uses.get((counts.layout, gid))
         if use is None:
             uses[(counts.layout, gid)] = [counts.usage, 1]
@@ -541,13 +547,7 @@ def _expand(deltas: Deltas) -> None:
     """Fold the per-layout and per-value tallies of add_counted into the usage and value deltas."""
     usage = deltas.usage
     for (_token, gid), (file_usage, files) in deltas.layout_uses.items():
-        for kid, occurrences, untracked in file_usage:
-            total = usage.get((kid, gid))
-            if total is None:
-                total = usage[(kid, gid)] = [0, 0, 0]
-            total[0] += files
-            total[1] += files * occurrences
-            total[2] += files * untracked
+        _add_usage(usage, gid, file_usage, files)
     deltas.layout_uses.clear()
     values = deltas.values
     for gid, (instances, repeats) in deltas.value_counts.items():
