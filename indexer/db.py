@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -216,3 +216,27 @@ def first_line(err: Exception) -> str:
         return "lost the connection to the database server; what was written is kept: run the same command again"
     text_ = str(getattr(err, "orig", None) or err).split("(Background on this error at:")[0]
     return text_.strip().splitlines()[0] if text_.strip() else type(err).__name__
+
+
+def marks(conn: Connection, n: int) -> str:
+    """`n` parameter placeholders in the driver's own style."""
+    mark = "%s" if conn.dialect.paramstyle in ("format", "pyformat") else "?"
+    return ", ".join([mark] * n)
+
+
+def fetch_in(conn: Connection, head: str, values: Sequence[Any], tail: str = "") -> list[Any]:
+    """Rows of `head` IN `values` `tail` as plain tuples, by the driver's own cursor.
+
+    For the hot look-ups (a batch's rows read back, every crawled path compared with the
+    index): SQLAlchemy's rows and statement compilation would double their cost.
+    PostgreSQL gets the values as one array.
+    """
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        if conn.dialect.name == "postgresql":
+            cursor.execute(f"{head} = ANY(%s) {tail}", (list(values),))
+        else:
+            cursor.execute(f"{head} IN ({marks(conn, len(values))}) {tail}", tuple(values))
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()

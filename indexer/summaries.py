@@ -56,6 +56,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, event
 
+from .db import fetch_in, marks
 from .errors import IndexerError
 from .records import CUT, ITEM, META
 
@@ -269,31 +270,14 @@ def _read_files(conn: Connection, file_ids: Sequence[int]) -> Iterator[tuple[dic
         # counted in and out of the same group (its series and study rows may be updated).
         groups = {
             row[0]: tuple(row[1:])
-            for row in _fetch(conn, "SELECT file_id, modality, sop_class_uid, element_count, "
+            for row in fetch_in(conn, "SELECT file_id, modality, sop_class_uid, element_count, "
                               "series_ref IS NOT NULL, manufacturer, model, study_date FROM instances "
                               "WHERE file_id", chunk)
         }
-        rows = _fetch(conn, "SELECT file_id, path_id, vr, value, flags, ordinal FROM elements WHERE file_id",
+        rows = fetch_in(conn, "SELECT file_id, path_id, vr, value, flags, ordinal FROM elements WHERE file_id",
                       chunk, "ORDER BY file_id, ordinal")
         _load_paths(conn, {row[1] for row in rows})
         yield groups, rows
-
-
-def _fetch(conn: Connection, head: str, ids: Sequence[int], tail: str = "") -> list[Any]:
-    """Rows of `head` IN `ids` `tail` as plain tuples, by the driver's own cursor.
-
-    This runs for every batch and reads back every element row: SQLAlchemy's rows and
-    statement compilation would double the cost. PostgreSQL gets the ids as one array.
-    """
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        if conn.dialect.name == "postgresql":
-            cursor.execute(f"{head} = ANY(%s) {tail}", (list(ids),))
-        else:
-            cursor.execute(f"{head} IN ({_marks(conn, len(ids))}) {tail}", tuple(ids))
-        return list(cursor.fetchall())
-    finally:
-        cursor.close()
 
 
 def _load_paths(conn: Connection, needed: set[int]) -> None:
@@ -304,7 +288,7 @@ def _load_paths(conn: Connection, needed: set[int]) -> None:
         missing = needed
     ordered = sorted(missing)
     for start in range(0, len(ordered), 2000):
-        for pid, path, tag, keyword, name, creator in _fetch(
+        for pid, path, tag, keyword, name, creator in fetch_in(
                 conn, "SELECT id, path, tag, keyword, name, private_creator FROM paths WHERE id",
                 ordered[start : start + 2000]):
             know_path(pid, path, tag, keyword, name, creator)
@@ -611,11 +595,6 @@ def apply(conn: Connection, deltas: Deltas) -> None:
                         [r[:3] for r in value_rows if r[3] < 0])
 
 
-def _marks(conn: Connection, n: int) -> str:
-    mark = "%s" if conn.dialect.paramstyle in ("format", "pyformat") else "?"
-    return ", ".join([mark] * n)
-
-
 # Column types, for the arrays PostgreSQL receives.
 _PG_TYPES = {
     "id": "bigint", "key_id": "bigint", "group_id": "bigint", "path_id": "bigint", "tag": "bigint",
@@ -643,7 +622,7 @@ def _upsert(conn: Connection, table: str, columns: Sequence[str], key_columns: i
                f"AS u({names}, n) ORDER BY n ON CONFLICT ({conflict}) {action}")
         conn.exec_driver_sql(sql, tuple(list(column) for column in zip(*rows)))
         return
-    sql = f"INSERT INTO {table} ({names}) VALUES ({_marks(conn, len(columns))}) ON CONFLICT ({conflict}) {action}"
+    sql = f"INSERT INTO {table} ({names}) VALUES ({marks(conn, len(columns))}) ON CONFLICT ({conflict}) {action}"
     conn.exec_driver_sql(sql, rows)  # type: ignore[arg-type]
 
 
@@ -657,7 +636,7 @@ def _delete_emptied(conn: Connection, table: str, columns: Sequence[str], keys: 
         conn.exec_driver_sql(f"DELETE FROM {table} WHERE ({names}) IN (SELECT * FROM unnest({arrays})) "
                              "AND instances <= 0", tuple(list(column) for column in zip(*keys)))
         return
-    where = " AND ".join(f"{c} = {m}" for c, m in zip(columns, _marks(conn, len(columns)).split(", ")))
+    where = " AND ".join(f"{c} = {m}" for c, m in zip(columns, marks(conn, len(columns)).split(", ")))
     conn.exec_driver_sql(f"DELETE FROM {table} WHERE {where} AND instances <= 0", keys)  # type: ignore[arg-type]
 
 

@@ -34,6 +34,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from . import scratch, summaries
 from .crawler import Skipped
+from .db import fetch_in
 from .rows import (
     ELEMENT_COLUMNS,
     FILE_ID_PLACEHOLDER,
@@ -85,6 +86,7 @@ class IndexWriter:
         self._scratch = scratch.ScratchFiles()
         self._attached: dict[str, str] = {}  # scratch file -> schema alias on self._conn
         self._aliases = 0
+        self._batches = 0
 
     def connection(self) -> Connection:
         if self._conn is None:
@@ -149,13 +151,11 @@ class IndexWriter:
     ) -> tuple[list[tuple[str, int, int]], list[int]]:
         """Split (path, size, mtime_ns) into files to read and ids of unchanged indexed files."""
         known: dict[str, tuple[int, int, int, str]] = {}
-        for chunk in _chunks([stored_path(f[0]) for f in found], 2000):
-            for row in conn.execute(
-                select(files.c.path, files.c.size, files.c.mtime_ns, files.c.id, files.c.status).where(
-                    files.c.path.in_(chunk)
-                )
-            ):
-                known[row.path] = (row.size, row.mtime_ns, row.id, row.status)
+        # The driver's own cursor: this runs for every file of every run, unchanged or not.
+        for chunk in _chunks([stored_path(f[0]) for f in found], 900):
+            for path, size, mtime_ns, file_id, status in fetch_in(
+                    conn, "SELECT path, size, mtime_ns, id, status FROM files WHERE path", chunk):
+                known[path] = (size, mtime_ns, file_id, status)
         to_read: list[tuple[str, int, int]] = []
         unchanged: list[int] = []
         for item in found:
@@ -225,7 +225,20 @@ class IndexWriter:
                     self._write_files(conn, group, report)
         if self.dialect == "sqlite":
             self._release_scratch()
+        self._batches += 1
+        if self.dialect == "postgresql" and self._batches in _ANALYZE_AFTER:
+            # Tables that grew from empty within one run: give the planner their real sizes
+            # (autovacuum may not have come by yet), or it picks scans where an index serves.
+            with conn.begin():
+                conn.exec_driver_sql("ANALYZE files, elements, instances, series, studies, patients, errors")
         return report
+
+    def _with_contents(self, conn: Connection, file_ids: list[int]) -> list[int]:
+        """The ids among `file_ids` of files that have an instance row (and so element rows)."""
+        found: list[int] = []
+        for chunk in _chunks(sorted(file_ids), 900):
+            found.extend(row[0] for row in fetch_in(conn, "SELECT file_id FROM instances WHERE file_id", chunk))
+        return sorted(found)
 
     def _scratch_groups(self, outcomes: Sequence[Outcome]) -> list[list[Outcome]]:
         groups: list[list[Outcome]] = []
@@ -275,7 +288,11 @@ class IndexWriter:
         now = time.time()
         ordered = sorted(outcomes, key=lambda o: o.path)  # one lock order for every writer
         file_ids = self._upsert_files(conn, ordered, now)
-        self._delete_contents(conn, list(file_ids.values()))
+        # Only files that have an instance row have contents to replace (asked after the
+        # upsert, which holds the files' rows: another writer cannot add contents meanwhile).
+        # Deleting by every id of the batch would cost a scan per batch once the planner's
+        # statistics of a large elements table are stale.
+        self._delete_contents(conn, self._with_contents(conn, list(file_ids.values())))
         conn.execute(delete(errors).where(errors.c.path.in_([o.path for o in ordered])))
 
         walked = [o for o in ordered if isinstance(o, IndexedFile)]
@@ -539,6 +556,11 @@ class IndexWriter:
             _error(self.run_id, stored_path(s.path), "crawl", s.reason, s.detail, "error" if s.reason != "not_regular" else "warning", now)
             for s in skipped
         ])
+
+# Batch numbers of a run after which PostgreSQL's statistics are refreshed (the tables grow
+# tenfold between two of them when the index started empty).
+_ANALYZE_AFTER = frozenset({2, 20, 200, 2000})
+
 
 def _merge(rows: dict[Any, dict[str, object]], key: Any, row: dict[str, object]) -> None:
     """Add `row` under `key`, keeping per column the smallest non-null value."""
