@@ -20,6 +20,7 @@ UNDEFINED_LENGTH = 64  # stored with undefined length (0xFFFFFFFF)
 VR_FROM_DICTIONARY = 128  # explicit VR file: VR written as UN or invalid, taken from the dictionary
 
 UNDEFINED = 0xFFFFFFFF
+DEFAULT_VALUE_LIMIT = 1024  # characters of value text kept per element
 
 
 class ElementRecord(NamedTuple):

@@ -13,9 +13,8 @@ from hashlib import blake2b
 
 from . import summaries
 from .errors import DicomReadError
-from .records import META, FileRecord
+from .records import DEFAULT_VALUE_LIMIT, META, FileRecord
 from .scratch import ScratchRows, ScratchWriter, writer_for
-from .walker import DEFAULT_VALUE_LIMIT, read_file
 
 # Attributes copied from the top level of the data set into the hierarchy tables.
 HIERARCHY_TAGS = {
@@ -211,6 +210,10 @@ def process_file(
     when it is None, into COPY text (PostgreSQL index). `run_key` names the run: the
     definitions of new sequence paths are sent once per run.
     """
+    # Imported here, not at the top: the walker brings in pydicom, which a re-run over an
+    # unchanged archive (nothing to read) never needs, nor does the writer process.
+    from .walker import read_file
+
     stored = stored_path(path)
     try:
         record = read_file(path, value_limit=value_limit)

@@ -29,6 +29,7 @@ from .errors import DicomReadError, NotDicomError
 from .records import (
     BINARY,
     CUT,
+    DEFAULT_VALUE_LIMIT,
     ENCAPSULATED,
     ITEM,
     META,
@@ -40,7 +41,6 @@ from .records import (
     FileRecord,
 )
 
-DEFAULT_VALUE_LIMIT = 1024  # characters of value text kept per element
 MAP_THRESHOLD = 64 * 1024  # smaller files are read with one read() call, larger ones mapped
 MAX_NESTING = 400  # sequence levels; deeper is reported as a problem, not a crash
 
