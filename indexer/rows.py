@@ -135,12 +135,20 @@ def stored_path(path: str) -> str:
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\x00": "\ufffd"})
 
 
-def _copy_text(value: object) -> str:
-    if value is None:
-        return "\\N"
-    if isinstance(value, str):
-        return value.translate(_COPY_ESCAPES)
-    return str(value)
+def _copy_rows(flat: list[object], width: int) -> str:
+    """COPY text of the flat rows (ELEMENT_COLUMNS but the file id, which FILE_ID_PLACEHOLDER
+    stands for). Only the value column can hold text that needs escaping; ordinal, path id,
+    VR, VM, length and flags are never null."""
+    null = "\\N"
+    escapes = _COPY_ESCAPES
+    lines = []
+    append = lines.append
+    for i in range(0, len(flat), width):
+        ordinal, pid, vr, vm, length, value, number, flags = flat[i : i + width]
+        text = null if value is None else value.translate(escapes)  # type: ignore[attr-defined]
+        append(f"\x00\t{ordinal}\t{pid}\t{vr}\t{vm}\t{length}\t{text}\t"
+               f"{null if number is None else number}\t{flags}\n")
+    return "".join(lines)
 
 
 def to_rows(record: FileRecord, mtime_ns: int, path_ids: PathIds, scratch: ScratchWriter | None) -> IndexedFile:
@@ -181,8 +189,7 @@ def to_rows(record: FileRecord, mtime_ns: int, path_ids: PathIds, scratch: Scrat
                                   group, path_ids.run, path_ids.sent_keys)
     payload: ElementPayload
     if scratch is None:
-        payload = "".join("\x00\t" + "\t".join(map(_copy_text, flat[i : i + width])) + "\n"
-                          for i in range(0, len(flat), width))
+        payload = _copy_rows(flat, width)
     else:
         payload = scratch.add(flat, rows) if rows else ScratchRows(("", 1, 0))
     return IndexedFile(record.path, record.size, mtime_ns, record, attributes, payload, rows,
