@@ -66,6 +66,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
     cursor.execute("PRAGMA cache_size=-65536")  # 64 MiB
     cursor.execute("PRAGMA busy_timeout=60000")
+    # Checkpoint every 64 MiB of WAL instead of every 4 MiB: an index batch writes a few MiB,
+    # and the hierarchy and index pages it rewrites each time are then copied back once per
+    # dozen batches (a third of the commit time of an index run).
+    cursor.execute("PRAGMA wal_autocheckpoint=16384")
     cursor.close()
 
 
