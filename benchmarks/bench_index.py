@@ -473,7 +473,7 @@ def index_sqlite(archive: Path, db: Path, workers: int, files: int, fresh: bool)
 
 def index_pg(archive: Path, pg: PgServer, workers: int, files: int) -> tuple[dict[str, Any], str]:
     """The figures of one run into a fresh database, and that database's URL."""
-    _, url = pg.create(f"w{workers}")
+    _, url = pg.create(f"w{workers}_{len(pg.created)}")
     what = f"indexer index --workers {workers} (PostgreSQL)"
     print(f"  {what} ...", flush=True)
     measured = run_measured(index_argv(archive, url, workers)).check(what)
@@ -626,6 +626,11 @@ def print_runs(runs: dict[str, dict[str, Any]]) -> None:
           " processes; other: CPU s of the rest of the machine meanwhile (PostgreSQL server"
           f" included); RSS/PSS: peak sum over the process tree, sampled every {POLL_SECONDS} s;"
           " 1p: largest single process (wait4 ru_maxrss)")
+    repeated = {name: r["all_files_per_s"] for name, r in runs.items() if len(r.get("all_files_per_s", ())) > 1}
+    if repeated:
+        print("  best of several runs (memory: the worst of them); files/s of each run:")
+        for name, rates_seen in repeated.items():
+            print(f"    {name:<14} {', '.join(f'{x:.0f}' for x in rates_seen)}")
 
 
 def print_sizes(name: str, r: dict[str, Any]) -> None:
@@ -747,6 +752,19 @@ def compute_targets(
 # --------------------------------------------------------------------------- main
 
 
+def best_of(times: int, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run `run` `times` times; the fastest result, with every run's files/s under `all_files_per_s`.
+
+    On a shared machine the slowest runs measure the neighbours; the fastest one measures us.
+    """
+    results = [run() for _ in range(max(1, times))]
+    best = max(results, key=lambda r: r["files_per_s"])
+    best["all_files_per_s"] = [round(r["files_per_s"], 1) for r in results]
+    for key in ("peak_rss", "peak_pss", "max_single_rss"):  # memory: the worst run, to stay pessimistic
+        best[key] = max(r[key] for r in results)
+    return best
+
+
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     """Every step; returns the results that go to --out."""
     loadavg_start = os.getloadavg()
@@ -764,18 +782,29 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     try:
         pg = None if args.skip_pg else PgServer(args.pg_url)
         print("runs:")
-        runs["parse_p1"] = parse_ceiling(archive, 1)
-        runs["parse_p2"] = parse_ceiling(archive, 2)
+        n = args.repeat
+        runs["parse_p1"] = best_of(n, lambda: parse_ceiling(archive, 1))
+        runs["parse_p2"] = best_of(n, lambda: parse_ceiling(archive, 2))
         sqlite_db = db_dir / "index_w2.db"
-        runs["sqlite_w1"] = index_sqlite(archive, db_dir / "index_w1.db", 1, files, fresh=True)
+        runs["sqlite_w1"] = best_of(n, lambda: index_sqlite(archive, db_dir / "index_w1.db", 1, files, fresh=True))
         remove_sqlite(db_dir / "index_w1.db")
-        runs["sqlite_w2"] = index_sqlite(archive, sqlite_db, 2, files, fresh=True)
-        runs["sqlite_rerun"] = index_sqlite(archive, sqlite_db, 2, files, fresh=False)
+        # Every run ends with the same index, so the re-runs go over the last one.
+        runs["sqlite_w2"] = best_of(n, lambda: index_sqlite(archive, sqlite_db, 2, files, fresh=True))
+        # The re-run's files/s: higher is a shorter re-run.
+        runs["sqlite_rerun"] = best_of(n, lambda: index_sqlite(archive, sqlite_db, 2, files, fresh=False))
         pg_url = None
         if pg is not None:
-            runs["pg_w1"], _ = index_pg(archive, pg, 1, files)
-            runs["pg_w2"], pg_url = index_pg(archive, pg, 2, files)
-        runs["careful"] = baseline(archive, db_dir / "careful.db", False, args.careful_files)
+            runs["pg_w1"] = best_of(n, lambda: index_pg(archive, pg, 1, files)[0])  # type: ignore[union-attr]
+            pg_runs: list[str] = []
+
+            def pg_w2() -> dict[str, Any]:
+                result, url = index_pg(archive, pg, 2, files)  # type: ignore[union-attr]
+                pg_runs.append(url)
+                return result
+
+            runs["pg_w2"] = best_of(n, pg_w2)
+            pg_url = pg_runs[-1]
+        runs["careful"] = best_of(n, lambda: baseline(archive, db_dir / "careful.db", False, args.careful_files))
         remove_sqlite(db_dir / "careful.db")
         runs["naive"] = baseline(archive, db_dir / "naive.db", True, min(files, args.naive_files))
         remove_sqlite(db_dir / "naive.db")
@@ -867,6 +896,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-bytes", type=int, default=None,
                         help="largest source file (default 65536)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run each throughput step this many times and keep the fastest "
+                        "(the naive baseline runs once)")
     parser.add_argument("--naive-files", type=int, default=NAIVE_FILES,
                         help="files for the naive baseline")
     parser.add_argument("--careful-files", type=int, default=None,
