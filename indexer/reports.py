@@ -780,6 +780,7 @@ def find(
     conditions: list[Any] = []
     element_filters: list[tuple[str, str]] = []
     hierarchy = level != "instances"  # studies and series need the hierarchy rows
+    on_instances = level == "instances"  # a condition or the answer needs the instance rows
     for key, value in filters:
         keyword = _top_level_keyword(key)
         if keyword in _COLUMNS or keyword == "Modality":
@@ -790,9 +791,11 @@ def find(
             conditions.append(_match_column(conn, column, "text", value, key))
         elif keyword in _COLUMNS:
             column, kind = _COLUMNS[keyword]
+            on_instances = on_instances or column.table is instances
             conditions.append(_match_column(conn, column, kind, value, key))
         else:
             element_filters.append((key, value))
+            on_instances = True
 
     matched: set[int] | None = None
     for key, value in element_filters:
@@ -807,7 +810,15 @@ def find(
         if not matched:
             return []
 
-    if hierarchy:
+    if not on_instances:
+        # Studies or series asked by their own (or their patient's) attributes: every series
+        # row has instances (empty ones are deleted), so the instance rows, a hundred times
+        # more, need not be joined.
+        tree = series.join(studies, studies.c.id == series.c.study_ref)
+        if any(column.table is patients for column, _ in _filter_columns(filters)):
+            tree = tree.join(patients, patients.c.id == studies.c.patient_ref)
+        hits_q = select(literal(None), series.c.id, studies.c.id).select_from(tree).where(*conditions)
+    elif hierarchy:
         # Inner joins let both databases start from the most selective table (e.g. study_date).
         tree = (instances.join(series, series.c.id == instances.c.series_ref)
                 .join(studies, studies.c.id == series.c.study_ref)
@@ -819,7 +830,8 @@ def find(
         tree = (instances.outerjoin(series, series.c.id == instances.c.series_ref)
                 .outerjoin(studies, studies.c.id == series.c.study_ref)
                 .outerjoin(patients, patients.c.id == studies.c.patient_ref))
-    hits_q = select(instances.c.file_id, series.c.id, studies.c.id).select_from(tree).where(*conditions)
+    if on_instances:
+        hits_q = select(instances.c.file_id, series.c.id, studies.c.id).select_from(tree).where(*conditions)
     hit_rows = [r for r in conn.execute(hits_q) if matched is None or r[0] in matched]
     # The rows to print, by primary keys and the parent indexes only: plans that stay fast on
     # both databases however many studies matched.

@@ -141,7 +141,7 @@ def _copy_rows(flat: list[object], width: int) -> str:
     VR, VM, length and flags are never null."""
     null = "\\N"
     escapes = _COPY_ESCAPES
-    lines = []
+    lines: list[str] = []
     append = lines.append
     for i in range(0, len(flat), width):
         ordinal, pid, vr, vm, length, value, number, flags = flat[i : i + width]
