@@ -28,7 +28,7 @@ from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, func, literal, or_, select
+from sqlalchemy import ARRAY, Connection, and_, any_, case, func, literal, or_, select
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -881,9 +881,9 @@ def find(
                          studies.c.study_date, studies.c.accession_number, studies.c.description)
     patients_of = _lookup(conn, patients, patients.c.id, {r[1] for r in studies_of.values()}, patients.c.patient_id)
     series_in: dict[int, list[tuple[int, str | None]]] = defaultdict(list)
-    for chunk in _chunks(study_ids, 500):
+    for where in _in_ids(conn, series.c.study_ref, study_ids):
         for sid, study_ref, modality in conn.execute(
-                select(series.c.id, series.c.study_ref, series.c.modality).where(series.c.study_ref.in_(chunk))):
+                select(series.c.id, series.c.study_ref, series.c.modality).where(where)):
             series_in[study_ref].append((sid, modality))
     counts = _counts_per(conn, instances.c.series_ref, [sid for members in series_in.values() for sid, _ in members])
     rows = []
@@ -901,8 +901,8 @@ def find(
 def _lookup(conn: Connection, table: Any, key: Any, ids: Iterable[Any], *columns: Any) -> dict[Any, tuple[Any, ...]]:
     """{id: (columns...)} for the rows of `table` whose `key` is in `ids`, by chunks."""
     found: dict[Any, tuple[Any, ...]] = {}
-    for chunk in _chunks(sorted(ids), 500):
-        for row in conn.execute(select(key, *columns).where(key.in_(chunk))):
+    for where in _in_ids(conn, key, ids):
+        for row in conn.execute(select(key, *columns).where(where)):
             found[row[0]] = tuple(row[1:])
     return found
 
@@ -910,10 +910,22 @@ def _lookup(conn: Connection, table: Any, key: Any, ids: Iterable[Any], *columns
 def _counts_per(conn: Connection, column: Any, ids: Sequence[int]) -> dict[int, int]:
     """{id: rows whose `column` is id}, by chunks (an index on `column` answers it)."""
     counts: dict[int, int] = {}
-    for chunk in _chunks(sorted(ids), 500):
+    for where in _in_ids(conn, column, ids):
         counts.update((k, int(n)) for k, n in conn.execute(
-            select(column, func.count()).where(column.in_(chunk)).group_by(column)))
+            select(column, func.count()).where(where).group_by(column)))
     return counts
+
+
+def _in_ids(conn: Connection, column: Any, ids: Iterable[int]) -> Iterable[Any]:
+    """Conditions "`column` is one of `ids`" that together cover every id: on PostgreSQL one
+    ``= ANY(array)`` with a single parameter (psycopg parses a statement of hundreds of
+    placeholders anew for every chunk), on SQLite IN lists of 500 (its parameter limit)."""
+    ordered = sorted(ids)
+    if not ordered:
+        return []
+    if conn.dialect.name == "postgresql":
+        return [column == any_(literal(ordered, ARRAY(column.type)))]
+    return [column.in_(chunk) for chunk in _chunks(ordered, 500)]
 
 
 def _filter_columns(filters: Sequence[tuple[str, str]]) -> list[tuple[Any, str]]:
