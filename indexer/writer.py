@@ -87,6 +87,7 @@ class IndexWriter:
         self._attached: dict[str, str] = {}  # scratch file -> schema alias on self._conn
         self._aliases = 0
         self._batches = 0
+        self._statements: dict[tuple[Any, ...], Any] = {}  # upserts built once per run
 
     def connection(self) -> Connection:
         if self._conn is None:
@@ -514,7 +515,14 @@ class IndexWriter:
                 "element_count": o.record.element_count, "hierarchy_problem": problem,
             })
         if instance_rows:
-            conn.execute(insert(instances), instance_rows)
+            if self.dialect == "sqlite":  # the driver's executemany: SQLAlchemy's costs 8 µs a row more
+                names = list(instance_rows[0])
+                quoted = ", ".join('"' + name + '"' for name in names)  # "rows" and "columns" are columns
+                conn.exec_driver_sql(
+                    f"INSERT INTO instances ({quoted}) VALUES ({', '.join('?' * len(names))})",
+                    [tuple(row.values()) for row in instance_rows])  # type: ignore[arg-type]
+            else:
+                conn.execute(insert(instances), instance_rows)
             summaries.add_instances(conn, [
                 (r["modality"], r["sop_class_uid"], r["element_count"], r["series_ref"] is not None,
                  r["manufacturer"], r["model"], r["study_date"]) for r in instance_rows])
@@ -543,12 +551,18 @@ class IndexWriter:
 
     def _keep_smallest(self, table: Table, keys: list[str], attributes: Sequence[str]) -> Any:
         """INSERT that, on a key conflict, keeps per column the smallest non-null value."""
+        # Built once per run: constructing it (and its cache key) cost milliseconds per batch.
+        signature = (table.name, tuple(keys), tuple(attributes))
+        found = self._statements.get(signature)
+        if found is not None:
+            return found
         stmt = self._insert(table)
-        return stmt.on_conflict_do_update(index_elements=keys, set_={
+        found = self._statements[signature] = stmt.on_conflict_do_update(index_elements=keys, set_={
             name: case((or_(table.c[name].is_(None), stmt.excluded[name] < table.c[name]), stmt.excluded[name]),
                        else_=table.c[name])
             for name in attributes
         })
+        return found
 
     def _record_skips(self, conn: Connection, skipped: Sequence[Skipped], now: float) -> None:
         conn.execute(delete(errors).where(errors.c.path.in_([stored_path(s.path) for s in skipped]), errors.c.stage == "crawl"))

@@ -18,6 +18,7 @@ PostgreSQL) and every expectation is computed independently of the indexer:
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -600,7 +601,7 @@ def test_unreadable_folder_is_recorded(tmp_path: Path, corpus_dir: Path,
     Root reads any folder, so as root the run happens in a forked child that drops
     to user nobody, in a folder outside tmp_path (whose 0700 parents nobody cannot
     enter). The child cannot import what it could not read, so this process first
-    runs the same code once (an empty folder into a throwaway database). The crawl
+    runs the same code once (an empty folder into a throwaway database) and imports the walker. The crawl
     does not depend on the database: SQLite only.
     """
     as_root = os.geteuid() == 0
@@ -615,6 +616,7 @@ def test_unreadable_folder_is_recorded(tmp_path: Path, corpus_dir: Path,
             os.chmod(Path(folder, name), 0o644)
     (tmp_path / "empty").mkdir()
     index_paths([tmp_path / "empty"], f"sqlite:///{tmp_path / 'warm-up.db'}", workers=2)
+    importlib.import_module("indexer.walker")  # workers import it when they first read a file
     db = f"sqlite:///{base / 'index.db'}"  # created by the child, in a folder it may write
     locked = base / "tree" / "locked"
     locked.chmod(0)
