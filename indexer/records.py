@@ -6,8 +6,24 @@ writer process by pickling, and an archive holds hundreds of millions of them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import NamedTuple
+from dataclasses import dataclass, field, fields
+from operator import attrgetter
+from typing import Any, NamedTuple, TypeVar
+
+_T = TypeVar("_T")
+
+
+def pickled_by_fields(cls: type[_T]) -> type[_T]:
+    """Pickle instances of the dataclass `cls` as its constructor's arguments. A slotted
+    dataclass is otherwise rebuilt attribute by attribute from a dict of its slots: the
+    workers' results then take ~15% longer to pickle, and the writer to unpickle."""
+    values = attrgetter(*(f.name for f in fields(cls)))  # type: ignore[arg-type]
+
+    def __reduce__(self: Any) -> tuple[Any, tuple[Any, ...]]:
+        return cls, values(self)
+
+    cls.__reduce__ = __reduce__  # type: ignore[method-assign,assignment]
+    return cls
 
 # Bits of ElementRecord.flags.
 META = 1  # group 0002 (file meta, or a stray 0002 element in the data set): not counted
@@ -48,6 +64,7 @@ def is_counted(record: ElementRecord) -> bool:
     return not record.flags & (META | ITEM)
 
 
+@pickled_by_fields
 @dataclass(slots=True)
 class FileRecord:
     """What the walker learned about one file."""

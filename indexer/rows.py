@@ -13,7 +13,7 @@ from hashlib import blake2b
 
 from . import summaries
 from .errors import DicomReadError
-from .records import DEFAULT_VALUE_LIMIT, META, FileRecord
+from .records import DEFAULT_VALUE_LIMIT, META, FileRecord, pickled_by_fields
 from .scratch import ScratchRows, ScratchWriter, writer_for
 
 # Attributes copied from the top level of the data set into the hierarchy tables.
@@ -59,6 +59,7 @@ PathRow = tuple[int, str, str, int, int, str, str, "str | None"]
 _ITEM_NUMBER = re.compile(r"\[\d+\]")
 
 
+@pickled_by_fields
 @dataclass(slots=True)
 class IndexedFile:
     """A file that was read as DICOM (completely, or up to a recorded problem)."""
@@ -77,6 +78,7 @@ class IndexedFile:
     counts: summaries.FileCounts | None = None  # its share of the tag summaries
 
 
+@pickled_by_fields
 @dataclass(slots=True)
 class FailedFile:
     """A file that could not be read as DICOM, with the reason."""

@@ -58,7 +58,7 @@ from sqlalchemy import Connection, Engine, event
 
 from .db import fetch_in, marks
 from .errors import IndexerError
-from .records import CUT, ITEM, META
+from .records import CUT, ITEM, META, pickled_by_fields
 
 # VRs whose values are counted in tag_values (when at most MAX_TRACKED_LENGTH characters).
 TRACKED_VRS = frozenset(
@@ -151,6 +151,7 @@ class _Layout:
     sent_in: str | None = None  # the run whose definitions of these keys went out with a file
 
 
+@pickled_by_fields
 @dataclass(slots=True)
 class FileCounts:
     """One file's share of the tag summaries (counted by the worker that read the file)."""
