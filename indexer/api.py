@@ -296,11 +296,11 @@ def _run(
     exhausted = False
     while True:
         while not exhausted and len(pending) < workers * PENDING_PER_WORKER:
-            chunk = next(chunks, None)
-            if chunk is None:
+            tasks = next(chunks, None)
+            if tasks is None:
                 exhausted = True
             else:
-                pending[executor.submit(process_chunk, chunk)] = submitted
+                pending[executor.submit(process_chunk, tasks)] = submitted
                 submitted += 1
         if not pending:
             break

@@ -77,7 +77,7 @@ def index(
 
     Re-runs read only new and changed files. Example: indexer index /archive --db index.db
     """
-    from tqdm import tqdm
+    from tqdm import tqdm  # type: ignore[import-untyped]
 
     from .api import IndexReport, index_paths
 

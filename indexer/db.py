@@ -27,7 +27,7 @@ def resolve_url(db: str | None) -> str:
     value = db or os.environ.get(ENV_VAR) or DEFAULT_DB
     if "://" not in value:
         value = "sqlite:///" + os.path.abspath(value)
-    elif value.startswith("postgresql://") or value.startswith("postgres://"):
+    elif value.startswith(("postgresql://", "postgres://")):
         value = "postgresql+psycopg://" + value.split("://", 1)[1]
     return value
 

@@ -187,7 +187,8 @@ def to_rows(record: FileRecord, mtime_ns: int, path_ids: PathIds, scratch: Scrat
     record.elements = []
     group = (attributes.get("modality") or "", attributes.get("sop_class_uid") or "")
     width = len(ELEMENT_COLUMNS) - 1
-    counts = summaries.count_rows(summaries.Columns(flat[1::width], flat[2::width], flat[5::width], flat[7::width]),
+    columns = summaries.Columns(flat[1::width], flat[2::width], flat[5::width], flat[7::width])  # type: ignore[arg-type]
+    counts = summaries.count_rows(columns,
                                   group, path_ids.run, path_ids.sent_keys)
     payload: ElementPayload
     if scratch is None:

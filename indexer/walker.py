@@ -20,7 +20,6 @@ import stat
 import struct
 import zlib
 from math import isfinite
-from typing import Union
 
 from .charsets import DEFAULT, decode, encodings_for
 from .dictionary import _public as _public_descriptions
@@ -76,7 +75,7 @@ _RENDERING = {
 _NUMBER_FORMAT = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d", "SV": "q", "UV": "Q"}
 _NUMBER_SIZE = {"US": 2, "SS": 2, "UL": 4, "SL": 4, "FL": 4, "FD": 8, "SV": 8, "UV": 8}
 
-Buffer = Union[bytes, mmap.mmap]
+Buffer = bytes | mmap.mmap
 
 _ITEM = 0xE000
 _ITEM_END = 0xE00D
@@ -88,7 +87,7 @@ _tuple_new = tuple.__new__
 class _Syntax:
     """Byte order and VR encoding of a stretch of the stream."""
 
-    __slots__ = ("name", "explicit", "little", "tag", "head", "u16", "u32", "order")
+    __slots__ = ("explicit", "head", "little", "name", "order", "tag", "u16", "u32")
 
     def __init__(self, name: str, explicit: bool, little: bool) -> None:
         self.name = name
@@ -387,8 +386,7 @@ class _Walk:
         record = _tuple_new(ElementRecord, (path, depth, tag, vr, 1, length, None, None, flags,
                                             keyword, name, creator, offset, None, None))
         self.records.append(record)
-        if depth + 1 > self.max_depth:
-            self.max_depth = depth + 1
+        self.max_depth = max(self.max_depth, depth + 1)
         buf = self.buf
         size = self.size
         undefined = length == UNDEFINED
@@ -644,10 +642,9 @@ def _walk_buffer(name: str, buf: Buffer, size: int, value_limit: int) -> FileRec
                 transfer_syntax = record.value.strip()
     else:
         pos = start
-    if not has_meta and not preamble:
-        if _plausible_start(buf, pos, size) is None:
-            raise NotDicomError(name, "not_dicom",
-                                "not DICOM: no 'DICM' marker at byte 128 and no data set at byte 0")
+    if not has_meta and not preamble and _plausible_start(buf, pos, size) is None:
+        raise NotDicomError(name, "not_dicom",
+                            "not DICOM: no 'DICM' marker at byte 128 and no data set at byte 0")
 
     deflated = transfer_syntax == DEFLATED
     if deflated:

@@ -352,8 +352,8 @@ class IndexWriter:
         by_file: dict[str, list[tuple[int, int, int]]] = {}
         for o in walked:
             if o.element_rows:
-                path, first, last = o.elements  # type: ignore[misc]
-                by_file.setdefault(path, []).append((file_ids[o.path], first, last))
+                path, first, last = o.elements  # type: ignore[misc,str-unpack]
+                by_file.setdefault(path, []).append((file_ids[o.path], first, last))  # type: ignore[arg-type]
         columns = ", ".join(ELEMENT_COLUMNS)
         selected = ", ".join(scratch.SCRATCH_COLUMNS)
         for path, ranges in by_file.items():
@@ -387,7 +387,7 @@ class IndexWriter:
         if self.dialect == "sqlite":
             return self._upsert_files_sqlite(conn, rows)
         stmt = self._insert(files)
-        changing = {c: stmt.excluded[c] for c in rows[0] if c not in ("path", "first_run")}
+        changing: dict[str, Any] = {c: stmt.excluded[c] for c in rows[0] if c not in ("path", "first_run")}
         changing["last_run"] = case((files.c.last_run > stmt.excluded.last_run, files.c.last_run),
                                     else_=stmt.excluded.last_run)
         stmt = stmt.on_conflict_do_update(index_elements=["path"], set_=changing)
@@ -483,7 +483,7 @@ class IndexWriter:
                          [patient_rows[k] for k in keys])
             for chunk in _chunks(keys, 500):
                 for row in conn.execute(select(patients.c.id, patients.c.patient_id, patients.c.issuer).where(
-                        or_(*[and_(patients.c.patient_id == p, patients.c.issuer == i) for p, i in chunk]))):  # type: ignore[misc]
+                        or_(*[and_(patients.c.patient_id == p, patients.c.issuer == i) for p, i in chunk]))):  # type: ignore[misc,has-type]
                     patient_ids[(row.patient_id, row.issuer)] = row.id
         study_ids, _ = self._upsert_keyed(conn, studies, "study_uid", study_rows, "patient_key", "patient_ref",
                                           patient_ids)
@@ -544,9 +544,9 @@ class IndexWriter:
         parents: dict[str, int] = {}
         column = table.c[key]
         for chunk in _chunks(sorted(rows), 1000):
-            for row in conn.execute(select(table.c.id, column, table.c[parent_column]).where(column.in_(chunk))):
-                ids[row[1]] = row[0]
-                parents[row[1]] = row[2]
+            for found in conn.execute(select(table.c.id, column, table.c[parent_column]).where(column.in_(chunk))):
+                ids[found[1]] = found[0]
+                parents[found[1]] = found[2]
         return ids, parents
 
     def _keep_smallest(self, table: Table, keys: list[str], attributes: Sequence[str]) -> Any:

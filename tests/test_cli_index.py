@@ -187,10 +187,10 @@ def test_missing_root_is_refused_before_anything_is_marked(tmp_path: Path, sampl
     db_url = f"sqlite:///{tmp_path / 'index.db'}"
     tree = tmp_path / "tree"
     shutil.copytree(sample_dir / "pydicom", tree)
-    code, out, err = invoke("index", str(tree), "--db", db_url, "-w", "2", "-q")
+    code, _out, err = invoke("index", str(tree), "--db", db_url, "-w", "2", "-q")
     assert code == 0, err
     indexed = query(db_url, "SELECT COUNT(*) FROM files WHERE status != 'missing'")[0][0]
     shutil.rmtree(tree)
-    code, out, err = invoke("index", str(tree), "--db", db_url, "-w", "2", "--prune")
+    code, _out, err = invoke("index", str(tree), "--db", db_url, "-w", "2", "--prune")
     assert code == 1 and str(tree) in err and "Traceback" not in err
     assert query(db_url, "SELECT COUNT(*) FROM files WHERE status != 'missing'")[0][0] == indexed
