@@ -133,7 +133,7 @@ def _kill_workers(executor: ProcessPoolExecutor) -> None:
 # The cyclic garbage collector's default gen-0 threshold (700 live allocations) makes it scan
 # the walker's and writer's many short-lived tuples every few rows; an index run makes no
 # cycles worth collecting that often (measured: a quarter of the writer's CPU time).
-_GC_THRESHOLD = (100_000, 50, 100)
+_GC_THRESHOLD = (100_000, 20, 20)  # older generations still collected now and then
 
 
 def _init_worker() -> None:
