@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,17 +64,22 @@ def _create_private_file(path: str) -> None:
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=60000")
+    # Switching a new database to WAL needs it to itself for a moment; SQLite answers "locked"
+    # at once, without waiting, when another process is opening it at the same instant.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
     # WAL + NORMAL: never corrupt; a power cut may lose the batches committed since the last
-    # checkpoint (at most 64 MiB of WAL, below), which the next run writes again.
+    # checkpoint, which the next run writes again.
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA cache_size=-65536")  # 64 MiB
-    cursor.execute("PRAGMA busy_timeout=60000")
-    # Checkpoint every 64 MiB of WAL instead of every 4 MiB: an index batch writes a few MiB,
-    # and the hierarchy and index pages it rewrites each time are then copied back once per
-    # dozen batches (a third of the commit time of an index run).
-    cursor.execute("PRAGMA wal_autocheckpoint=16384")
-    cursor.execute("PRAGMA journal_size_limit=67108864")  # the WAL file shrinks back to 64 MiB
     cursor.close()
 
 

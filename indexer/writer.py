@@ -92,6 +92,13 @@ class IndexWriter:
     def connection(self) -> Connection:
         if self._conn is None:
             self._conn = self.engine.connect()
+            if self.dialect == "sqlite":
+                # Checkpoint every 64 MiB of WAL instead of every 4 MiB: a batch writes a few
+                # MiB, and the hierarchy and index pages it rewrites each time are then copied
+                # back once per dozen batches (a third of the commit time of an index run).
+                self._conn.exec_driver_sql("PRAGMA wal_autocheckpoint=16384")
+                self._conn.exec_driver_sql("PRAGMA journal_size_limit=67108864")  # WAL back to 64 MiB
+                self._conn.commit()
         return self._conn
 
     def close(self) -> None:
