@@ -80,6 +80,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # checkpoint, which the next run writes again.
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA cache_size=-65536")  # 64 MiB
+    # Checkpoint every 64 MiB of WAL instead of every 4 MiB: an index batch writes a few MiB,
+    # and the hierarchy and index pages it rewrites each time are then copied back once per
+    # dozen batches (a third of the commit time of an index run).
+    cursor.execute("PRAGMA wal_autocheckpoint=16384")
+    cursor.execute("PRAGMA journal_size_limit=67108864")  # the WAL file shrinks back to 64 MiB
     cursor.close()
 
 

@@ -17,10 +17,10 @@ def pickled_by_fields(cls: type[_T]) -> type[_T]:
     """Pickle instances of the dataclass `cls` as its constructor's arguments. A slotted
     dataclass is otherwise rebuilt attribute by attribute from a dict of its slots: the
     workers' results then take ~15% longer to pickle, and the writer to unpickle."""
-    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
-    if len(names) < 2 or any(not f.init or f.kw_only for f in fields(cls)):  # type: ignore[arg-type]
+    declared = fields(cls)  # type: ignore[arg-type]
+    if len(declared) < 2 or any(not f.init or f.kw_only for f in declared):
         raise TypeError(f"{cls.__name__}: needs two or more positional init fields")
-    values = attrgetter(*names)
+    values = attrgetter(*(f.name for f in declared))
 
     def __reduce__(self: Any) -> tuple[Any, tuple[Any, ...]]:
         return type(self), values(self)

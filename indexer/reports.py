@@ -810,28 +810,24 @@ def find(
         if not matched:
             return []
 
-    if not on_instances:
-        # Studies or series asked by their own (or their patient's) attributes: every series
-        # row has instances (empty ones are deleted), so the instance rows, a hundred times
-        # more, need not be joined.
-        tree = series.join(studies, studies.c.id == series.c.study_ref)
-        if any(column.table is patients for column, _ in _filter_columns(filters)):
-            tree = tree.join(patients, patients.c.id == studies.c.patient_ref)
-        hits_q = select(literal(None), series.c.id, studies.c.id).select_from(tree).where(*conditions)
-    elif hierarchy:
+    on_patients = any(column.table is patients for column, _ in _filter_columns(filters))
+    if hierarchy:
         # Inner joins let both databases start from the most selective table (e.g. study_date).
-        tree = (instances.join(series, series.c.id == instances.c.series_ref)
-                .join(studies, studies.c.id == series.c.study_ref)
-                .join(patients, patients.c.id == studies.c.patient_ref))
-        if not any(column.table is patients for column, _ in _filter_columns(filters)):
+        # Studies or series asked by their own (or their patient's) attributes leave out the
+        # instance rows, a hundred times more: every series row has instances (empty ones are
+        # deleted).
+        tree = series.join(studies, studies.c.id == series.c.study_ref)
+        if on_instances:
             tree = (instances.join(series, series.c.id == instances.c.series_ref)
                     .join(studies, studies.c.id == series.c.study_ref))
+        if on_patients:
+            tree = tree.join(patients, patients.c.id == studies.c.patient_ref)
     else:
         tree = (instances.outerjoin(series, series.c.id == instances.c.series_ref)
                 .outerjoin(studies, studies.c.id == series.c.study_ref)
                 .outerjoin(patients, patients.c.id == studies.c.patient_ref))
-    if on_instances:
-        hits_q = select(instances.c.file_id, series.c.id, studies.c.id).select_from(tree).where(*conditions)
+    file_id = instances.c.file_id if on_instances else literal(None)
+    hits_q = select(file_id, series.c.id, studies.c.id).select_from(tree).where(*conditions)
     hit_rows = [r for r in conn.execute(hits_q) if matched is None or r[0] in matched]
     # The rows to print, by primary keys and the parent indexes only: plans that stay fast on
     # both databases however many studies matched.

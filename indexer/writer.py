@@ -15,6 +15,7 @@ import socket
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import (
@@ -92,13 +93,6 @@ class IndexWriter:
     def connection(self) -> Connection:
         if self._conn is None:
             self._conn = self.engine.connect()
-            if self.dialect == "sqlite":
-                # Checkpoint every 64 MiB of WAL instead of every 4 MiB: a batch writes a few
-                # MiB, and the hierarchy and index pages it rewrites each time are then copied
-                # back once per dozen batches (a third of the commit time of an index run).
-                self._conn.exec_driver_sql("PRAGMA wal_autocheckpoint=16384")
-                self._conn.exec_driver_sql("PRAGMA journal_size_limit=67108864")  # WAL back to 64 MiB
-                self._conn.commit()
         return self._conn
 
     def close(self) -> None:
@@ -407,10 +401,7 @@ class IndexWriter:
         columns = list(rows[0])
         updates = [f"{c} = excluded.{c}" for c in columns if c not in ("path", "first_run", "last_run")]
         updates.append("last_run = max(last_run, excluded.last_run)")  # never lowered
-        conn.exec_driver_sql(
-            f"INSERT INTO files ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
-            f"ON CONFLICT (path) DO UPDATE SET {', '.join(updates)}",
-            [tuple(row[c] for c in columns) for row in rows])  # type: ignore[arg-type]
+        _insert_by_driver(conn, "files", rows, f"ON CONFLICT (path) DO UPDATE SET {', '.join(updates)}")
         ids: dict[str, int] = {}
         paths = [row["path"] for row in rows]
         for chunk in _chunks(paths, 900):
@@ -522,12 +513,8 @@ class IndexWriter:
                 "element_count": o.record.element_count, "hierarchy_problem": problem,
             })
         if instance_rows:
-            if self.dialect == "sqlite":  # the driver's executemany: SQLAlchemy's costs 8 µs a row more
-                names = list(instance_rows[0])
-                quoted = ", ".join('"' + name + '"' for name in names)  # "rows" and "columns" are columns
-                conn.exec_driver_sql(
-                    f"INSERT INTO instances ({quoted}) VALUES ({', '.join('?' * len(names))})",
-                    [tuple(row.values()) for row in instance_rows])  # type: ignore[arg-type]
+            if self.dialect == "sqlite":  # SQLAlchemy's executemany costs 8 µs a row more
+                _insert_by_driver(conn, "instances", instance_rows)
             else:
                 conn.execute(insert(instances), instance_rows)
             summaries.add_instances(conn, [
@@ -581,6 +568,16 @@ class IndexWriter:
 # Batch numbers of a run after which PostgreSQL's statistics are refreshed (the tables grow
 # tenfold between two of them when the index started empty).
 _ANALYZE_AFTER = frozenset({2, 20, 200, 2000})
+
+
+def _insert_by_driver(conn: Connection, table: str, rows: Sequence[dict[str, Any]], tail: str = "") -> None:
+    """INSERT `rows` (dicts with the same keys) through the SQLite driver's executemany; `tail`
+    follows the VALUES clause (ON CONFLICT ...)."""
+    names = list(rows[0])
+    quoted = ", ".join(f'"{name}"' for name in names)  # "rows" and "columns" are column names
+    values = itemgetter(*names)
+    conn.exec_driver_sql(f"INSERT INTO {table} ({quoted}) VALUES ({', '.join('?' * len(names))}) {tail}",
+                         [values(row) for row in rows])  # type: ignore[arg-type]
 
 
 def _merge(rows: dict[Any, dict[str, object]], key: Any, row: dict[str, object]) -> None:
