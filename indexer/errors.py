@@ -23,3 +23,7 @@ class NotDicomError(DicomReadError):
 
 class DatabaseError(IndexerError):
     """The index database cannot be opened, created or upgraded."""
+
+
+class ReportError(IndexerError):
+    """A report cannot be made as asked (unknown tag, bad filter, ...)."""

@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import fnmatch
 import heapq
-import importlib
-import importlib.util
-import os
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -34,7 +31,10 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from . import summaries
 from .db import first_line
-from .errors import IndexerError
+from .dictionary import private_vr, public_keyword, public_vr, uid_name, uid_names
+from .errors import IndexerError, ReportError
+from .tagkeys import group_id, hash64
+from .tagkeys import parse as parse_tag_key
 from .records import ITEM, META
 from .schema import (
     elements,
@@ -53,85 +53,8 @@ from .schema import tag_usage as usage_table
 from .schema import tag_values as values_table
 
 
-class ReportError(IndexerError):
-    """A report cannot be made as asked (unknown tag, bad filter, ...)."""
-
-
 class QueryError(IndexerError):
     """`indexer sql` refused or failed to run a query."""
-
-
-# -- names ------------------------------------------------------------------------------------
-
-
-# -- pydicom's dictionaries -------------------------------------------------------------------
-#
-# Importing pydicom takes longer than `indexer stats` or `tags --tag` on a large index, and
-# the reports only need its data tables: those modules are loaded on their own (from
-# pydicom's bytecode cache), or through pydicom when that fails.
-
-_modules: dict[str, Any] = {}
-
-
-def _pydicom_data(name: str) -> Any:
-    """pydicom's data module `name` (_uid_dict, _dicom_dict or _private_dict)."""
-    module = _modules.get(name)
-    if module is None:
-        try:
-            spec = importlib.util.find_spec("pydicom")  # finds the package without importing it
-            folder = next(iter(spec.submodule_search_locations or [])) if spec else ""
-            module_spec = importlib.util.spec_from_file_location(f"_indexer_pydicom{name}",
-                                                                 os.path.join(folder, f"{name}.py"))
-            if module_spec is None or module_spec.loader is None:
-                raise ImportError(name)
-            module = importlib.util.module_from_spec(module_spec)
-            module_spec.loader.exec_module(module)
-        except (ImportError, OSError, StopIteration, SyntaxError):
-            module = importlib.import_module(f"pydicom.{name}")
-        _modules[name] = module
-    return module
-
-
-def _uid_dictionary() -> dict[str, tuple[str, str]]:
-    """uid -> (name, keyword)."""
-    table = _modules.get("uids")
-    if table is None:
-        entries = _pydicom_data("_uid_dict").UID_dictionary
-        table = _modules["uids"] = {uid: (str(e[0]), str(e[4]) if len(e) > 4 else "") for uid, e in entries.items()}
-    return table  # type: ignore[no-any-return]
-
-
-def _public_dictionary() -> tuple[dict[int, tuple[str, str]], dict[str, int]]:
-    """(tag -> (VR, keyword), keyword -> tag) of the public dictionary."""
-    tables = _modules.get("public")
-    if tables is None:
-        entries = _pydicom_data("_dicom_dict").DicomDictionary
-        by_tag = {tag: (str(e[0]), str(e[4])) for tag, e in entries.items()}
-        tables = _modules["public"] = (by_tag, {kw: tag for tag, (_, kw) in by_tag.items() if kw})
-    return tables  # type: ignore[no-any-return]
-
-
-def dictionary_vr(tag: int) -> str | None:
-    """The VR of a public tag in the DICOM dictionary, None when it is not there."""
-    entry = _public_dictionary()[0].get(tag)
-    return entry[0] if entry else None
-
-
-def _private_vr(tag: int, creator: str) -> str | None:
-    """The VR of a private tag (block written as 10) in pydicom's private dictionary."""
-    entries = _pydicom_data("_private_dict").private_dictionaries.get(creator)
-    if not entries:
-        return None
-    entry = entries.get(f"{tag >> 16:04X}xx{tag & 0xFF:02X}") or entries.get(f"{tag:08X}")
-    return str(entry[0]) if entry else None
-
-
-def uid_name(uid: str | None) -> str | None:
-    """The registered name of a UID ("CT Image Storage"), None when pydicom does not know it."""
-    if not uid:
-        return None
-    entry = _uid_dictionary().get(uid)
-    return entry[0] if entry else None
 
 
 # -- stats ------------------------------------------------------------------------------------
@@ -313,66 +236,6 @@ def collect_breakdown(conn: Connection, by: str) -> list[dict[str, Any]]:
 
 # -- tag keys ---------------------------------------------------------------------------------
 
-_HEX_TAG = re.compile(r"^\(?\s*([0-9A-Fa-f]{4})\s*,?\s*([0-9A-Fa-f]{4})\s*\)?$")
-_PRIVATE = re.compile(r'^\(\s*([0-9A-Fa-f]{4})\s*,\s*"([^"]*)"\s*(?:,\s*([0-9A-Fa-f]{2}))?\s*\)$')
-_ITEM_NUMBER = re.compile(r"\[\d*\]$")
-
-
-def parse_tag_key(text: str) -> str:
-    """Turn what a user typed into a tag key as stored in tag_keys.
-
-    Accepts keywords (``Modality``), tags (``(0008,0060)``, ``0008,0060``,
-    ``00080060``), private tags by creator (``(0029,"SIEMENS CSA HEADER",10)``) and
-    sequence paths of these joined by dots, with or without item numbers
-    (``RequestAttributesSequence.RequestedProcedureID``,
-    ``(0040,0275)[0].(0040,1001)``). Raises ReportError when a part is not understood.
-    """
-    parts = _split_key(text.strip())
-    if not parts:
-        raise ReportError("empty tag")
-    return ".".join(_component(part, text) for part in parts)
-
-
-def _split_key(text: str) -> list[str]:
-    parts: list[str] = []
-    i, n = 0, len(text)
-    while i < n:
-        start = i
-        if text[i] == "(":
-            quoted = False
-            while i < n and (quoted or text[i] != ")"):
-                if text[i] == '"':
-                    quoted = not quoted
-                i += 1
-            i += 1  # the ")"
-            while i < n and text[i] != ".":
-                i += 1  # an item number such as [0]
-        else:
-            while i < n and text[i] != ".":
-                i += 1
-        parts.append(_ITEM_NUMBER.sub("", text[start:i].strip()))
-        i += 1  # the "."
-    return parts
-
-
-def _component(part: str, whole: str) -> str:
-    found = _HEX_TAG.match(part)
-    if found:
-        return f"({found.group(1).upper()},{found.group(2).upper()})"
-    found = _PRIVATE.match(part)
-    if found:
-        group = int(found.group(1), 16)
-        if not group & 1:
-            raise ReportError(f"{whole}: a private creator can only be given for an odd group")
-        if found.group(3) is None:
-            return f'({group:04X},"{found.group(2)}")'
-        return f'({group:04X},"{found.group(2)}",{int(found.group(3), 16):02X})'
-    tag = _public_dictionary()[1].get(part) if part.isidentifier() else None
-    if tag is None:
-        raise ReportError(f"{whole}: {part!r} is not a DICOM keyword or tag such as (0008,0060)")
-    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
-
-
 _PATIENT_TAGS = {0x00080050, 0x00080051}  # AccessionNumber, IssuerOfAccessionNumberSequence
 
 
@@ -384,11 +247,11 @@ def is_patient_key(tag: int, private_creator: str | None = None, name: str = "")
     person names in pydicom's private dictionary and tags whose name mentions a patient.
     """
     if private_creator is not None and (tag >> 16) & 1:
-        return "patient" in name.lower() or _private_vr(tag, private_creator) == "PN"
+        return "patient" in name.lower() or private_vr(tag, private_creator) == "PN"
     group = tag >> 16
     if group in (0x0010, 0x0038) or tag in _PATIENT_TAGS:
         return True
-    return dictionary_vr(tag) == "PN"
+    return public_vr(tag) == "PN"
 
 
 # -- tags -------------------------------------------------------------------------------------
@@ -422,11 +285,11 @@ def _scope(conn: Connection, modality: str | None, sop_class: str | None) -> _Sc
         def matches(uid: str) -> bool:
             if uid == needle:
                 return True
-            known = _uid_dictionary().get(uid)
+            known = uid_names(uid)
             return known is not None and needle.lower() in (known[0].lower(), known[1].lower())
 
         wanted = {k for k in wanted if matches(k[1])}
-    return _Scope(sorted(summaries.group_id(*k) for k in wanted), sum(counts[k] for k in wanted), filters)
+    return _Scope(sorted(group_id(*k) for k in wanted), sum(counts[k] for k in wanted), filters)
 
 
 def _in_scope(column: Any, scope: _Scope) -> ColumnElement[bool]:
@@ -542,7 +405,7 @@ class _Ranked:
 def find_tag_key(conn: Connection, text: str) -> Any:
     """The tag_keys row for what the user typed (see parse_tag_key). Raises ReportError if absent."""
     key = parse_tag_key(text)
-    row = conn.execute(select(tag_keys).where(tag_keys.c.id == summaries.stable_id(key))).first()
+    row = conn.execute(select(tag_keys).where(tag_keys.c.id == hash64(key))).first()
     if row is not None and row.key == key:
         return row
     hint = ""
@@ -800,7 +663,7 @@ def find(
     matched: set[int] | None = None
     for key, value in element_filters:
         row = _filter_key(conn, key)
-        vr = dictionary_vr(row.tag)
+        vr = public_vr(row.tag)
         test = _value_matcher(value, vr)
         where = []
         if not _wildcard(value) and not (vr in _RANGE_VRS and "-" in value):
@@ -938,11 +801,9 @@ def _top_level_keyword(key: str) -> str:
         parsed = parse_tag_key(key)
     except ReportError:
         return key
-    found = _HEX_TAG.match(parsed)
-    if "." in parsed or not found:
+    if "." in parsed or '"' in parsed:
         return key
-    entry = _public_dictionary()[0].get((int(found.group(1), 16) << 16) | int(found.group(2), 16))
-    return entry[1] if entry and entry[1] else key
+    return public_keyword(int(parsed[1:5] + parsed[6:10], 16)) or key
 
 
 def _filter_key(conn: Connection, key: str) -> Any:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from hashlib import blake2b
 
 from . import summaries
 from .errors import DicomReadError
 from .records import DEFAULT_VALUE_LIMIT, META, FileRecord, pickled_by_fields
+from .tagkeys import path_id
 from .scratch import ScratchRows, ScratchWriter, writer_for
 
 # Attributes copied from the top level of the data set into the hierarchy tables.
@@ -111,16 +111,6 @@ class PathIds:
             return found, False
         found = self._ids[key] = path_id(path, creator)
         return found, True
-
-
-def _hash64(text: str) -> int:
-    digest = blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8)
-    return int.from_bytes(digest.digest(), "little", signed=True)
-
-
-def path_id(path: str, creator: str | None) -> int:
-    """The id a path gets in the `paths` table (a hash, the same in every process and writer)."""
-    return _hash64(f"{path}|{creator or ''}")
 
 
 def stored_path(path: str) -> str:

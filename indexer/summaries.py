@@ -18,7 +18,7 @@ and per usage group (modality + SOP class of the instance) and tag key:
   and binary values are left out: they are nearly unique per instance and would
   copy the elements table. Reports count those on demand from the elements.
 
-A tag key is what `indexer tags` lists (see tag_key_component): nested tags are
+A tag key is what `indexer tags` lists (see tagkeys.format_component): nested tags are
 keyed by the keys of their sequences, private tags by group, private creator and
 the low byte of the element, so ``(0029,1010)`` in one file and ``(0029,1110)``
 in another count as one tag when both blocks belong to the same creator. The
@@ -49,7 +49,6 @@ import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from hashlib import blake2b
 from itertools import groupby
 from operator import itemgetter
 from typing import Any, NamedTuple
@@ -59,6 +58,8 @@ from sqlalchemy import Connection, Engine, event
 from .db import fetch_in, marks
 from .errors import IndexerError
 from .records import CUT, ITEM, META, pickled_by_fields
+from .tagkeys import format_component, group_id, normalized_tag
+from .tagkeys import hash64 as stable_id
 
 # VRs whose values are counted in tag_values (when at most MAX_TRACKED_LENGTH characters).
 TRACKED_VRS = frozenset(
@@ -71,48 +72,6 @@ _PENDING = "indexer.summaries.pending"  # key in Connection.info (lives with the
 _CHUNK = 500  # files read back per query
 _CACHE_LIMIT = 400_000  # cached path and key entries per process
 _LAYOUT_LIMIT = 20_000  # cached file layouts per process
-
-
-def stable_id(text: str) -> int:
-    """A signed 64-bit id for `text`, the same in every process (like rows.path_id)."""
-    digest = blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8).digest()
-    return int.from_bytes(digest, "little", signed=True)
-
-
-def group_id(modality: str, sop_class_uid: str) -> int:
-    """The id of a usage group (modality and SOP class; "" for absent)."""
-    return stable_id(f"group|{modality}|{sop_class_uid}")
-
-
-def tag_key_component(tag: int, private_creator: str | None) -> str:
-    """How one element appears in a tag key.
-
-    Public tags, group lengths and private tags without a creator: ``(gggg,eeee)``;
-    private tags in a creator's block: ``(gggg,"CREATOR",ee)`` (ee: the element's low
-    byte); the private creator elements themselves: ``(gggg,"CREATOR")``.
-    """
-    group, element = tag >> 16, tag & 0xFFFF
-    if group & 1 and private_creator is not None:
-        if element >= 0x1000:
-            return f'({group:04X},"{private_creator}",{element & 0xFF:02X})'
-        if 0x0010 <= element <= 0x00FF:
-            return f'({group:04X},"{private_creator}")'
-    return f"({group:04X},{element:04X})"
-
-
-def normalized_tag(tag: int, private_creator: str | None) -> int:
-    """The `tag` column of tag_keys, the same whichever block a creator got in a file.
-
-    Private tags are written as if their creator had block 10: elements 0xGGGG10EE, the
-    creator element 0xGGGG0010. Every other tag is itself.
-    """
-    group, element = tag >> 16, tag & 0xFFFF
-    if group & 1 and private_creator is not None:
-        if element >= 0x1000:
-            return (group << 16) | 0x1000 | (element & 0xFF)
-        if 0x0010 <= element <= 0x00FF:
-            return (group << 16) | 0x0010
-    return tag
 
 
 @dataclass(slots=True)
@@ -469,7 +428,7 @@ def know_path(pid: int, path: str, tag: int, keyword: str, name: str, creator: s
     """Tell this process what path `pid` is (workers learn paths from the records they walk)."""
     dot = path.rfind(".")
     parent = path[: path.rfind("[", 0, dot)] if dot >= 0 else None
-    component = tag_key_component(tag, creator)
+    component = format_component(tag, creator)
     _paths[pid] = _PathInfo(path, parent, component, keyword or component, tag, name, creator)
 
 

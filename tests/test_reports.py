@@ -423,21 +423,6 @@ def test_nested_tags_are_keyed_by_their_sequence(corpus_index: str, corpus_dir: 
     assert drill == same
 
 
-def test_parse_tag_key() -> None:
-    assert reports.parse_tag_key("Modality") == "(0008,0060)"
-    assert reports.parse_tag_key("00080060") == reports.parse_tag_key("0008,0060") == "(0008,0060)"
-    assert reports.parse_tag_key('(0029,"SIEMENS CSA HEADER",10)') == '(0029,"SIEMENS CSA HEADER",10)'
-    assert reports.parse_tag_key('(0029,"CARDIO-SMS 1.0")') == '(0029,"CARDIO-SMS 1.0")'
-    assert (reports.parse_tag_key("RequestAttributesSequence[0].RequestedProcedureID")
-            == "(0040,0275).(0040,1001)")
-    assert reports.parse_tag_key('(2001,"Philips Imaging DD 001",5f)[1].(2005,"Philips MR Imaging DD 001",80)') == \
-        '(2001,"Philips Imaging DD 001",5F).(2005,"Philips MR Imaging DD 001",80)'
-    with pytest.raises(ReportError):
-        reports.parse_tag_key('(0008,"ACME",10)')  # creators belong to odd groups
-    with pytest.raises(ReportError):
-        reports.parse_tag_key("")
-
-
 # -- find ---------------------------------------------------------------------------------------
 
 
