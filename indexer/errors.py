@@ -2,6 +2,22 @@
 
 from __future__ import annotations
 
+from enum import Enum
+
+
+class Reason(str, Enum):
+    """Why a file, or part of one, is not in the index: set where the problem is found.
+
+    The values are what the `errors.reason` column and the reports show.
+    """
+
+    NOT_DICOM = "not_dicom"  # not a DICOM file at all (text, JPEG, random bytes)
+    EMPTY = "empty"  # a file of zero bytes
+    UNREADABLE = "unreadable"  # the operating system refused to open or read it
+    TRUNCATED = "truncated"  # the data set ends inside an element or item
+    INVALID = "invalid"  # bytes that cannot be a DICOM structure where one should be
+    WARNING = "warning"  # read in full, with something worth knowing (a bad charset term, ...)
+
 
 class IndexerError(Exception):
     """Base class of every error this package raises on purpose."""
@@ -10,9 +26,9 @@ class IndexerError(Exception):
 class DicomReadError(IndexerError):
     """A file could not be read as DICOM. `reason` is a short machine-friendly word."""
 
-    def __init__(self, path: str, reason: str, detail: str) -> None:
+    def __init__(self, path: str, reason: Reason, detail: str) -> None:
         self.path = path
-        self.reason = reason  # e.g. "not_dicom", "empty", "unreadable", "invalid"
+        self.reason = reason
         self.detail = detail
         super().__init__(f"{path}: {detail}")
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field, fields
 from operator import attrgetter
 from typing import Any, NamedTuple, TypeVar
 
+from .errors import Reason
+
 _T = TypeVar("_T")
 
 
@@ -87,6 +89,7 @@ class FileRecord:
     fragments: int = 0  # fragment items, Basic Offset Table item excluded
     problem: str | None = None  # set when the file was not read to its end (truncated, invalid)
     problem_offset: int | None = None  # byte where reading stopped
+    problem_reason: Reason | None = None  # set with `problem`: TRUNCATED or INVALID
     warnings: list[str] = field(default_factory=list)
 
     @property
