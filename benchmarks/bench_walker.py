@@ -4,7 +4,7 @@ Over the same files, each variant N times (the best repeat is reported):
 
 (a) baseline: ``pydicom.dcmread(path)`` plus a recursive loop that reads every
     element's ``.value`` (and descends into sequence items);
-(b) ``indexer.walker.read_file(path)``, producing full records;
+(b) ``indexer.reader.read_file(path)``, producing full records;
 (c) ``pydicom.dcmread(path)`` alone, for context.
 
 Elements are counted the reference way (MANIFEST.tsv ``element_count``): every
@@ -131,9 +131,9 @@ def run(fn: Callable[[str], int], paths: Sequence[str]) -> tuple[float, int, int
 def load_walker() -> Callable[[str], int] | str:
     """``read_file`` wrapped to return the element count, or why it is unavailable."""
     try:
-        from indexer.walker import read_file
+        from indexer.reader import read_file
     except Exception as exc:  # noqa: BLE001 - not written yet, or broken
-        return f"indexer.walker.read_file not importable ({type(exc).__name__}: {exc})"
+        return f"indexer.reader.read_file not importable ({type(exc).__name__}: {exc})"
 
     def walker(path: str) -> int:
         return int(read_file(path).element_count)

@@ -21,7 +21,7 @@ _cache: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
 
 
 def encodings_for(specific_character_set: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Return (Python codecs, warnings) for a raw Specific Character Set value such as ``ISO_IR 100``.
+    """Return (Python codecs, warnings) for a raw Specific Character Set value (``ISO_IR 100``).
 
     Unknown or misspelt terms are resolved the way pydicom does; what it warned
     about is returned instead of printed.
@@ -35,8 +35,11 @@ def encodings_for(specific_character_set: str) -> tuple[tuple[str, ...], tuple[s
                 codecs = convert_encodings(terms)
             except (ValueError, LookupError):  # e.g. a NUL inside the term
                 codecs = list(DEFAULT)
-                warnings.warn(f"unusable Specific Character Set {specific_character_set!r}; "
-                              "read as the default repertoire", stacklevel=1)
+                warnings.warn(
+                    f"unusable Specific Character Set {specific_character_set!r}; "
+                    "read as the default repertoire",
+                    stacklevel=1,
+                )
         codecs = ["latin_1" if c == "iso8859" else c for c in codecs]
         found = (tuple(codecs), tuple(str(w.message) for w in caught))
         _cache[specific_character_set] = found
@@ -52,4 +55,6 @@ def decode(raw: bytes, encodings: tuple[str, ...], person_name: bool = False) ->
             return raw.decode(encodings[0], "replace")
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
-        return decode_bytes(raw, list(encodings), _PN_DELIMITERS if person_name else _TEXT_DELIMITERS)
+        return decode_bytes(
+            raw, list(encodings), _PN_DELIMITERS if person_name else _TEXT_DELIMITERS
+        )

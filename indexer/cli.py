@@ -463,7 +463,7 @@ def dump(
     Example: indexer dump image.dcm --meta
     """
     from .records import META
-    from .walker import read_file
+    from .reader import read_file
 
     try:
         record = read_file(file, value_limit=value_limit)

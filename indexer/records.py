@@ -1,4 +1,4 @@
-"""Plain records that flow from the walker to the writer and the CLI.
+"""Plain records that flow from the reader and walker to the writer and the CLI.
 
 They are tuples and slotted dataclasses on purpose: workers send them to the
 writer process by pickling, and an archive holds hundreds of millions of them.
@@ -27,8 +27,9 @@ def pickled_by_fields(cls: type[_T]) -> type[_T]:
     def __reduce__(self: Any) -> tuple[Any, tuple[Any, ...]]:
         return type(self), values(self)
 
-    cls.__reduce__ = __reduce__  # type: ignore[method-assign,assignment]
+    cls.__reduce__ = __reduce__  # type: ignore[method-assign]
     return cls
+
 
 # Bits of ElementRecord.flags.
 META = 1  # group 0002 (file meta, or a stray 0002 element in the data set): not counted
@@ -62,11 +63,6 @@ class ElementRecord(NamedTuple):
     offset: int  # byte offset of the element's tag in the (decompressed) stream
     fragments: tuple[int, ...] | None = None  # encapsulated: size of each fragment (BOT excluded)
     offset_table: tuple[int, ...] | None = None  # encapsulated: Basic Offset Table entries
-
-
-def is_counted(record: ElementRecord) -> bool:
-    """True when the reference walker (fo-dicom's DicomDatasetWalker) counts this record."""
-    return not record.flags & (META | ITEM)
 
 
 @pickled_by_fields

@@ -212,7 +212,7 @@ def process_file(
     """
     # Imported here, not at the top: the walker brings in pydicom, which a re-run over an
     # unchanged archive (nothing to read) never needs, nor does the writer process.
-    from .walker import read_file
+    from .reader import read_file
 
     stored = stored_path(path)
     try:

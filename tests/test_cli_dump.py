@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from indexer import __version__
 from indexer.cli import app
 from indexer.records import ITEM, META, UNDEFINED
-from indexer.walker import read_file
+from indexer.reader import read_file
 
 INDEXER_BIN = Path(sys.executable).with_name("indexer")
 LINE = re.compile(r"^ *(\([0-9A-F]{4},[0-9A-F]{4}\) [A-Z]{2} |Item #\d+ \(FFFE,E000\) )")

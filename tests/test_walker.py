@@ -36,18 +36,18 @@ from pydicom.multival import MultiValue
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 
 from indexer.errors import DicomReadError, NotDicomError
+from indexer.reader import MAP_THRESHOLD, read_file
 from indexer.records import (
     BINARY,
     CUT,
+    DEFAULT_VALUE_LIMIT,
     ENCAPSULATED,
     ITEM,
     META,
     UNDEFINED,
     ElementRecord,
     FileRecord,
-    is_counted,
 )
-from indexer.walker import DEFAULT_VALUE_LIMIT, MAP_THRESHOLD, read_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DIR = REPO_ROOT / "tests" / "data"
@@ -205,6 +205,11 @@ def figures(record: FileRecord) -> dict[str, int]:
 
 def expected_figures(row: dict[str, str]) -> dict[str, int]:
     return {name: int(row[name]) for name in FIGURES}
+
+
+def is_counted(record: ElementRecord) -> bool:
+    """True when the reference walker (fo-dicom's DicomDatasetWalker) counts this record."""
+    return not record.flags & (META | ITEM)
 
 
 def counted_records(record: FileRecord) -> list[ElementRecord]:

@@ -29,9 +29,11 @@ from pydicom.uid import (
 )
 
 from indexer.errors import DicomReadError, NotDicomError
+from indexer.reader import read_file
 from indexer.records import (
     BINARY,
     CUT,
+    DEFAULT_VALUE_LIMIT,
     ENCAPSULATED,
     ITEM,
     META,
@@ -42,7 +44,6 @@ from indexer.records import (
     ElementRecord,
     FileRecord,
 )
-from indexer.walker import DEFAULT_VALUE_LIMIT, read_file
 
 SYNTAXES = {
     "explicit-le": ExplicitVRLittleEndian,
