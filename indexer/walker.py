@@ -117,7 +117,7 @@ def walk_meta_group(buf: Buffer, start: int, value_limit: int) -> Walked:
     Raises `Stop` when the group itself is broken.
     """
     walk = _Walk(buf, value_limit)
-    end = walk.meta_group(start)
+    end = walk.dataset(start, walk.size, _Level("", 0, EXPLICIT_LE, DEFAULT), meta_only=True)
     return walk.walked(end)
 
 
@@ -215,28 +215,36 @@ class _Walk:
 
     # -- data sets and items -------------------------------------------------------------
 
-    def meta_group(self, pos: int) -> int:
-        """Walk group 0002 elements from `pos`; return where the group ends, whatever follows."""
-        buf = self.buf
-        size = self.size
-        level = _Level("", 0, EXPLICIT_LE, DEFAULT)
-        head = EXPLICIT_LE.head
-        while pos < size:
-            if pos + 2 <= size and buf[pos : pos + 2] != b"\x02\x00":
-                return pos
-            if pos + 8 > size:
-                return self.tail(pos, level, False)
-            pos = self.element(pos, size, *head(buf, pos), level)
-        return pos
-
-    def dataset(self, pos: int, end: int, level: _Level, until_item_end: bool = False) -> int:
-        """Walk elements from `pos` up to `end` (or an Item Delimitation Item); return where it
-        stopped."""
+    def dataset(  # noqa: C901 - the per-element loop, one function on purpose (see below)
+        self,
+        pos: int,
+        end: int,
+        level: _Level,
+        until_item_end: bool = False,
+        meta_only: bool = False,
+    ) -> int:
+        """Walk elements from `pos` up to `end`, an Item Delimitation Item (`until_item_end`) or
+        the end of group 0002 (`meta_only`); return where it stopped."""
+        # The hottest loop of the project, kept in one function: a method call per element and
+        # module globals instead of the locals below make the whole walk several percent slower.
+        # What is rare (4-byte lengths, sequences, fragments, truncation) and the rendering of
+        # values (the table `_RENDERERS`) are calls.
         buf = self.buf
         size = self.size
         head = level.syntax.head
-        element = self.element
+        append = self.append
+        prefix = level.prefix
+        depth = level.depth
+        creators = level.creators  # filled by `note`
+        vr_text = _VR_TEXT
+        long_vrs = _LONG_VR_TEXT
+        public = _public_descriptions
+        tag_texts = _tag_texts
+        renderers = _RENDERERS
+        undefined = UNDEFINED
         while pos < end:
+            if meta_only and pos + 2 <= size and buf[pos : pos + 2] != b"\x02\x00":
+                return pos  # the meta group ends here, whatever follows
             if pos + 8 > size:
                 return self.tail(pos, level, until_item_end)
             group, number, vr_bytes, length = head(buf, pos)
@@ -245,9 +253,55 @@ class _Walk:
                     return pos + 8
                 pos = self.delimiter(pos, number)
                 continue
-            pos = element(pos, end, group, number, vr_bytes, length, level)
+            tag = group << 16 | number
+            vpos = pos + 8
+            flags = 0
+            vr = None
+            if vr_bytes:  # explicit VR
+                vr = vr_text.get(vr_bytes)
+                if vr is None or vr in long_vrs:
+                    length, vpos, flags = self.long_or_invalid(
+                        pos, tag, vr, vr_bytes, length, level
+                    )
+            if group & 1:
+                # A private creator (gggg,0010-00FF) itself is registered by `note` once read.
+                creator = creators.get(tag >> 8) if number >= 0x1000 else None
+                dict_vr, keyword, name = describe_private(tag, creator)
+                flags |= PRIVATE
+            else:
+                creator = None
+                dict_vr, keyword, name = public.get(tag) or describe_public(tag)
+                if group == 2 and depth == 0:
+                    flags |= META
+            if vr is None:
+                vr = dict_vr if len(dict_vr) == 2 else self.resolve_vr(dict_vr, length)
+            elif vr == "UN" and dict_vr != "UN" and length != undefined:
+                # A known element stored as UN (e.g. after an anonymiser): read it as its real
+                # VR, as DCMTK (+uc) and pydicom do; an SQ is then implicit VR LE (CP-246).
+                vr = dict_vr if len(dict_vr) == 2 else _resolve_vr(dict_vr, length, 0)
+                flags |= VR_FROM_DICTIONARY
+            path = prefix + (tag_texts.get(tag) or _tag_path(tag))
+            if length == undefined or vpos + length > end or vr == "SQ":
+                named = _Named(path, tag, keyword, name, creator, pos)
+                pos = self.not_a_value(vpos, end, named, vr, length, flags, level)
+                continue
+            vend = vpos + length
+            value, value_number, vm, more_flags = renderers[vr](self, vpos, vend, vr, level)
+            # (0008,0005) Specific Character Set, (0028,0103) Pixel Representation, creators
+            if tag == 0x00080005 or tag == 0x00280103 or (group & 1 and number <= 0xFF):
+                creator = self.note(tag, number, vr, value, value_number, creator, level)
+            # fmt: off
+            append(_tuple_new(ElementRecord, (
+                path, depth, tag, vr, vm, length, value, value_number, flags | more_flags,
+                keyword, name, creator, pos, None, None)))
+            # fmt: on
+            pos = vend
+        return self.ended(pos, end, until_item_end)
+
+    def ended(self, pos: int, end: int, until_item_end: bool) -> int:
+        """Check where the elements of a data set ended; return that position."""
         if until_item_end:
-            if end < size:
+            if end < self.size:
                 message = "item of undefined length has no Item Delimitation Item before the end"
                 raise Stop(pos, f"{message} of its sequence (byte {end})", Reason.INVALID)
             message = f"file ends at byte {pos} inside an item of undefined length"
@@ -279,62 +333,6 @@ class _Walk:
             "where a data element was expected",
             Reason.INVALID,
         )
-
-    def element(
-        self,
-        pos: int,
-        end: int,
-        group: int,
-        number: int,
-        vr_bytes: bytes,
-        length: int,
-        level: _Level,
-    ) -> int:
-        """Record the element whose header is at `pos`; return the position after it.
-
-        One call per element: the common case (a public element of defined length) makes no
-        other call than its renderer's, and builds its record in place.
-        """
-        tag = group << 16 | number
-        vpos = pos + 8
-        flags = 0
-        vr = None
-        if vr_bytes:  # explicit VR
-            vr = _VR_TEXT.get(vr_bytes)
-            if vr is None or vr in _LONG_VR_TEXT:
-                length, vpos, flags = self.long_or_invalid(pos, tag, vr, vr_bytes, length, level)
-        if group & 1:
-            # A private creator (gggg,0010-00FF) itself is registered by `note` once it is read.
-            creator = level.creators.get(tag >> 8) if number >= 0x1000 else None
-            dict_vr, keyword, name = describe_private(tag, creator)
-            flags |= PRIVATE
-        else:
-            creator = None
-            dict_vr, keyword, name = _public_descriptions.get(tag) or describe_public(tag)
-            if group == 2 and level.depth == 0:
-                flags |= META
-        if vr is None:
-            vr = dict_vr if len(dict_vr) == 2 else self.resolve_vr(dict_vr, length)
-        elif vr == "UN" and dict_vr != "UN" and length != UNDEFINED:
-            # A known element stored as UN (e.g. after an anonymiser): read it as its real VR,
-            # as DCMTK (+uc) and pydicom do; an SQ is then implicit VR little endian (CP-246).
-            vr = dict_vr if len(dict_vr) == 2 else _resolve_vr(dict_vr, length, 0)
-            flags |= VR_FROM_DICTIONARY
-        path = level.prefix + (_tag_texts.get(tag) or _tag_path(tag))
-        if length == UNDEFINED or vpos + length > end or vr == "SQ":
-            named = _Named(path, tag, keyword, name, creator, pos)
-            return self.not_a_value(vpos, end, named, vr, length, flags, level)
-        vend = vpos + length
-        value, value_number, vm, more_flags = _RENDERERS[vr](self, vpos, vend, vr, level)
-        # (0008,0005) Specific Character Set, (0028,0103) Pixel Representation, private creators
-        if tag == 0x00080005 or tag == 0x00280103 or (group & 1 and number <= 0xFF):
-            creator = self.note(tag, number, vr, value, value_number, creator, level)
-        # fmt: off
-        self.append(_tuple_new(ElementRecord, (
-            path, level.depth, tag, vr, vm, length, value, value_number, flags | more_flags,
-            keyword, name, creator, pos, None, None)))
-        # fmt: on
-        return vend
 
     def resolve_vr(self, vr: str, length: int) -> str:
         return _resolve_vr(vr, length, self.pixel_representation)
