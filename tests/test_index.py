@@ -616,7 +616,7 @@ def test_unreadable_folder_is_recorded(tmp_path: Path, corpus_dir: Path,
             os.chmod(Path(folder, name), 0o644)
     (tmp_path / "empty").mkdir()
     index_paths([tmp_path / "empty"], f"sqlite:///{tmp_path / 'warm-up.db'}", workers=2)
-    importlib.import_module("indexer.walker")  # workers import it when they first read a file
+    importlib.import_module("indexer.reader")  # workers import it when they first read a file
     db = f"sqlite:///{base / 'index.db'}"  # created by the child, in a folder it may write
     locked = base / "tree" / "locked"
     locked.chmod(0)
