@@ -19,7 +19,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from math import isfinite
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, NoReturn
 
 from .charsets import DEFAULT, decode, encodings_for
 from .dictionary import _public as _public_descriptions
@@ -335,6 +335,7 @@ class _Walk:
         )
 
     def resolve_vr(self, vr: str, length: int) -> str:
+        """`_resolve_vr` with the Pixel Representation read so far."""
         return _resolve_vr(vr, length, self.pixel_representation)
 
     def long_or_invalid(
@@ -370,14 +371,13 @@ class _Walk:
                 self.pixel_representation = int(value_number)
         elif number >= 0x10 and value is not None and vr in _TEXT_VRS:
             creator = value.strip()
-            level.creators[tag >> 16 << 8 | number] = creator  # the key `element` looks up
+            level.creators[tag >> 16 << 8 | number] = creator  # the key `dataset` looks up
         return creator
 
     def not_a_value(
         self, vpos: int, end: int, named: _Named, vr: str, length: int, flags: int, level: _Level
     ) -> int:
         """A sequence, encapsulated fragments, or a value that runs past its item or the file."""
-        # A UN or invalid VR read as SQ holds implicit VR little endian items (CP-246).
         if length == UNDEFINED:
             flags |= UNDEFINED_LENGTH
             if vr == "SQ":
@@ -406,7 +406,7 @@ class _Walk:
         flags: int,
         level: _Level,
         inner: Syntax,
-    ) -> None:
+    ) -> NoReturn:
         """Record an element whose value the file cuts off, then stop the walk."""
         pos = named.offset
         stop = Stop(
