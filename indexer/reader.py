@@ -105,10 +105,10 @@ def _read_buffer(name: str, buf: Buffer, value_limit: int) -> FileRecord:
         raise NotDicomError(name, Reason.EMPTY, "empty file")
     preamble = size >= 132 and buf[128:132] == b"DICM"
     start = 132 if preamble else 4 if buf[:4] == b"DICM" else 0
-    meta = None
+    meta = Walked([], start, [], 0, 0, 0)  # no meta group
     if preamble or start == 4 or buf[:2] == b"\x02\x00":
         meta = _meta_group(name, buf, start, value_limit)
-    pos = start if meta is None else meta.end
+    pos = meta.end
     has_meta = pos > start
     if not has_meta and not preamble and _plausible_start(buf, pos, size) is None:
         raise NotDicomError(
@@ -120,7 +120,7 @@ def _read_buffer(name: str, buf: Buffer, value_limit: int) -> FileRecord:
     deflated = transfer_syntax == DEFLATED
     if deflated:
         buf, pos = _inflate(name, buf, pos), 0
-    warnings = list(meta.warnings) if meta is not None else []
+    warnings = list(meta.warnings)
     syntax = _data_set_syntax(buf, pos, transfer_syntax, has_meta, warnings)
     if pos >= len(buf):
         data = Walked(
@@ -128,7 +128,7 @@ def _read_buffer(name: str, buf: Buffer, value_limit: int) -> FileRecord:
         )
     else:
         data = walk_data_set(buf, pos, syntax, value_limit)
-    records = data.records if meta is None else meta.records + data.records
+    records = meta.records + data.records
     count = 0
     for record in records:
         if not record.flags & (META | ITEM):
@@ -146,9 +146,9 @@ def _read_buffer(name: str, buf: Buffer, value_limit: int) -> FileRecord:
         deflated=deflated,
         elements=records,
         element_count=count,
-        max_depth=max(data.max_depth, meta.max_depth if meta is not None else 0),
-        fragment_sequences=data.fragment_sequences + (meta.fragment_sequences if meta else 0),
-        fragments=data.fragments + (meta.fragments if meta is not None else 0),
+        max_depth=max(meta.max_depth, data.max_depth),
+        fragment_sequences=meta.fragment_sequences + data.fragment_sequences,
+        fragments=meta.fragments + data.fragments,
         problem=data.problem,
         problem_offset=data.problem_offset,
         problem_reason=data.problem_reason,
@@ -176,10 +176,10 @@ def _meta_group(name: str, buf: Buffer, start: int, value_limit: int) -> Walked:
     return meta
 
 
-def _transfer_syntax(meta: Walked | None) -> str | None:
+def _transfer_syntax(meta: Walked) -> str | None:
     """(0002,0010) Transfer Syntax UID of the meta group (the last one, if repeated)."""
     transfer_syntax = None
-    for record in meta.records if meta is not None else ():
+    for record in meta.records:
         if record.tag == 0x00020010 and record.value:
             transfer_syntax = record.value.strip()
     return transfer_syntax
