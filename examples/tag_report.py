@@ -38,7 +38,8 @@ def main(argv: list[str]) -> int:
     print(f"\nmost common top-level tags{scope} ({usage['instances']} instances)")
     top_level = [t for t in usage["tags"] if t["depth"] == 0]
     for tag in sorted(top_level, key=lambda t: (-t["instances"], t["tag"]))[:10]:
-        print(f"  {tag['tag']}  {tag['keyword']:<32} {tag['instances']:>8}  {100 * tag['share']:5.1f}%")
+        share = 100 * tag["share"]
+        print(f"  {tag['tag']}  {tag['keyword']:<32} {tag['instances']:>8}  {share:5.1f}%")
 
     print("\nprivate creators")
     creators = [t for t in top_level if t["private_creator"] and t["tag"].endswith('")')]

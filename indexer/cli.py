@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from . import __version__
 from .errors import IndexerError
 from .output import Format, render_csv, render_json, render_table
+
+if TYPE_CHECKING:
+    from .api import IndexReport
 
 app = typer.Typer(
     help="Index DICOM archives into SQLite or PostgreSQL, and ask the index questions.",
@@ -30,8 +36,8 @@ DbOption = Annotated[
     typer.Option(
         "--db",
         envvar="INDEXER_DB",
-        help="Index database: a SQLite file path or a URL such as postgresql+psycopg://user@host/db "
-        "[default: dicom-index.db]",
+        help="Index database: a SQLite file path or a URL such as "
+        "postgresql+psycopg://user@host/db [default: dicom-index.db]",
         show_envvar=True,
     ),
 ]
@@ -47,15 +53,38 @@ def _version(value: bool) -> None:
 @app.callback()
 def _main(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
     ] = False,
 ) -> None:
     """Index DICOM archives into SQLite or PostgreSQL, and ask the index questions."""
 
 
-def _fail(err: IndexerError) -> typer.Exit:
-    typer.echo(f"error: {err}", err=True)
-    return typer.Exit(code=1)
+@contextmanager
+def reported_errors() -> Iterator[None]:
+    """Library errors (IndexerError, a database error while reading the index) become one
+    line on stderr and exit code 1; any other exception keeps its traceback."""
+    try:
+        yield
+    except Exception as err:
+        message = _error_line(err)
+        if message is None:
+            raise
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(code=1) from None
+
+
+def _error_line(err: Exception) -> str | None:
+    if isinstance(err, IndexerError):
+        return str(err)
+    sqlalchemy_exc = sys.modules.get("sqlalchemy.exc")  # not imported: no database was used
+    if sqlalchemy_exc is not None and isinstance(err, sqlalchemy_exc.SQLAlchemyError):
+        from .db import first_line
+
+        return f"cannot read the index: {first_line(err)}"
+    return None
 
 
 # -- index ------------------------------------------------------------------------------------
@@ -63,54 +92,87 @@ def _fail(err: IndexerError) -> typer.Exit:
 
 @app.command()
 def index(
-    paths: Annotated[list[Path], typer.Argument(help="Files and folders to index.", show_default=False)],
+    paths: Annotated[
+        list[Path], typer.Argument(help="Files and folders to index.", show_default=False)
+    ],
     db: DbOption = None,
     workers: Annotated[
-        int | None, typer.Option("--workers", "-w", min=0, help="Reader processes [default: CPU count].")
+        int | None,
+        typer.Option("--workers", "-w", min=0, help="Reader processes [default: CPU count]."),
     ] = None,
-    prune: Annotated[bool, typer.Option(help="Delete files gone from PATHS instead of marking them missing.")] = False,
+    prune: Annotated[
+        bool, typer.Option(help="Delete files gone from PATHS instead of marking them missing.")
+    ] = False,
     value_limit: Annotated[int, typer.Option(min=16, help="Characters of each value kept.")] = 1024,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")] = False,
-    output: Annotated[Format, typer.Option("--format", "-f", help="Summary format.")] = Format.table,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")
+    ] = False,
+    output: Annotated[
+        Format, typer.Option("--format", "-f", help="Summary format.")
+    ] = Format.table,
 ) -> None:
     """Index every DICOM file under PATHS (found by content, any file name).
 
     Re-runs read only new and changed files. Example: indexer index /archive --db index.db
     """
-    from tqdm import tqdm  # type: ignore[import-untyped]
+    from .api import index_paths
 
-    from .api import IndexReport, index_paths
-
-    bar = None
-    show_bar = not quiet and sys.stderr.isatty()
-
-    def progress(report: IndexReport) -> None:
-        nonlocal bar
-        if not show_bar:
-            return
-        if bar is None:  # made on first use: its monitor thread must not exist when workers fork
-            bar = tqdm(unit=" files", desc="indexing", dynamic_ncols=True, file=sys.stderr)
-        done = report.indexed + report.partial + report.failed + report.skipped + report.unchanged
-        bar.update(done - bar.n)
-        bar.set_postfix(errors=report.errors, elements=report.elements, refresh=False)
-
+    progress = _ProgressBar(shown=not quiet and sys.stderr.isatty())
     try:
-        report = index_paths([str(p) for p in paths], db, workers=workers, prune=prune,
-                             value_limit=value_limit, progress=progress)
-    except IndexerError as err:
-        raise _fail(err) from None
+        with reported_errors():
+            report = index_paths(
+                [str(p) for p in paths],
+                db,
+                workers=workers,
+                prune=prune,
+                value_limit=value_limit,
+                progress=progress,
+            )
     except KeyboardInterrupt:
-        if bar is not None:
-            bar.close()
-        typer.echo("interrupted: what was written so far is kept; run the same command again to finish",
-                   err=True)
+        progress.close()
+        typer.echo(
+            "interrupted: what was written so far is kept; run the same command again to finish",
+            err=True,
+        )
         raise typer.Exit(code=130) from None
     finally:
-        if bar is not None:
-            bar.close()
+        progress.close()
     if quiet:
         return
-    summary = {
+    _print_mapping(_index_summary(report, prune), output)
+    if report.errors:
+        typer.echo(
+            'see the errors table, or: indexer sql "SELECT path, reason, message FROM errors"',
+            err=True,
+        )
+
+
+class _ProgressBar:
+    """The index run's progress callback: a tqdm bar on stderr, made on first use (its monitor
+    thread must not exist when workers fork)."""
+
+    def __init__(self, shown: bool) -> None:
+        self.shown = shown
+        self.bar: Any = None
+
+    def __call__(self, report: IndexReport) -> None:
+        if not self.shown:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(unit=" files", desc="indexing", dynamic_ncols=True, file=sys.stderr)
+        done = report.indexed + report.partial + report.failed + report.skipped + report.unchanged
+        self.bar.update(done - self.bar.n)
+        self.bar.set_postfix(errors=report.errors, elements=report.elements, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _index_summary(report: IndexReport, prune: bool) -> dict[str, Any]:
+    return {
         "database": report.database,
         "run": report.run_id,
         "files seen": report.files_seen,
@@ -125,10 +187,6 @@ def index(
         "elapsed s": round(report.elapsed, 2),
         "files/s": round(report.files_per_second, 1),
     }
-    _print_mapping(summary, output)
-    if report.errors:
-        typer.echo("see the errors table, or: indexer sql \"SELECT path, reason, message FROM errors\"",
-                   err=True)
 
 
 # -- stats ------------------------------------------------------------------------------------
@@ -147,31 +205,29 @@ def stats(
     db: DbOption = None,
     output: FormatOption = Format.table,
     by: Annotated[
-        Breakdown | None, typer.Option("--by", help="Print this one breakdown alone.", show_default=False)
+        Breakdown | None,
+        typer.Option("--by", help="Print this one breakdown alone.", show_default=False),
     ] = None,
 ) -> None:
     """Counts of the index (patients to elements, errors, duplicates) and breakdowns.
 
     Reads the database only; prints no patient values. Example: indexer stats --by modality
     """
-    from sqlalchemy.exc import SQLAlchemyError
-
     from .db import connect
     from .reports import collect_breakdown, collect_stats
 
-    try:
-        with connect(db) as conn:
-            if by is not None:
-                rows = collect_breakdown(conn, by.value)
-            else:
-                data = collect_stats(conn)
-    except IndexerError as err:
-        raise _fail(err) from None
-    except SQLAlchemyError as err:
-        raise _fail_database(err) from None
+    with reported_errors(), connect(db) as conn:
+        if by is not None:
+            rows = collect_breakdown(conn, by.value)
+        else:
+            data = collect_stats(conn)
     if by is not None:
         _print_rows(rows, output)
-        return
+    else:
+        _print_stats(data, output)
+
+
+def _print_stats(data: dict[str, Any], output: Format) -> None:
     if output is Format.json:
         typer.echo(render_json(data))
         return
@@ -181,21 +237,18 @@ def stats(
         flat = list(_flatten(scalars))
         for name, rows in lists.items():
             for row in rows:
-                label = "/".join("" if v is None else str(v) for v in list(row.values())[: _label_columns(row)])
-                flat.extend((f"{name}[{label}].{k}", v) for k, v in list(row.items())[_label_columns(row):])
+                label = "/".join(
+                    "" if v is None else str(v) for v in list(row.values())[: _label_columns(row)]
+                )
+                flat.extend(
+                    (f"{name}[{label}].{k}", v) for k, v in list(row.items())[_label_columns(row) :]
+                )
         typer.echo(render_csv(["key", "value"], flat), nl=False)
         return
     _print_mapping(scalars, output)
     for name, rows in lists.items():
         typer.echo(f"\n{name.replace('_', ' ')}")
         typer.echo(_rows_table(rows))
-
-
-def _fail_database(err: Exception) -> typer.Exit:
-    """A database error while reading the index (e.g. a table missing): one line, exit 1."""
-    from .db import first_line
-
-    return _fail(IndexerError(f"cannot read the index: {first_line(err)}"))
 
 
 def _label_columns(row: dict[str, Any]) -> int:
@@ -208,7 +261,10 @@ def _rows_table(rows: list[dict[str, Any]]) -> str:
         return "(none)"
     columns = list(rows[0])
     labels = _label_columns(rows[0])
-    cells = [[("(none)" if v is None and i < labels else v) for i, v in enumerate(row.values())] for row in rows]
+    cells = [
+        [("(none)" if v is None and i < labels else v) for i, v in enumerate(row.values())]
+        for row in rows
+    ]
     return render_table(columns, cells)
 
 
@@ -217,7 +273,9 @@ def _print_rows(rows: list[dict[str, Any]], output: Format) -> None:
         typer.echo(render_json(rows))
     elif output is Format.csv:
         columns = list(rows[0]) if rows else []
-        typer.echo(render_csv(columns, [[_csv_value(v) for v in r.values()] for r in rows]), nl=False)
+        typer.echo(
+            render_csv(columns, [[_csv_value(v) for v in r.values()] for r in rows]), nl=False
+        )
     else:
         typer.echo(_rows_table(rows))
 
@@ -231,35 +289,66 @@ def _csv_value(value: Any) -> Any:
 # -- tags -------------------------------------------------------------------------------------
 
 
+ModalityOption = Annotated[
+    str | None,
+    typer.Option("--modality", "-m", help="Only instances of this modality.", show_default=False),
+]
+
+SopClassOption = Annotated[
+    str | None,
+    typer.Option(
+        "--sop-class",
+        help="Only instances of this SOP class (UID, name or keyword).",
+        show_default=False,
+    ),
+]
+
+TagOption = Annotated[
+    str | None,
+    typer.Option(
+        "--tag",
+        "-t",
+        help="One tag's values: keyword, (gggg,eeee), private key or sequence path.",
+        show_default=False,
+    ),
+]
+
+PathOption = Annotated[
+    str | None,
+    typer.Option(
+        "--path",
+        help="Tags whose key or keyword path matches this pattern (* and ?), "
+        "e.g. '(0040,0275).*' or '*.CodeValue'.",
+        show_default=False,
+    ),
+]
+
+TopOption = Annotated[
+    int | None,
+    typer.Option(
+        "--top",
+        min=0,
+        help="Most common values shown per tag [default: 5; with --tag: all].",
+        show_default=False,
+    ),
+]
+
+
 @app.command()
 def tags(
     db: DbOption = None,
     output: FormatOption = Format.table,
-    modality: Annotated[
-        str | None, typer.Option("--modality", "-m", help="Only instances of this modality.", show_default=False)
-    ] = None,
-    sop_class: Annotated[
-        str | None,
-        typer.Option("--sop-class", help="Only instances of this SOP class (UID, name or keyword).", show_default=False),
-    ] = None,
+    modality: ModalityOption = None,
+    sop_class: SopClassOption = None,
     private: Annotated[bool, typer.Option("--private", help="Private tags only.")] = False,
-    tag: Annotated[
-        str | None,
-        typer.Option("--tag", "-t", help="One tag's values: keyword, (gggg,eeee), private key or sequence path.",
-                     show_default=False),
-    ] = None,
-    path: Annotated[
-        str | None,
-        typer.Option("--path", help="Tags whose key or keyword path matches this pattern (* and ?), "
-                     "e.g. '(0040,0275).*' or '*.CodeValue'.", show_default=False),
-    ] = None,
-    top: Annotated[
-        int | None,
-        typer.Option("--top", min=0, help="Most common values shown per tag [default: 5; with --tag: all].",
-                     show_default=False),
-    ] = None,
+    tag: TagOption = None,
+    path: PathOption = None,
+    top: TopOption = None,
     patient_values: Annotated[
-        bool, typer.Option("--patient-values", help="Show values of patient tags (names, IDs, birth dates, ...).")
+        bool,
+        typer.Option(
+            "--patient-values", help="Show values of patient tags (names, IDs, birth dates, ...)."
+        ),
     ] = False,
 ) -> None:
     """Tag usage across the index: instances that have each tag, share, distinct and common values.
@@ -267,28 +356,39 @@ def tags(
     Public tags by keyword, private tags by group, private creator and element byte, nested
     tags by the sequences they sit in. Example: indexer tags --modality MR --private
     """
-    from sqlalchemy.exc import SQLAlchemyError
-
     from .db import connect
     from .reports import tag_usage, tag_values_report
 
-    try:
-        with connect(db) as conn:
-            if tag is not None:
-                report = tag_values_report(conn, tag, modality=modality, sop_class=sop_class,
-                                           limit=top or None,
-                                           patient_values=patient_values)
-            else:
-                usage = tag_usage(conn, modality=modality, sop_class=sop_class, private=private, path=path,
-                                  top=5 if top is None else top, patient_values=patient_values)
-    except IndexerError as err:
-        raise _fail(err) from None
-    except SQLAlchemyError as err:
-        raise _fail_database(err) from None
+    with reported_errors(), connect(db) as conn:
+        if tag is not None:
+            report = tag_values_report(
+                conn,
+                tag,
+                modality=modality,
+                sop_class=sop_class,
+                limit=top or None,
+                patient_values=patient_values,
+            )
+        else:
+            usage = tag_usage(
+                conn,
+                modality=modality,
+                sop_class=sop_class,
+                private=private,
+                path=path,
+                top=5 if top is None else top,
+                patient_values=patient_values,
+            )
     if tag is not None:
         _print_tag_values(report, output)
     else:
         _print_tag_usage(usage, output)
+
+
+_TAG_USAGE_CSV = (
+    "tag", "keyword", "name", "private_creator", "depth", "instances", "share", "occurrences",
+    "distinct_values", "distinct_values_complete", "values_hidden", "top_values",
+)  # fmt: skip
 
 
 def _print_tag_usage(usage: dict[str, Any], output: Format) -> None:
@@ -297,23 +397,37 @@ def _print_tag_usage(usage: dict[str, Any], output: Format) -> None:
         return
     rows = usage["tags"]
     if output is Format.csv:
-        columns = ["tag", "keyword", "name", "private_creator", "depth", "instances", "share", "occurrences",
-                   "distinct_values", "distinct_values_complete", "values_hidden", "top_values"]
-        typer.echo(render_csv(columns, [
-            [r[c] if c != "top_values" else (None if r[c] is None else render_json_compact(r[c])) for c in columns]
-            for r in rows]), nl=False)
+        cells = [[_tag_usage_cell(r, c) for c in _TAG_USAGE_CSV] for r in rows]
+        typer.echo(render_csv(_TAG_USAGE_CSV, cells), nl=False)
         return
     scope = ", ".join(f"{k} {v}" for k, v in usage["filters"].items())
-    typer.echo(f"{usage['instances']} instances{' (' + scope + ')' if scope else ''}, {len(rows)} tags")
-    table = []
-    for r in rows:
-        label = r["keyword"] if r["keyword"] != r["tag"] else r["name"]
-        if r["values_hidden"]:
-            common = "(patient data: --patient-values shows it)"
-        else:
-            common = ", ".join(f"{_shown(v['value'])} ({v['instances']})" for v in r["top_values"] or [])
-        table.append([r["tag"], label, r["instances"], f"{100 * (r['share'] or 0):.1f}%", _distinct(r), common])
-    typer.echo(render_table(["tag", "keyword / name", "instances", "share", "distinct", "common values"], table))
+    typer.echo(
+        f"{usage['instances']} instances{' (' + scope + ')' if scope else ''}, {len(rows)} tags"
+    )
+    table = [
+        [r["tag"], _tag_label(r), r["instances"], f"{100 * (r['share'] or 0):.1f}%",
+         _distinct(r), _common_values(r)]
+        for r in rows
+    ]  # fmt: skip
+    columns = ["tag", "keyword / name", "instances", "share", "distinct", "common values"]
+    typer.echo(render_table(columns, table))
+
+
+def _tag_usage_cell(row: dict[str, Any], column: str) -> Any:
+    value = row[column]
+    if column == "top_values" and value is not None:
+        return render_json_compact(value)
+    return value
+
+
+def _tag_label(row: dict[str, Any]) -> Any:
+    return row["keyword"] if row["keyword"] != row["tag"] else row["name"]
+
+
+def _common_values(row: dict[str, Any]) -> str:
+    if row["values_hidden"]:
+        return "(patient data: --patient-values shows it)"
+    return ", ".join(f"{_shown(v['value'])} ({v['instances']})" for v in row["top_values"] or [])
 
 
 def _print_tag_values(report: dict[str, Any], output: Format) -> None:
@@ -322,27 +436,44 @@ def _print_tag_values(report: dict[str, Any], output: Format) -> None:
         return
     values = report["values"] or []
     if output is Format.csv:
-        typer.echo(render_csv(["value", "instances", "occurrences"],
-                              [[v["value"], v["instances"], v["occurrences"]] for v in values]), nl=False)
+        typer.echo(
+            render_csv(
+                ["value", "instances", "occurrences"],
+                [[v["value"], v["instances"], v["occurrences"]] for v in values],
+            ),
+            nl=False,
+        )
         return
     header = {
-        "tag": report["tag"], "keyword": report["keyword"], "name": report["name"],
-        "instances": report["instances"], "share": f"{100 * (report['share'] or 0):.1f}%",
-        "occurrences": report["occurrences"], "distinct values": report["distinct_values"],
+        "tag": report["tag"],
+        "keyword": report["keyword"],
+        "name": report["name"],
+        "instances": report["instances"],
+        "share": f"{100 * (report['share'] or 0):.1f}%",
+        "occurrences": report["occurrences"],
+        "distinct values": report["distinct_values"],
         "counted from": report["source"],
     }
     _print_mapping(header, output)
     if report["values_hidden"]:
         typer.echo("values hidden (patient data): add --patient-values to show them")
         return
-    typer.echo(render_table(["value", "instances", "occurrences"],
-                            [[_shown(v["value"]), v["instances"], v["occurrences"]] for v in values]))
+    typer.echo(
+        render_table(
+            ["value", "instances", "occurrences"],
+            [[_shown(v["value"]), v["instances"], v["occurrences"]] for v in values],
+        )
+    )
 
 
 def _distinct(row: dict[str, Any]) -> str:
     if row["distinct_values"] is None:
         return "-"
-    return str(row["distinct_values"]) if row["distinct_values_complete"] else f">={row['distinct_values']}"
+    return (
+        str(row["distinct_values"])
+        if row["distinct_values_complete"]
+        else f">={row['distinct_values']}"
+    )
 
 
 def _shown(value: str | None) -> str:
@@ -352,8 +483,6 @@ def _shown(value: str | None) -> str:
 
 
 def render_json_compact(data: Any) -> str:
-    import json
-
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -371,37 +500,39 @@ def find(
     level: Annotated[Level, typer.Argument(help="What to list.")],
     filters: Annotated[
         list[str] | None,
-        typer.Argument(help="KEY=VALUE filters, all must match: PatientID=12*, PatientName=DOE^*, "
-                       "StudyDate=20240101-20241231, Modality=MR, AccessionNumber=A1, BodyPartExamined=HEAD, "
-                       "RequestAttributesSequence.RequestedProcedureID=77.", show_default=False),
+        typer.Argument(
+            help="KEY=VALUE filters, all must match: PatientID=12*, PatientName=DOE^*, "
+            "StudyDate=20240101-20241231, Modality=MR, AccessionNumber=A1, BodyPartExamined=HEAD, "
+            "RequestAttributesSequence.RequestedProcedureID=77.",
+            show_default=False,
+        ),
     ] = None,
     db: DbOption = None,
     output: FormatOption = Format.table,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Print at most this many.",
-                                                 show_default=False)] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", min=1, help="Print at most this many.", show_default=False),
+    ] = None,
 ) -> None:
     """Studies, series or instances matching attribute filters (the C-FIND / QIDO question).
 
     Prints UIDs, Patient IDs, counts and (instances) file paths. Example:
     indexer find studies StudyDate=20240101-20241231 Modality=CT
     """
-    from sqlalchemy.exc import SQLAlchemyError
-
     from .db import connect
     from .reports import find as find_in_index
     from .reports import parse_filters
 
-    try:
+    with reported_errors():
         pairs = parse_filters(filters or [])
         with connect(db) as conn:
             rows = find_in_index(conn, level.value, pairs, limit=limit)
-    except IndexerError as err:
-        raise _fail(err) from None
-    except SQLAlchemyError as err:
-        raise _fail_database(err) from None
     if output is Format.table:
-        typer.echo(_rows_table([{k: _csv_value(v) for k, v in r.items()} for r in rows])
-                   if rows else "no match")
+        typer.echo(
+            _rows_table([{k: _csv_value(v) for k, v in r.items()} for r in rows])
+            if rows
+            else "no match"
+        )
     else:
         _print_rows(rows, output)
 
@@ -411,8 +542,12 @@ def find(
 
 @app.command()
 def sql(
-    query: Annotated[str, typer.Argument(help="One SQL statement (SELECT, WITH, ...); - reads it from stdin.",
-                                         show_default=False)],
+    query: Annotated[
+        str,
+        typer.Argument(
+            help="One SQL statement (SELECT, WITH, ...); - reads it from stdin.", show_default=False
+        ),
+    ],
     db: DbOption = None,
     output: FormatOption = Format.table,
 ) -> None:
@@ -421,20 +556,13 @@ def sql(
     The schema is in the README ("Database schema"). Example:
     indexer sql "SELECT modality, count(*) FROM instances GROUP BY modality"
     """
-    from sqlalchemy.exc import SQLAlchemyError
-
     from .db import connect
     from .reports import run_query
 
     if query == "-":
         query = sys.stdin.read()
-    try:
-        with connect(db) as conn:
-            result = run_query(conn, query)
-    except IndexerError as err:
-        raise _fail(err) from None
-    except SQLAlchemyError as err:
-        raise _fail_database(err) from None
+    with reported_errors(), connect(db) as conn:
+        result = run_query(conn, query)
     if output is Format.json:
         typer.echo(render_json(result.records()))
     elif output is Format.csv:
@@ -454,8 +582,12 @@ class DumpFormat(str, Enum):
 @app.command()
 def dump(
     file: Annotated[Path, typer.Argument(help="The DICOM file.", show_default=False)],
-    output: Annotated[DumpFormat, typer.Option("--format", "-f", help="text tree, or json records.")] = DumpFormat.text,
-    meta: Annotated[bool, typer.Option("--meta", help="Include the File Meta Information (0002).")] = False,
+    output: Annotated[
+        DumpFormat, typer.Option("--format", "-f", help="text tree, or json records.")
+    ] = DumpFormat.text,
+    meta: Annotated[
+        bool, typer.Option("--meta", help="Include the File Meta Information (0002).")
+    ] = False,
     value_limit: Annotated[int, typer.Option(min=16, help="Characters of each value kept.")] = 1024,
 ) -> None:
     """Print every element of one file, with sequences, items and fragments, and the total count.
@@ -465,10 +597,8 @@ def dump(
     from .records import META
     from .reader import read_file
 
-    try:
+    with reported_errors():
         record = read_file(file, value_limit=value_limit)
-    except IndexerError as err:
-        raise _fail(err) from None
     shown = [r for r in record.elements if meta or not r.flags & META]
     if output is DumpFormat.json:
         data = {
@@ -557,7 +687,9 @@ def _dump_line(r: Any) -> str:
     elif r.flags & ENCAPSULATED:
         sizes = list(r.fragments or ())
         head = ", ".join(map(str, sizes[:8])) + (", ..." if len(sizes) > 8 else "")
-        shown = f"({len(sizes)} fragments: {head}; offset table {len(r.offset_table or ())} entries)"
+        shown = (
+            f"({len(sizes)} fragments: {head}; offset table {len(r.offset_table or ())} entries)"
+        )
     elif r.flags & BINARY:
         shown = f"({r.length} bytes binary)"
     else:
@@ -571,15 +703,11 @@ def _dump_line(r: Any) -> str:
 @db_app.command("upgrade")
 def db_upgrade(db: DbOption = None) -> None:
     """Create the index schema, or bring an older one up to date."""
-    from .db import open_index, resolve_url
+    from .db import describe_url, open_index, resolve_url
 
-    try:
+    with reported_errors():
         engine = open_index(db, create=True, migrate=True)
         engine.dispose()
-    except IndexerError as err:
-        raise _fail(err) from None
-    from .db import describe_url
-
     typer.echo(f"{describe_url(resolve_url(db))}: schema up to date")
 
 
@@ -589,12 +717,10 @@ def db_current(db: DbOption = None) -> None:
     from .db import current_revision, describe_url, head_revision, make_engine, resolve_url
 
     url = resolve_url(db)
-    try:
+    with reported_errors():
         engine = make_engine(url, read_only=True)
         with engine.connect() as conn:
             current = current_revision(conn)
-    except IndexerError as err:
-        raise _fail(err) from None
     typer.echo(f"{describe_url(url)}: {current or 'empty'} (this indexer: {head_revision()})")
 
 

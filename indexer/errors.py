@@ -43,3 +43,7 @@ class DatabaseError(IndexerError):
 
 class ReportError(IndexerError):
     """A report cannot be made as asked (unknown tag, bad filter, ...)."""
+
+
+class UnknownTagError(ReportError):
+    """A report names a tag that no file in the index has."""

@@ -23,12 +23,29 @@ def render_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], max_widt
     for row in cells:
         for i, value in enumerate(row):
             widths[i] = max(widths[i], len(value))
-    numeric = [all(isinstance(row[i], (int, float)) and not isinstance(row[i], bool)
-                   for row in rows if row[i] is not None) and rows != [] for i in range(len(columns))]
-    lines = ["  ".join(c.ljust(w) if not n else c.rjust(w) for c, w, n in zip(columns, widths, numeric))]
+    numeric = [
+        all(
+            isinstance(row[i], (int, float)) and not isinstance(row[i], bool)
+            for row in rows
+            if row[i] is not None
+        )
+        and rows != []
+        for i in range(len(columns))
+    ]
+    lines = [
+        "  ".join(
+            c.ljust(w) if not n else c.rjust(w)
+            for c, w, n in zip(columns, widths, numeric, strict=True)
+        )
+    ]
     lines.append("  ".join("-" * w for w in widths))
     for row in cells:
-        lines.append("  ".join(v.rjust(w) if n else v.ljust(w) for v, w, n in zip(row, widths, numeric)))
+        lines.append(
+            "  ".join(
+                v.rjust(w) if n else v.ljust(w)
+                for v, w, n in zip(row, widths, numeric, strict=False)
+            )
+        )
     return "\n".join(line.rstrip() for line in lines)
 
 
