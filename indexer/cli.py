@@ -79,7 +79,7 @@ def index(
     """
     from tqdm import tqdm  # type: ignore[import-untyped]
 
-    from .api import IndexReport, index_paths
+    from .run import IndexReport, index_paths
 
     bar = None
     show_bar = not quiet and sys.stderr.isatty()

@@ -14,6 +14,7 @@ from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
+from .backends import require_driver
 from .errors import DatabaseError
 
 DEFAULT_DB = "dicom-index.db"
@@ -93,6 +94,7 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
 
     Raises DatabaseError for a malformed URL or an unknown driver.
     """
+    require_driver(url)
     try:
         sqlite_file = _sqlite_path(url)
         if sqlite_file is not None:
