@@ -25,16 +25,38 @@ if TYPE_CHECKING:
 
 # name -> module that defines it
 _EXPORTS = {
-    "index_paths": "run", "IndexReport": "run",
+    "index_paths": "run",
+    "IndexReport": "run",
     # walker.read_file until indexer.reader takes over file I/O
     "read_file": "walker",
-    "connect": "db", "open_index": "db", "resolve_url": "db",
-    "IndexerError": "errors", "DatabaseError": "errors", "DicomReadError": "errors",
-    "ReportError": "errors", "Reason": "errors",
-    "FileRecord": "records", "ElementRecord": "records",
+    "connect": "db",
+    "open_index": "db",
+    "resolve_url": "db",
+    "IndexerError": "errors",
+    "DatabaseError": "errors",
+    "DicomReadError": "errors",
+    "ReportError": "errors",
+    "Reason": "errors",
+    "FileRecord": "records",
+    "ElementRecord": "records",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = [
+    "DatabaseError",
+    "DicomReadError",
+    "ElementRecord",
+    "FileRecord",
+    "IndexReport",
+    "IndexerError",
+    "Reason",
+    "ReportError",
+    "__version__",
+    "connect",
+    "index_paths",
+    "open_index",
+    "read_file",
+    "resolve_url",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -47,7 +47,17 @@ HIERARCHY_TAGS = {
     0x00280008: "frames",
 }
 
-ELEMENT_COLUMNS = ("file_id", "ordinal", "path_id", "vr", "vm", "length", "value", "number", "flags")
+ELEMENT_COLUMNS = (
+    "file_id",
+    "ordinal",
+    "path_id",
+    "vr",
+    "vm",
+    "length",
+    "value",
+    "number",
+    "flags",
+)
 # (id, path, location, tag, depth, keyword, name, private_creator)
 PathRow = tuple[int, str, str, int, int, str, str, "str | None"]
 
@@ -131,12 +141,29 @@ def to_rows(record: FileRecord, mtime_ns: int, path_ids: PathIds, sink: RowSink)
     known = path_ids._ids
     extend = flat.extend
     summary_paths = summaries.known_paths()
-    for ordinal, (path, depth, tag, vr, vm, length, value, number, flags, keyword, name, creator, _offset,
-                  fragments, offset_table) in enumerate(record.elements):
+    for ordinal, (
+        path,
+        depth,
+        tag,
+        vr,
+        vm,
+        length,
+        value,
+        number,
+        flags,
+        keyword,
+        name,
+        creator,
+        _offset,
+        fragments,
+        offset_table,
+    ) in enumerate(record.elements):
         pid = known.get(path if creator is None else f"{path}|{creator}")
         if pid is None:
             pid, _ = path_ids.lookup(path, creator)
-            new_paths.append((pid, path, _ITEM_NUMBER.sub("", path), tag, depth, keyword, name, creator))
+            new_paths.append(
+                (pid, path, _ITEM_NUMBER.sub("", path), tag, depth, keyword, name, creator)
+            )
         if pid not in summary_paths:
             summaries.know_path(pid, path, tag, keyword, name, creator)
         extend((ordinal, pid, vr, vm, length, value, number, flags))
@@ -145,17 +172,47 @@ def to_rows(record: FileRecord, mtime_ns: int, path_ids: PathIds, sink: RowSink)
             if column is not None and not flags & META:
                 attributes[column] = value.strip()
         if fragments is not None:
-            encapsulated_rows.append((
-                ordinal, len(fragments), sum(fragments),
-                ",".join(map(str, fragments)), ",".join(map(str, offset_table or ())),
-            ))
+            encapsulated_rows.append(
+                (
+                    ordinal,
+                    len(fragments),
+                    sum(fragments),
+                    ",".join(map(str, fragments)),
+                    ",".join(map(str, offset_table or ())),
+                )
+            )
+    return _indexed(
+        record, mtime_ns, attributes, flat, encapsulated_rows, new_paths, path_ids, sink
+    )
+
+
+def _indexed(
+    record: FileRecord,
+    mtime_ns: int,
+    attributes: dict[str, str],
+    flat: list[object],
+    encapsulated_rows: list[tuple[int, int, int, str, str]],
+    new_paths: list[PathRow],
+    path_ids: PathIds,
+    sink: RowSink,
+) -> IndexedFile:
+    """The file's outcome: its share of the tag summaries counted, its rows in the sink."""
     rows = len(record.elements)
     record.elements = []
     group = (attributes.get("modality") or "", attributes.get("sop_class_uid") or "")
     width = len(ELEMENT_COLUMNS) - 1
     columns = summaries.Columns(flat[1::width], flat[2::width], flat[5::width], flat[7::width])  # type: ignore[arg-type]
-    counts = summaries.count_rows(columns,
-                                  group, path_ids.run, path_ids.sent_keys)
+    counts = summaries.count_rows(columns, group, path_ids.run, path_ids.sent_keys)
     payload = sink.add(flat, rows)
-    return IndexedFile(record.path, record.size, mtime_ns, record, attributes, payload, rows,
-                       encapsulated_rows, new_paths, counts)
+    return IndexedFile(
+        record.path,
+        record.size,
+        mtime_ns,
+        record,
+        attributes,
+        payload,
+        rows,
+        encapsulated_rows,
+        new_paths,
+        counts,
+    )

@@ -6,6 +6,7 @@ unchanged; the workers turn the rest into rows; the batch writer writes their re
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import multiprocessing
 import os
@@ -109,8 +110,10 @@ class _Feed:
         self.seen += len(batch)
         self.unchanged.extend(unchanged)
         for start in range(0, len(to_read), TASK_CHUNK):
-            yield [(path, size, mtime_ns, self.value_limit, self.sink, self.run_key)
-                   for path, size, mtime_ns in to_read[start : start + TASK_CHUNK]]
+            yield [
+                (path, size, mtime_ns, self.value_limit, self.sink, self.run_key)
+                for path, size, mtime_ns in to_read[start : start + TASK_CHUNK]
+            ]
 
 
 def _check_workers(executor: ProcessPoolExecutor) -> None:
@@ -189,8 +192,14 @@ def index_paths(
     opened or written, IndexerError when a worker process dies; bad files never
     raise, they are recorded.
     """
-    options = _Options((os.cpu_count() or 1) if workers is None else workers, batch_files,
-                       batch_elements, value_limit, prune, progress)
+    options = _Options(
+        (os.cpu_count() or 1) if workers is None else workers,
+        batch_files,
+        batch_elements,
+        value_limit,
+        prune,
+        progress,
+    )
     threshold = gc.get_threshold()
     gc.set_threshold(*_GC_THRESHOLD)
     try:
@@ -220,13 +229,23 @@ def _index(roots: list[str], db: str | None, options: _Options) -> IndexReport:
     if options.workers > 0:
         # Fork the workers first, before this process opens database connections or starts
         # threads (the executor forks all of them at the first submit).
-        executor = ProcessPoolExecutor(options.workers, initializer=_init_worker,
-                                       mp_context=multiprocessing.get_context("fork"))
+        executor = ProcessPoolExecutor(
+            options.workers,
+            initializer=_init_worker,
+            mp_context=multiprocessing.get_context("fork"),
+        )
         executor.submit(int).result()
     try:
         engine = open_index(db)
-        report.run_id = start_run(engine, roots, {"workers": options.workers, "prune": options.prune,
-                                                  "value_limit": options.value_limit})
+        report.run_id = start_run(
+            engine,
+            roots,
+            {
+                "workers": options.workers,
+                "prune": options.prune,
+                "value_limit": options.value_limit,
+            },
+        )
         writer = BatchWriter(engine, backend, report.run_id)
         catalog = Catalog(engine, report.run_id)
         feed = _Feed(roots, catalog, options.value_limit, backend.sink_spec(), uuid.uuid4().hex)
@@ -249,23 +268,31 @@ def _index(roots: list[str], db: str | None, options: _Options) -> IndexReport:
             executor.shutdown(wait=False, cancel_futures=True)
 
 
-def _fail(executor: ProcessPoolExecutor | None, engine: Engine, report: IndexReport,
-          err: BaseException) -> None:
+def _fail(
+    executor: ProcessPoolExecutor | None, engine: Engine, report: IndexReport, err: BaseException
+) -> None:
     """Record the run as interrupted or failed; a dead worker becomes an IndexerError."""
     if executor is not None:
         _kill_workers(executor)  # nothing they hold is needed now; never wait on them
     report.outcome = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
-    try:
+    # If the database is what failed, the run row stays "running" and is marked later.
+    with contextlib.suppress(SQLAlchemyError):
         finish_run(engine, report.run_id, report.outcome, report.counts())
-    except SQLAlchemyError:
-        pass  # the database is what failed: the run row stays "running", marked later
     if isinstance(err, BrokenProcessPool):
-        raise IndexerError("a worker process died (killed, or out of memory); what was "
-                           "written is kept: run the same command again to finish") from None
+        raise IndexerError(
+            "a worker process died (killed, or out of memory); what was "
+            "written is kept: run the same command again to finish"
+        ) from None
 
 
-def _complete(engine: Engine, catalog: Catalog, roots: list[str], report: IndexReport,
-              options: _Options, started: float) -> None:
+def _complete(
+    engine: Engine,
+    catalog: Catalog,
+    roots: list[str],
+    report: IndexReport,
+    options: _Options,
+    started: float,
+) -> None:
     report.missing = catalog.mark_missing(roots, options.prune)
     report.outcome = "completed"
     report.elapsed = time.perf_counter() - started
@@ -278,8 +305,15 @@ def _complete(engine: Engine, catalog: Catalog, roots: list[str], report: IndexR
 class _Pipeline:
     """Keeps the workers busy with chunks from the feed, and writes their results in batches."""
 
-    def __init__(self, executor: ProcessPoolExecutor | None, feed: _Feed, writer: BatchWriter,
-                 report: IndexReport, options: _Options, started: float) -> None:
+    def __init__(
+        self,
+        executor: ProcessPoolExecutor | None,
+        feed: _Feed,
+        writer: BatchWriter,
+        report: IndexReport,
+        options: _Options,
+        started: float,
+    ) -> None:
         self.executor = executor
         self.feed = feed
         self.writer = writer
@@ -328,13 +362,17 @@ class _Pipeline:
         for outcome in outcomes:
             self.batch.append(outcome)
             self.batch_rows += getattr(outcome, "element_rows", 0)
-        if (len(self.batch) >= self.options.batch_files
-                or self.batch_rows >= self.options.batch_elements):
+        if (
+            len(self.batch) >= self.options.batch_files
+            or self.batch_rows >= self.options.batch_elements
+        ):
             self._flush()
 
     def _flush_when_due(self) -> None:
-        if (len(self.feed.unchanged) >= UNCHANGED_FLUSH
-                or time.monotonic() - self.last_flush > FLUSH_SECONDS):
+        if (
+            len(self.feed.unchanged) >= UNCHANGED_FLUSH
+            or time.monotonic() - self.last_flush > FLUSH_SECONDS
+        ):
             self._flush()
 
     def _flush(self) -> None:

@@ -30,19 +30,32 @@ def _path_ids_for(run_key: str) -> PathIds:
 def looks_like_dicom_name(path: str) -> bool:
     """True for names that promise DICOM (so a non-DICOM file there is an error, not a skip)."""
     base = os.path.basename(path).lower()
-    return base.endswith((".dcm", ".dicom", ".dic", ".ima")) or base == "dicomdir" or "." not in base
+    return (
+        base.endswith((".dcm", ".dicom", ".dic", ".ima")) or base == "dicomdir" or "." not in base
+    )
 
 
 def _failed(path: str, size: int, mtime_ns: int, err: DicomReadError) -> FailedFile:
     not_dicom = err.reason in (Reason.NOT_DICOM, Reason.EMPTY)
     reason = err.reason.value if isinstance(err.reason, Reason) else str(err.reason)
-    return FailedFile(path, size, mtime_ns, "not_dicom" if not_dicom else "error", reason,
-                      err.detail, skip=not_dicom and not looks_like_dicom_name(path))
+    return FailedFile(
+        path,
+        size,
+        mtime_ns,
+        "not_dicom" if not_dicom else "error",
+        reason,
+        err.detail,
+        skip=not_dicom and not looks_like_dicom_name(path),
+    )
 
 
 def process_file(
-    path: str, size: int, mtime_ns: int, value_limit: int = DEFAULT_VALUE_LIMIT,
-    sink: SinkSpec | None = None, run_key: str = "",
+    path: str,
+    size: int,
+    mtime_ns: int,
+    value_limit: int = DEFAULT_VALUE_LIMIT,
+    sink: SinkSpec | None = None,
+    run_key: str = "",
 ) -> Outcome:
     """Read, walk and flatten one file; never raises for a bad file.
 
@@ -60,8 +73,9 @@ def process_file(
         return _failed(stored, size, mtime_ns, err)
     except (OSError, ValueError, MemoryError, RecursionError) as err:
         # Nothing the walker knows to expect, but one bad file must not end an overnight run.
-        return FailedFile(stored, size, mtime_ns, "error", "walker_failure",
-                          f"{type(err).__name__}: {err}")
+        return FailedFile(
+            stored, size, mtime_ns, "error", "walker_failure", f"{type(err).__name__}: {err}"
+        )
     record.path = stored
     if sink is None:
         from .backends.copy_rows import CopySpec

@@ -29,8 +29,7 @@ def require_driver(url: str) -> None:
     try:
         import psycopg  # noqa: F401
     except ImportError:
-        raise DatabaseError(
-            f"PostgreSQL support is not installed: {INSTALL_POSTGRESQL}") from None
+        raise DatabaseError(f"PostgreSQL support is not installed: {INSTALL_POSTGRESQL}") from None
 
 
 def for_url(url: str) -> Backend:

@@ -33,8 +33,9 @@ class Backend(Protocol):
 
     def insert_instances(self, conn: Connection, rows: list[dict[str, object]]) -> None: ...
 
-    def insert_elements(self, conn: Connection, walked: Sequence[IndexedFile],
-                        file_ids: dict[str, int]) -> None:
+    def insert_elements(
+        self, conn: Connection, walked: Sequence[IndexedFile], file_ids: dict[str, int]
+    ) -> None:
         """Move the element rows the workers built into the index, with their file ids."""
 
     def after_batch(self, conn: Connection) -> None:

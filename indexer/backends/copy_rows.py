@@ -10,8 +10,11 @@ from dataclasses import dataclass
 
 FILE_ID_PLACEHOLDER = "\x00"
 
-# PostgreSQL text cannot hold NUL: an embedded NUL (never valid in a DICOM text value) becomes U+FFFD.
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\x00": "\ufffd"})
+# PostgreSQL text cannot hold NUL: an embedded NUL (never valid in a DICOM text value)
+# becomes U+FFFD.
+_COPY_ESCAPES = str.maketrans(
+    {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\x00": "\ufffd"}
+)
 _WIDTH = 8  # ELEMENT_COLUMNS but the file id
 
 
@@ -25,8 +28,10 @@ def copy_text(flat: list[object]) -> str:
     for i in range(0, len(flat), _WIDTH):
         ordinal, pid, vr, vm, length, value, number, flags = flat[i : i + _WIDTH]
         text = null if value is None else str(value).translate(escapes)
-        append(f"\x00\t{ordinal}\t{pid}\t{vr}\t{vm}\t{length}\t{text}\t"
-               f"{null if number is None else number}\t{flags}\n")
+        append(
+            f"\x00\t{ordinal}\t{pid}\t{vr}\t{vm}\t{length}\t{text}\t"
+            f"{null if number is None else number}\t{flags}\n"
+        )
     return "".join(lines)
 
 

@@ -38,20 +38,25 @@ class PostgreSQLBackend:
 
     def upsert_files(self, conn: Connection, rows: list[dict[str, object]]) -> dict[str, int]:
         stmt = postgresql.insert(files)
-        changing: dict[str, Any] = {c: stmt.excluded[c] for c in rows[0]
-                                    if c not in ("path", "first_run")}
-        changing["last_run"] = case((files.c.last_run > stmt.excluded.last_run, files.c.last_run),
-                                    else_=stmt.excluded.last_run)
+        changing: dict[str, Any] = {
+            c: stmt.excluded[c] for c in rows[0] if c not in ("path", "first_run")
+        }
+        changing["last_run"] = case(
+            (files.c.last_run > stmt.excluded.last_run, files.c.last_run),
+            else_=stmt.excluded.last_run,
+        )
         stmt = stmt.on_conflict_do_update(index_elements=["path"], set_=changing)
         result = conn.execute(
-            stmt.returning(files.c.id, files.c.path, sort_by_parameter_order=True), rows)
+            stmt.returning(files.c.id, files.c.path, sort_by_parameter_order=True), rows
+        )
         return {row.path: row.id for row in result}
 
     def insert_instances(self, conn: Connection, rows: list[dict[str, object]]) -> None:
         conn.execute(insert(instances), rows)
 
-    def insert_elements(self, conn: Connection, walked: Sequence[IndexedFile],
-                        file_ids: dict[str, int]) -> None:
+    def insert_elements(
+        self, conn: Connection, walked: Sequence[IndexedFile], file_ids: dict[str, int]
+    ) -> None:
         driver = conn.connection.driver_connection
         assert driver is not None
         cursor = driver.cursor()
@@ -68,7 +73,8 @@ class PostgreSQLBackend:
             # (autovacuum may not have come by yet), or it picks scans where an index serves.
             with conn.begin():
                 conn.exec_driver_sql(
-                    "ANALYZE files, elements, instances, series, studies, patients, errors")
+                    "ANALYZE files, elements, instances, series, studies, patients, errors"
+                )
 
     def close(self, conn: Connection | None) -> None:
         pass

@@ -3,6 +3,7 @@ connection and moved into the index by INSERT ... SELECT, never as Python object
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -44,10 +45,8 @@ class ScratchFiles:
 
 def remove(path: str) -> None:
     for suffix in ("", "-wal", "-shm"):
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.remove(path + suffix)
-        except FileNotFoundError:
-            pass
 
 
 def _scratch_of(outcome: Outcome) -> str | None:
@@ -57,8 +56,9 @@ def _scratch_of(outcome: Outcome) -> str | None:
     return None
 
 
-def insert_by_driver(conn: Connection, table: str, rows: Sequence[dict[str, Any]],
-                     tail: str = "") -> None:
+def insert_by_driver(
+    conn: Connection, table: str, rows: Sequence[dict[str, Any]], tail: str = ""
+) -> None:
     """INSERT `rows` (dicts with the same keys) through the SQLite driver's executemany; `tail`
     follows the VALUES clause (ON CONFLICT ...). SQLAlchemy's executemany costs more a row."""
     names = list(rows[0])
@@ -66,7 +66,8 @@ def insert_by_driver(conn: Connection, table: str, rows: Sequence[dict[str, Any]
     values = itemgetter(*names)
     conn.exec_driver_sql(
         f"INSERT INTO {table} ({quoted}) VALUES ({', '.join('?' * len(names))}) {tail}",
-        [values(row) for row in rows])
+        [values(row) for row in rows],
+    )
 
 
 class SQLiteBackend:
@@ -99,9 +100,14 @@ class SQLiteBackend:
                 index = group_of[path]
             else:
                 self._scratch.seen(path)
-                index = next((i for i in range(len(groups))
-                              if sum(1 for v in group_of.values() if v == i) < MAX_ATTACHED),
-                             len(groups))
+                index = next(
+                    (
+                        i
+                        for i in range(len(groups))
+                        if sum(1 for v in group_of.values() if v == i) < MAX_ATTACHED
+                    ),
+                    len(groups),
+                )
                 group_of[path] = index
             while len(groups) <= index:
                 groups.append([])
@@ -126,24 +132,29 @@ class SQLiteBackend:
         """The upsert as plain SQL: SQLAlchemy's RETURNING path costs a statement per row on
         SQLite; the driver's executemany and one query for the ids cost far less."""
         columns = list(rows[0])
-        updates = [f"{c} = excluded.{c}" for c in columns
-                   if c not in ("path", "first_run", "last_run")]
+        updates = [
+            f"{c} = excluded.{c}" for c in columns if c not in ("path", "first_run", "last_run")
+        ]
         updates.append("last_run = max(last_run, excluded.last_run)")  # never lowered
-        insert_by_driver(conn, "files", rows, f"ON CONFLICT (path) DO UPDATE SET {', '.join(updates)}")
+        insert_by_driver(
+            conn, "files", rows, f"ON CONFLICT (path) DO UPDATE SET {', '.join(updates)}"
+        )
         ids: dict[str, int] = {}
         paths = [row["path"] for row in rows]
         for start in range(0, len(paths), 900):
             chunk = tuple(paths[start : start + 900])
             found = conn.exec_driver_sql(
-                f"SELECT path, id FROM files WHERE path IN ({', '.join('?' * len(chunk))})", chunk)
+                f"SELECT path, id FROM files WHERE path IN ({', '.join('?' * len(chunk))})", chunk
+            )
             ids.update((row[0], row[1]) for row in found)
         return ids
 
     def insert_instances(self, conn: Connection, rows: list[dict[str, object]]) -> None:
         insert_by_driver(conn, "instances", rows)
 
-    def insert_elements(self, conn: Connection, walked: Sequence[IndexedFile],
-                        file_ids: dict[str, int]) -> None:
+    def insert_elements(
+        self, conn: Connection, walked: Sequence[IndexedFile], file_ids: dict[str, int]
+    ) -> None:
         by_file: dict[str, list[tuple[int, int, int]]] = {}
         for o in walked:
             if o.element_rows:
@@ -155,7 +166,9 @@ class SQLiteBackend:
         for path, ranges in by_file.items():
             conn.exec_driver_sql(
                 f"INSERT INTO elements ({columns}) SELECT ?, {selected} "
-                f"FROM {self._attached[path]}.rows WHERE rowid BETWEEN ? AND ?", ranges)
+                f"FROM {self._attached[path]}.rows WHERE rowid BETWEEN ? AND ?",
+                ranges,
+            )
 
     def after_batch(self, conn: Connection) -> None:
         """Delete scratch files that a newer one replaced and whose rows are all in the index."""

@@ -30,7 +30,8 @@ class Catalog:
             # The driver's own cursor: this runs for every file of every run.
             for chunk in chunks([stored_path(f[0]) for f in found], 900):
                 for path, size, mtime_ns, file_id, status in fetch_in(
-                        conn, "SELECT path, size, mtime_ns, id, status FROM files WHERE path", chunk):
+                    conn, "SELECT path, size, mtime_ns, id, status FROM files WHERE path", chunk
+                ):
                     known[path] = (size, mtime_ns, file_id, status)
         to_read: list[Found] = []
         unchanged: list[int] = []
@@ -49,20 +50,28 @@ class Catalog:
             root = root.rstrip("/") or "/"
             below = root if root.endswith("/") else root + "/"
             # A range, not LIKE: it uses the index on path and needs no escaping.
-            conditions.append(or_(files.c.path == root,
-                                  and_(files.c.path >= below, files.c.path < below[:-1] + "0")))
+            conditions.append(
+                or_(
+                    files.c.path == root,
+                    and_(files.c.path >= below, files.c.path < below[:-1] + "0"),
+                )
+            )
         if not conditions:
             return 0
         gone = and_(files.c.last_run < self.run_id, or_(*conditions))
         with self.engine.begin() as conn:
             if not prune:
-                result = conn.execute(update(files).where(gone, files.c.status != "missing")
-                                      .values(status="missing"))
+                result = conn.execute(
+                    update(files).where(gone, files.c.status != "missing").values(status="missing")
+                )
                 return result.rowcount or 0
             ids = [row[0] for row in conn.execute(select(files.c.id).where(gone))]
             for chunk in chunks(ids, 2000):
                 delete_contents(conn, chunk)
-                conn.execute(delete(errors).where(errors.c.path.in_(
-                    select(files.c.path).where(files.c.id.in_(chunk)))))
+                conn.execute(
+                    delete(errors).where(
+                        errors.c.path.in_(select(files.c.path).where(files.c.id.in_(chunk)))
+                    )
+                )
                 conn.execute(delete(files).where(files.c.id.in_(chunk)))
             return len(ids)

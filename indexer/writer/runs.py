@@ -12,8 +12,15 @@ from sqlalchemy import Engine, insert, select, update
 
 from ..schema import runs
 
-_ZERO_COUNTS = ("files_seen", "files_indexed", "files_unchanged", "files_failed",
-                "files_skipped", "files_missing", "elements_written")
+_ZERO_COUNTS = (
+    "files_seen",
+    "files_indexed",
+    "files_unchanged",
+    "files_failed",
+    "files_skipped",
+    "files_missing",
+    "elements_written",
+)
 
 
 def start_run(engine: Engine, roots: Sequence[str], options: dict[str, object]) -> int:
@@ -27,17 +34,24 @@ def start_run(engine: Engine, roots: Sequence[str], options: dict[str, object]) 
         if dead:
             conn.execute(update(runs).where(runs.c.id.in_(dead)).values(outcome="interrupted"))
         row: dict[str, object] = {
-            "started_at": time.time(), "roots": json.dumps(list(roots)),
-            "options": json.dumps(options, sort_keys=True), "host": host, "pid": os.getpid(),
-            "outcome": "running", **dict.fromkeys(_ZERO_COUNTS, 0),
+            "started_at": time.time(),
+            "roots": json.dumps(list(roots)),
+            "options": json.dumps(options, sort_keys=True),
+            "host": host,
+            "pid": os.getpid(),
+            "outcome": "running",
+            **dict.fromkeys(_ZERO_COUNTS, 0),
         }
         return int(conn.execute(insert(runs).returning(runs.c.id), row).scalar_one())
 
 
 def finish_run(engine: Engine, run_id: int, outcome: str, counts: dict[str, int]) -> None:
     with engine.begin() as conn:
-        conn.execute(update(runs).where(runs.c.id == run_id)
-                     .values(outcome=outcome, finished_at=time.time(), **counts))
+        conn.execute(
+            update(runs)
+            .where(runs.c.id == run_id)
+            .values(outcome=outcome, finished_at=time.time(), **counts)
+        )
 
 
 def _pid_alive(pid: int) -> bool:
