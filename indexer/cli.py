@@ -19,7 +19,7 @@ from .errors import IndexerError
 from .output import Format, render_csv, render_json, render_table
 
 if TYPE_CHECKING:
-    from .api import IndexReport
+    from .run import IndexReport
 
 app = typer.Typer(
     help="Index DICOM archives into SQLite or PostgreSQL, and ask the index questions.",
@@ -115,7 +115,7 @@ def index(
 
     Re-runs read only new and changed files. Example: indexer index /archive --db index.db
     """
-    from .api import index_paths
+    from .run import index_paths
 
     progress = _ProgressBar(shown=not quiet and sys.stderr.isatty())
     try:

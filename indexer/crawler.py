@@ -125,6 +125,7 @@ def _walk(
     if not entries:
         return
     stack: list[Iterator[os.DirEntry[str]]] = [iter(entries)]
+    skip = on_skip or _ignore
     S_ISREG = stat.S_ISREG
     S_ISDIR = stat.S_ISDIR
     while stack:
@@ -133,13 +134,11 @@ def _walk(
                 # is_symlink() comes from d_type, no system call. stat() is the
                 # one system call per file; for a non-symlink it is an lstat.
                 if not follow_symlinks and entry.is_symlink():
-                    if on_skip is not None:
-                        on_skip(Skipped(entry.path, "not_regular", "symlink"))
+                    skip(Skipped(entry.path, "not_regular", "symlink"))
                     continue
                 st = entry.stat()
             except OSError as err:
-                if on_skip is not None:
-                    on_skip(_stat_error(entry.path, err, root=False))
+                skip(_stat_error(entry.path, err, root=False))
                 continue
             mode = st.st_mode
             if S_ISREG(mode):
@@ -147,18 +146,21 @@ def _walk(
             elif S_ISDIR(mode):
                 key = (st.st_dev, st.st_ino)
                 if key in visited:
-                    if on_skip is not None:
-                        on_skip(Skipped(entry.path, "symlink_loop", "folder already visited"))
+                    skip(Skipped(entry.path, "symlink_loop", "folder already visited"))
                     continue
                 visited.add(key)
                 sub = _list_dir(entry.path, on_skip)
                 if sub:
                     stack.append(iter(sub))
                     break  # walk the subfolder now, then resume this one
-            elif on_skip is not None:
-                on_skip(Skipped(entry.path, "not_regular", _kind(mode)))
+            else:
+                skip(Skipped(entry.path, "not_regular", _kind(mode)))
         else:
             stack.pop()
+
+
+def _ignore(_skipped: Skipped) -> None:
+    pass
 
 
 def _list_dir(path: str, on_skip: SkipHandler | None) -> list[os.DirEntry[str]]:

@@ -14,6 +14,7 @@ from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
+from .backends import require_driver
 from .errors import DatabaseError
 
 DEFAULT_DB = "dicom-index.db"
@@ -51,7 +52,7 @@ def _sqlite_path(url: str) -> str | None:
 
 
 def _create_private_file(path: str) -> None:
-    """Create the SQLite file readable by its owner only (its WAL and SHM files inherit the mode)."""
+    """Create the SQLite file readable by its owner only (its WAL and SHM files inherit it)."""
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
@@ -82,7 +83,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA cache_size=-65536")  # 64 MiB
     # Checkpoint every 64 MiB of WAL instead of every 4 MiB: an index batch writes a few MiB,
     # and the hierarchy and index pages it rewrites each time are then copied back once per
-    # dozen batches (a third of the commit time of an index run).
+    # dozen batches instead of after every one.
     cursor.execute("PRAGMA wal_autocheckpoint=16384")
     cursor.execute("PRAGMA journal_size_limit=67108864")  # the WAL file shrinks back to 64 MiB
     cursor.close()
@@ -93,6 +94,7 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
 
     Raises DatabaseError for a malformed URL or an unknown driver.
     """
+    require_driver(url)
     try:
         sqlite_file = _sqlite_path(url)
         if sqlite_file is not None:
@@ -143,7 +145,9 @@ def head_revision() -> str:
 def known_revisions() -> set[str]:
     from alembic.script import ScriptDirectory
 
-    return {script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+    return {
+        script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()
+    }
 
 
 def current_revision(connection: Connection) -> str | None:
@@ -151,7 +155,9 @@ def current_revision(connection: Connection) -> str | None:
     would cost more than the query)."""
     if not inspect(connection).has_table("alembic_version"):
         return None
-    versions = [row[0] for row in connection.exec_driver_sql("SELECT version_num FROM alembic_version")]
+    versions = [
+        row[0] for row in connection.exec_driver_sql("SELECT version_num FROM alembic_version")
+    ]
     return versions[0] if len(versions) == 1 else None
 
 
@@ -170,7 +176,9 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     try:
         with engine.begin() as connection:
             if connection.dialect.name == "postgresql":
-                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+                connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK}
+                )
             command.upgrade(alembic_config(connection), revision)
     finally:
         if engine.dialect.name == "sqlite":
@@ -192,29 +200,43 @@ def open_index(db: str | None, *, create: bool = True, migrate: bool = True) -> 
             current = current_revision(connection)
             empty = not inspect(connection).get_table_names()
     except OperationalError as err:
-        raise DatabaseError(f"cannot open the index at {describe_url(url)}: {first_line(err)}") from None
+        raise DatabaseError(
+            f"cannot open the index at {describe_url(url)}: {first_line(err)}"
+        ) from None
     except SQLAlchemyError as err:
-        raise DatabaseError(f"cannot open the index at {describe_url(url)}: {first_line(err)}") from None
+        raise DatabaseError(
+            f"cannot open the index at {describe_url(url)}: {first_line(err)}"
+        ) from None
     if current == head:
         return engine
     if current is not None and current not in known_revisions():
-        raise DatabaseError(f"the index at {describe_url(url)} has schema {current}, newer than this "
-                            f"indexer knows ({head}): upgrade dicom-indexer")
+        raise DatabaseError(
+            f"the index at {describe_url(url)} has schema {current}, newer than this "
+            f"indexer knows ({head}): upgrade dicom-indexer"
+        )
     if current is None and not empty:
-        raise DatabaseError(f"{describe_url(url)} holds tables but no indexer schema version; "
-                            "point --db at an empty database or an index")
+        raise DatabaseError(
+            f"{describe_url(url)} holds tables but no indexer schema version; "
+            "point --db at an empty database or an index"
+        )
     if not create:
         if current is None:
             raise DatabaseError(f"no index at {describe_url(url)}; run `indexer index` first")
-        raise DatabaseError(f"the index at {describe_url(url)} has an older schema ({current}); "
-                            "run `indexer db upgrade`")
+        raise DatabaseError(
+            f"the index at {describe_url(url)} has an older schema ({current}); "
+            "run `indexer db upgrade`"
+        )
     if current is not None and not migrate:
-        raise DatabaseError(f"the index at {describe_url(url)} has an older schema ({current}); "
-                            "run `indexer db upgrade`")
+        raise DatabaseError(
+            f"the index at {describe_url(url)} has an older schema ({current}); "
+            "run `indexer db upgrade`"
+        )
     try:
         upgrade(engine)
     except SQLAlchemyError as err:
-        raise DatabaseError(f"cannot create the schema in {describe_url(url)}: {first_line(err)}") from None
+        raise DatabaseError(
+            f"cannot create the schema in {describe_url(url)}: {first_line(err)}"
+        ) from None
     return engine
 
 
@@ -231,8 +253,14 @@ def connect(db: str | None, *, write: bool = False) -> Iterator[Connection]:
 
 def first_line(err: Exception) -> str:
     """The first line of a database error, without SQLAlchemy's background link."""
-    if getattr(err, "connection_invalidated", False) or type(err).__name__ == "PendingRollbackError":
-        return "lost the connection to the database server; what was written is kept: run the same command again"
+    if (
+        getattr(err, "connection_invalidated", False)
+        or type(err).__name__ == "PendingRollbackError"
+    ):
+        return (
+            "lost the connection to the database server; what was written is kept: "
+            "run the same command again"
+        )
     text_ = str(getattr(err, "orig", None) or err).split("(Background on this error at:")[0]
     return text_.strip().splitlines()[0] if text_.strip() else type(err).__name__
 
@@ -250,7 +278,9 @@ def fetch_in(conn: Connection, head: str, values: Sequence[Any], tail: str = "")
     index): SQLAlchemy's rows and statement compilation would double their cost.
     PostgreSQL gets the values as one array.
     """
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None
+    cursor = dbapi.cursor()
     try:
         if conn.dialect.name == "postgresql":
             cursor.execute(f"{head} = ANY(%s) {tail}", (list(values),))

@@ -275,7 +275,9 @@ tag_usage = Table(
     Column("key_id", BigInteger, primary_key=True, autoincrement=False),
     Column("group_id", BigInteger, primary_key=True, autoincrement=False),
     Column("instances", BigInteger, nullable=False),  # instances holding the tag at least once
-    Column("occurrences", BigInteger, nullable=False),  # element rows (> instances inside sequences)
+    Column(
+        "occurrences", BigInteger, nullable=False
+    ),  # element rows (> instances inside sequences)
     Column("untracked", BigInteger, nullable=False),  # occurrences whose value is not in tag_values
     sqlite_with_rowid=False,
 )

@@ -194,3 +194,21 @@ def test_missing_root_is_refused_before_anything_is_marked(tmp_path: Path, sampl
     code, _out, err = invoke("index", str(tree), "--db", db_url, "-w", "2", "--prune")
     assert code == 1 and str(tree) in err and "Traceback" not in err
     assert query(db_url, "SELECT COUNT(*) FROM files WHERE status != 'missing'")[0][0] == indexed
+
+def test_postgresql_url_without_psycopg_says_what_to_install(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    # psycopg is installed here: a None entry in sys.modules makes its import fail as if not.
+    code = (
+        "import sys; sys.modules['psycopg'] = None\n"
+        "from indexer.cli import main\n"
+        "sys.argv = ['indexer', 'index', sys.argv[1], '--db', "
+        "'postgresql://postgres@127.0.0.1:1/none']\n"
+        "main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert done.returncode == 1, done
+    assert "pip install 'dicom-indexer[postgresql]'" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr

@@ -49,7 +49,7 @@ MAX_BYTES = 40_000  # corpus files up to this size are used: about 200 files, qu
 
 _INDEX_PY = """
 import sys
-from indexer.api import index_paths
+from indexer.run import index_paths
 roots = sys.argv[3:]
 report = index_paths(roots, sys.argv[1], workers=2, batch_files=int(sys.argv[2]))
 print(report.outcome)

@@ -28,7 +28,7 @@ from helpers import (
     set_mtime_ns,
 )
 
-from indexer.api import IndexReport, index_paths
+from indexer.run import IndexReport, index_paths
 from indexer.db import open_index
 
 # Files of the corpus used here (small, all DCMTK-readable): a 3-file GE series in two

@@ -50,7 +50,7 @@ from helpers import (
 )
 from pydicom.errors import InvalidDicomError
 
-from indexer.api import IndexReport, index_paths
+from indexer.run import IndexReport, index_paths
 from indexer.records import META
 
 # Non-DICOM data files of the corpus, as listed in the `broken/` table of its README.md.
@@ -651,7 +651,7 @@ def test_unreadable_folder_is_recorded(tmp_path: Path, corpus_dir: Path,
 
 _THREE_RUNS = """
 import sys
-from indexer.api import index_paths
+from indexer.run import index_paths
 tree, first, second, third = sys.argv[1:]
 index_paths([tree], first, workers=0)
 index_paths([tree], second, workers=0)

@@ -31,7 +31,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from indexer import reports, summaries
-from indexer.api import index_paths
+from indexer.run import index_paths
 from indexer.db import connect
 from indexer.reports import QueryError, ReportError
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from helpers import Dump, fresh_database
 
-from indexer.api import index_paths
+from indexer.run import index_paths
 
 from .support import copy_good, relative_dump
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from helpers import Dump, query
 
-from indexer.api import index_paths
+from indexer.run import index_paths
 from indexer.errors import IndexerError
 
 from .build import dicom_file, el, identity, meta, uid_for

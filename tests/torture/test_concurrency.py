@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from helpers import INDEXER_BIN, diff_dumps, dump_index, query
 
-from indexer.api import index_paths
+from indexer.run import index_paths
 
 from .support import copy_good, kill_group
 
@@ -41,7 +41,7 @@ SCENARIOS = {  # name: (folders of run 1, folders of run 2, seconds between the 
 
 SLOW_PY = """
 import sys, time
-from indexer.api import index_paths
+from indexer.run import index_paths
 # Small batches, and a pause after each (a slow disk): the two runs' commits interleave.
 report = index_paths(sys.argv[2:], sys.argv[1], workers=1, batch_files=8, progress=lambda r: time.sleep(0.25))
 print(report.outcome)

@@ -33,7 +33,7 @@ from helpers import (
     start_index,
 )
 
-from indexer.api import index_paths
+from indexer.run import index_paths
 
 from .support import copy_good, kill_group, run_bounded
 

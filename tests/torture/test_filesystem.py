@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from helpers import Dump, diff_dumps, dump_index, query
 
-from indexer.api import index_paths
+from indexer.run import index_paths
 
 from .support import copy_good, good_content_diff, index_cli, relative_dump, run_bounded
 
@@ -190,7 +190,7 @@ def test_non_utf8_names_of_crawl_problems(kind: str, db: str, tmp_path: Path, co
 
 CHANGE_PY = r"""
 import json, os, sys
-from indexer.api import index_paths
+from indexer.run import index_paths
 root, url, plan = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 state = {"done": False}
 
@@ -227,8 +227,8 @@ def change(report):
 plan_source = sys.argv[4]
 # Few chunks in flight (the default keeps ~1,000 files queued for the workers), so that the
 # files of the plan are still unread at the first commit.
-import indexer.api
-indexer.api.PENDING_PER_WORKER = 4
+import indexer.run
+indexer.run.PENDING_PER_WORKER = 4
 report = index_paths([root], url, workers=2, batch_files=16, progress=change)
 print(json.dumps({"outcome": report.outcome, **report.counts()}))
 """

@@ -36,7 +36,8 @@ from hypothesis import strategies as st
 
 from indexer.errors import DicomReadError
 from indexer.records import ITEM, META, FileRecord
-from indexer.rows import FailedFile, process_file
+from indexer.rows import FailedFile
+from indexer.worker import process_file
 from indexer.reader import read_file
 
 from .support import GOOD_FILES, PER_FILE_TABLES, copy_good, index_cli, relative_dump, restrict

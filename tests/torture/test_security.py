@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from helpers import INDEXER_BIN, diff_dumps, dump_index, fresh_database, query
 
-from indexer.api import index_paths
+from indexer.run import index_paths
 
 from .build import dicom_file, el, identity, meta, uid_for
 from .support import GOOD_FILES, cli, copy_good, index_cli, indexer, kill_group

@@ -1,13 +1,16 @@
-"""The library entry points the CLI calls: index_paths and read_one."""
+"""The pipeline of one `indexer index` run: crawl -> unchanged check -> workers -> batches.
+
+Data moves one way: the feed crawls the roots and asks the catalog of files which are
+unchanged; the workers turn the rest into rows; the batch writer writes their results.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import multiprocessing
 import os
-import shutil
 import signal
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -15,18 +18,26 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from . import backends
+from .backends.sinks import SinkSpec
 from .crawler import Skipped, iter_files
 from .db import describe_url, first_line, open_index, resolve_url
 from .errors import DatabaseError, IndexerError
 from .records import DEFAULT_VALUE_LIMIT
-from .rows import Outcome, Task, process_chunk
-from .writer import IndexWriter
+from .rows import Outcome
+from .worker import Task, process_chunk
+from .writer import BatchWriter, Catalog, finish_run, start_run
 
 CHECK_CHUNK = 512  # paths compared with the index per query
 TASK_CHUNK = 16  # files handed to a worker at once
-PENDING_PER_WORKER = 32  # task chunks queued per worker: more than a batch in flight, so the workers go on while the writer writes
+# Task chunks queued per worker: more than a batch in flight, so the workers go on while the
+# writer writes.
+PENDING_PER_WORKER = 32
+UNCHANGED_FLUSH = 20_000  # unchanged files marked seen in one go at most
+FLUSH_SECONDS = 2.0  # a batch is written at least this often
 
 
 @dataclass(slots=True)
@@ -72,14 +83,13 @@ class IndexReport:
 class _Feed:
     """Crawls the roots and yields chunks of files to read, leaving out unchanged ones.
 
-    Runs in the main process between writes: a chunk of paths costs a few milliseconds
-    to list and compare, far less than the workers take to read it.
+    Runs in the main process between writes.
     """
 
     roots: Sequence[str]
-    writer: IndexWriter
+    catalog: Catalog
     value_limit: int
-    scratch_dir: str | None  # None: the index is PostgreSQL, rows travel as COPY text
+    sink: SinkSpec  # where the workers put element rows
     run_key: str  # unique per run, even across databases and processes
     skipped: list[Skipped] = field(default_factory=list)
     unchanged: list[int] = field(default_factory=list)
@@ -96,13 +106,14 @@ class _Feed:
             yield from self._check(batch)
 
     def _check(self, batch: list[tuple[str, int, int]]) -> Iterator[list[Task]]:
-        with self.writer.engine.connect() as conn:
-            to_read, unchanged = self.writer.split_unchanged(conn, batch)
+        to_read, unchanged = self.catalog.split_unchanged(batch)
         self.seen += len(batch)
         self.unchanged.extend(unchanged)
         for start in range(0, len(to_read), TASK_CHUNK):
-            yield [(path, size, mtime_ns, self.value_limit, self.scratch_dir, self.run_key)
-                   for path, size, mtime_ns in to_read[start : start + TASK_CHUNK]]
+            yield [
+                (path, size, mtime_ns, self.value_limit, self.sink, self.run_key)
+                for path, size, mtime_ns in to_read[start : start + TASK_CHUNK]
+            ]
 
 
 def _check_workers(executor: ProcessPoolExecutor) -> None:
@@ -132,13 +143,23 @@ def _kill_workers(executor: ProcessPoolExecutor) -> None:
 
 # The cyclic garbage collector's default gen-0 threshold (700 live allocations) makes it scan
 # the walker's and writer's many short-lived tuples every few rows; an index run makes no
-# cycles worth collecting that often (measured: a quarter of the writer's CPU time).
+# cycles worth collecting that often.
 _GC_THRESHOLD = (100_000, 20, 20)  # older generations still collected now and then
 
 
 def _init_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides what Ctrl-C does
     gc.set_threshold(*_GC_THRESHOLD)
+
+
+@dataclass
+class _Options:
+    workers: int
+    batch_files: int
+    batch_elements: int
+    value_limit: int
+    prune: bool
+    progress: Callable[[IndexReport], None] | None
 
 
 def index_paths(
@@ -171,19 +192,23 @@ def index_paths(
     opened or written, IndexerError when a worker process dies; bad files never
     raise, they are recorded.
     """
+    options = _Options(
+        (os.cpu_count() or 1) if workers is None else workers,
+        batch_files,
+        batch_elements,
+        value_limit,
+        prune,
+        progress,
+    )
     threshold = gc.get_threshold()
     gc.set_threshold(*_GC_THRESHOLD)
     try:
-        return _index(roots, db, workers, batch_files, batch_elements, value_limit, prune, progress)
+        return _index(_roots(roots), db, options)
     finally:
         gc.set_threshold(*threshold)
 
 
-def _index(
-    roots: Iterable[str | os.PathLike[str]], db: str | None, workers: int | None, batch_files: int,
-    batch_elements: int, value_limit: int, prune: bool, progress: Callable[[IndexReport], None] | None,
-) -> IndexReport:
-    started = time.perf_counter()
+def _roots(roots: Iterable[str | os.PathLike[str]]) -> list[str]:
     root_list = [os.path.abspath(os.fspath(r)) for r in roots]
     if not root_list:
         raise IndexerError("no paths to index")
@@ -192,52 +217,49 @@ def _index(
         # otherwise have every file indexed under it marked missing (or pruned).
         if not os.path.lexists(root):
             raise IndexerError(f"{root}: no such file or folder")
-    if workers is None:
-        workers = os.cpu_count() or 1
+    return root_list
+
+
+def _index(roots: list[str], db: str | None, options: _Options) -> IndexReport:
+    started = time.perf_counter()
     url = resolve_url(db)
+    backend = backends.for_url(url)
     report = IndexReport(database=describe_url(url))
     executor = None
-    if workers > 0:
+    if options.workers > 0:
         # Fork the workers first, before this process opens database connections or starts
         # threads (the executor forks all of them at the first submit).
-        executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                                       initializer=_init_worker)
+        executor = ProcessPoolExecutor(
+            options.workers,
+            initializer=_init_worker,
+            mp_context=multiprocessing.get_context("fork"),
+        )
         executor.submit(int).result()
     try:
         engine = open_index(db)
-        writer = IndexWriter(engine)
-        report.run_id = writer.start_run(
-            root_list, {"workers": workers, "value_limit": value_limit, "prune": prune})
-        scratch_dir = None if writer.dialect == "postgresql" else tempfile.mkdtemp(prefix="indexer-scratch-")
-        feed = _Feed(root_list, writer, value_limit, scratch_dir, uuid.uuid4().hex)
+        report.run_id = start_run(
+            engine,
+            roots,
+            {
+                "workers": options.workers,
+                "prune": options.prune,
+                "value_limit": options.value_limit,
+            },
+        )
+        writer = BatchWriter(engine, backend, report.run_id)
+        catalog = Catalog(engine, report.run_id)
+        feed = _Feed(roots, catalog, options.value_limit, backend.sink_spec(), uuid.uuid4().hex)
         try:
-            _run(executor, workers, feed, writer, report, batch_files, batch_elements, progress, started)
+            _Pipeline(executor, feed, writer, report, options, started).run()
         except BaseException as err:
-            if executor is not None:
-                _kill_workers(executor)  # nothing they hold is needed now; never wait on them
-            report.outcome = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
-            try:
-                writer.finish_run(report.outcome, report.counts())
-            except SQLAlchemyError:
-                pass  # the database is what failed: the run row stays "running", marked later
-            if isinstance(err, BrokenProcessPool):
-                raise IndexerError("a worker process died (killed, or out of memory); what was "
-                                   "written is kept: run the same command again to finish") from None
+            _fail(executor, engine, report, err)
             raise
         finally:
             if executor is not None:  # workers must let go of their scratch files first
                 executor.shutdown(wait=True, cancel_futures=True)
                 executor = None
             writer.close()
-            if scratch_dir is not None:
-                shutil.rmtree(scratch_dir, ignore_errors=True)
-        report.missing = writer.mark_missing(root_list, prune)
-        report.outcome = "completed"
-        report.elapsed = time.perf_counter() - started
-        writer.finish_run("completed", report.counts())
-        if progress is not None:
-            progress(report)
-        engine.dispose()
+        _complete(engine, catalog, roots, report, options, started)
         return report
     except SQLAlchemyError as err:
         raise DatabaseError(f"database error on {report.database}: {first_line(err)}") from None
@@ -246,19 +268,116 @@ def _index(
             executor.shutdown(wait=False, cancel_futures=True)
 
 
-def _run(
-    executor: ProcessPoolExecutor | None, workers: int, feed: _Feed, writer: IndexWriter,
-    report: IndexReport, batch_files: int, batch_elements: int,
-    progress: Callable[[IndexReport], None] | None, started: float,
+def _fail(
+    executor: ProcessPoolExecutor | None, engine: Engine, report: IndexReport, err: BaseException
 ) -> None:
-    """Keep the workers busy with chunks from the feed, and write their results in batches."""
-    batch: list[Outcome] = []
-    batch_rows = 0
-    last_flush = time.monotonic()
+    """Record the run as interrupted or failed; a dead worker becomes an IndexerError."""
+    if executor is not None:
+        _kill_workers(executor)  # nothing they hold is needed now; never wait on them
+    report.outcome = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+    # If the database is what failed, the run row stays "running" and is marked later.
+    with contextlib.suppress(SQLAlchemyError):
+        finish_run(engine, report.run_id, report.outcome, report.counts())
+    if isinstance(err, BrokenProcessPool):
+        raise IndexerError(
+            "a worker process died (killed, or out of memory); what was "
+            "written is kept: run the same command again to finish"
+        ) from None
 
-    def flush() -> None:
-        nonlocal batch, batch_rows, last_flush
-        written = writer.write_batch(batch, feed.unchanged, feed.skipped)
+
+def _complete(
+    engine: Engine,
+    catalog: Catalog,
+    roots: list[str],
+    report: IndexReport,
+    options: _Options,
+    started: float,
+) -> None:
+    report.missing = catalog.mark_missing(roots, options.prune)
+    report.outcome = "completed"
+    report.elapsed = time.perf_counter() - started
+    finish_run(engine, report.run_id, "completed", report.counts())
+    if options.progress is not None:
+        options.progress(report)
+    engine.dispose()
+
+
+class _Pipeline:
+    """Keeps the workers busy with chunks from the feed, and writes their results in batches."""
+
+    def __init__(
+        self,
+        executor: ProcessPoolExecutor | None,
+        feed: _Feed,
+        writer: BatchWriter,
+        report: IndexReport,
+        options: _Options,
+        started: float,
+    ) -> None:
+        self.executor = executor
+        self.feed = feed
+        self.writer = writer
+        self.report = report
+        self.options = options
+        self.started = started
+        self.batch: list[Outcome] = []
+        self.batch_rows = 0
+        self.last_flush = time.monotonic()
+
+    def run(self) -> None:
+        if self.executor is None:
+            for chunk in self.feed.chunks():
+                self._take(process_chunk(chunk))
+                self._flush_when_due()
+        else:
+            self._run_pool(self.executor)
+        self._flush()
+
+    def _run_pool(self, executor: ProcessPoolExecutor) -> None:
+        chunks = self.feed.chunks()
+        pending: dict[Future[list[Outcome]], int] = {}  # future -> submission number
+        submitted = 0
+        exhausted = False
+        while True:
+            while not exhausted and len(pending) < self.options.workers * PENDING_PER_WORKER:
+                tasks = next(chunks, None)
+                if tasks is None:
+                    exhausted = True
+                else:
+                    pending[executor.submit(process_chunk, tasks)] = submitted
+                    submitted += 1
+            if not pending:
+                return
+            done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            # In submission order: each worker's results then come in the order it wrote its
+            # scratch rows, which the backend relies on to delete finished scratch files.
+            for future in sorted(done, key=pending.__getitem__):
+                del pending[future]
+                self._take(future.result())  # BrokenProcessPool here when a worker died
+            if not done:
+                _check_workers(executor)
+            self._flush_when_due()
+
+    def _take(self, outcomes: list[Outcome]) -> None:
+        for outcome in outcomes:
+            self.batch.append(outcome)
+            self.batch_rows += getattr(outcome, "element_rows", 0)
+        if (
+            len(self.batch) >= self.options.batch_files
+            or self.batch_rows >= self.options.batch_elements
+        ):
+            self._flush()
+
+    def _flush_when_due(self) -> None:
+        if (
+            len(self.feed.unchanged) >= UNCHANGED_FLUSH
+            or time.monotonic() - self.last_flush > FLUSH_SECONDS
+        ):
+            self._flush()
+
+    def _flush(self) -> None:
+        feed, report = self.feed, self.report
+        written = self.writer.write(self.batch, feed.unchanged, feed.skipped)
         report.indexed += written.indexed
         report.partial += written.partial
         report.failed += written.failed
@@ -267,51 +386,10 @@ def _run(
         report.unchanged += len(feed.unchanged)
         report.crawl_problems += len(feed.skipped)
         report.files_seen = feed.seen
-        report.elapsed = time.perf_counter() - started
-        batch, batch_rows = [], 0
+        report.elapsed = time.perf_counter() - self.started
+        self.batch, self.batch_rows = [], 0
         feed.unchanged.clear()
         feed.skipped.clear()
-        last_flush = time.monotonic()
-        if progress is not None:
-            progress(report)
-
-    def take(outcomes: list[Outcome]) -> None:
-        nonlocal batch_rows
-        for outcome in outcomes:
-            batch.append(outcome)
-            batch_rows += getattr(outcome, "element_rows", 0)
-        if len(batch) >= batch_files or batch_rows >= batch_elements:
-            flush()
-
-    chunks = feed.chunks()
-    if executor is None:
-        for chunk in chunks:
-            take(process_chunk(chunk))
-            if len(feed.unchanged) >= 20_000 or time.monotonic() - last_flush > 2.0:
-                flush()
-        flush()
-        return
-    pending: dict[Future[list[Outcome]], int] = {}  # future -> submission number
-    submitted = 0
-    exhausted = False
-    while True:
-        while not exhausted and len(pending) < workers * PENDING_PER_WORKER:
-            tasks = next(chunks, None)
-            if tasks is None:
-                exhausted = True
-            else:
-                pending[executor.submit(process_chunk, tasks)] = submitted
-                submitted += 1
-        if not pending:
-            break
-        done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-        # In submission order: each worker's results then come in the order it wrote its
-        # scratch rows, which the writer relies on to delete finished scratch files.
-        for future in sorted(done, key=pending.__getitem__):
-            del pending[future]
-            take(future.result())  # BrokenProcessPool here when a worker died
-        if not done:
-            _check_workers(executor)
-        if len(feed.unchanged) >= 20_000 or time.monotonic() - last_flush > 2.0:
-            flush()
-    flush()
+        self.last_flush = time.monotonic()
+        if self.options.progress is not None:
+            self.options.progress(report)

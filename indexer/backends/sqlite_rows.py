@@ -1,4 +1,5 @@
-"""Scratch files that carry element rows from the workers to the single SQLite writer.
+"""SQLite's worker side: scratch files that carry element rows to the single writer.
+No SQLAlchemy here.
 
 Binding values into SQLite statements, row by row, is the largest cost of an
 index run, and a single writer process cannot do it for hundreds of thousands of
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 SCRATCH_COLUMNS = ("ordinal", "path_id", "vr", "vm", "length", "value", "number", "flags")
 ROTATE_ROWS = 1_000_000
@@ -62,6 +63,8 @@ class ScratchWriter:
         """Append `count` rows given as one flat list of values; return where they are.
 
         The rows are seen by the writer after `commit`."""
+        if not count:
+            return ScratchRows(("", 1, 0))
         if self._conn is None or self._next_rowid > ROTATE_ROWS:
             self._rotate()
         assert self._conn is not None
@@ -107,31 +110,11 @@ def writer_for(directory: str) -> ScratchWriter:
     return found
 
 
-@dataclass
-class ScratchFiles:
-    """The writer's side: which scratch files are attached, and which can go."""
+@dataclass(frozen=True)
+class ScratchSpec:
+    """A run's scratch folder, as the workers receive it."""
 
-    latest: dict[str, str] = field(default_factory=dict)  # worker prefix -> newest file seen
-    retired: set[str] = field(default_factory=set)  # superseded by a newer file of their worker
+    directory: str
 
-    def seen(self, path: str) -> None:
-        prefix = path.rsplit("-", 1)[0]
-        newest = self.latest.get(prefix)
-        if newest is None or path > newest:
-            if newest is not None:
-                self.retired.add(newest)
-            self.latest[prefix] = path
-
-    def deletable(self, still_needed: set[str]) -> list[str]:
-        """Retired files that no uncommitted row points into any more."""
-        done = [p for p in self.retired if p not in still_needed]
-        self.retired.difference_update(done)
-        return done
-
-
-def remove(path: str) -> None:
-    for suffix in ("", "-wal", "-shm"):
-        try:
-            os.remove(path + suffix)
-        except FileNotFoundError:
-            pass
+    def open(self) -> ScratchWriter:
+        return writer_for(self.directory)

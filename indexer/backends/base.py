@@ -1,0 +1,45 @@
+"""What differs by database kind, as one Protocol the writer and the run ask."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from sqlalchemy import Connection
+
+from ..rows import IndexedFile, Outcome
+from .sinks import SinkSpec
+
+
+class Backend(Protocol):
+    """One index run's database-specific parts (state such as attached files lives here)."""
+
+    name: str
+
+    def sink_spec(self) -> SinkSpec:
+        """What a worker needs to build element rows for this database (picklable)."""
+
+    def insert(self, table: Any) -> Any:
+        """The dialect's INSERT construct (with on_conflict_do_update/nothing)."""
+
+    def groups(self, outcomes: Sequence[Outcome]) -> list[list[Outcome]]:
+        """Split a batch into groups that are each written in one transaction."""
+
+    def before_group(self, conn: Connection, group: Sequence[Outcome]) -> None:
+        """Make the element rows of `group` readable on `conn` (outside a transaction)."""
+
+    def upsert_files(self, conn: Connection, rows: list[dict[str, object]]) -> dict[str, int]:
+        """Insert or update the files rows; return {path: id}."""
+
+    def insert_instances(self, conn: Connection, rows: list[dict[str, object]]) -> None: ...
+
+    def insert_elements(
+        self, conn: Connection, walked: Sequence[IndexedFile], file_ids: dict[str, int]
+    ) -> None:
+        """Move the element rows the workers built into the index, with their file ids."""
+
+    def after_batch(self, conn: Connection) -> None:
+        """Clean up after a written batch (scratch files, statistics)."""
+
+    def close(self, conn: Connection | None) -> None:
+        """Release what the run held (attached files, temporary folders)."""

@@ -1,0 +1,94 @@
+"""What a worker process does with a chunk of files: read, walk, flatten into rows.
+
+Imports no SQLAlchemy and no backend connection code: the rows go to the sink the
+run's backend described (backends.sinks).
+"""
+
+from __future__ import annotations
+
+import os
+
+from .backends.sinks import SinkSpec
+from .errors import DicomReadError, Reason
+from .records import DEFAULT_VALUE_LIMIT
+from .rows import FailedFile, Outcome, PathIds, stored_path, to_rows
+
+# path, size, mtime_ns, value_limit, sink spec, run_key
+Task = tuple[str, int, int, int, SinkSpec, str]
+
+_path_ids: dict[str, PathIds] = {}  # per worker process: path definitions sent in this run
+
+
+def _path_ids_for(run_key: str) -> PathIds:
+    found = _path_ids.get(run_key)
+    if found is None:
+        _path_ids.clear()  # a new run (perhaps into another database): send every path again
+        found = _path_ids[run_key] = PathIds(run_key)
+    return found
+
+
+def looks_like_dicom_name(path: str) -> bool:
+    """True for names that promise DICOM (so a non-DICOM file there is an error, not a skip)."""
+    base = os.path.basename(path).lower()
+    return (
+        base.endswith((".dcm", ".dicom", ".dic", ".ima")) or base == "dicomdir" or "." not in base
+    )
+
+
+def _failed(path: str, size: int, mtime_ns: int, err: DicomReadError) -> FailedFile:
+    not_dicom = err.reason in (Reason.NOT_DICOM, Reason.EMPTY)
+    reason = err.reason.value if isinstance(err.reason, Reason) else str(err.reason)
+    return FailedFile(
+        path,
+        size,
+        mtime_ns,
+        "not_dicom" if not_dicom else "error",
+        reason,
+        err.detail,
+        skip=not_dicom and not looks_like_dicom_name(path),
+    )
+
+
+def process_file(
+    path: str,
+    size: int,
+    mtime_ns: int,
+    value_limit: int = DEFAULT_VALUE_LIMIT,
+    sink: SinkSpec | None = None,
+    run_key: str = "",
+) -> Outcome:
+    """Read, walk and flatten one file; never raises for a bad file.
+
+    Element rows go to this process's sink of `sink` (COPY text when None). `run_key`
+    names the run: the definitions of new sequence paths are sent once per run.
+    """
+    # Imported here, not at the top: the walker brings in pydicom, which a re-run over an
+    # unchanged archive (nothing to read) never needs, nor does the writer process.
+    from .reader import read_file
+
+    stored = stored_path(path)
+    try:
+        record = read_file(path, value_limit=value_limit)
+    except DicomReadError as err:
+        return _failed(stored, size, mtime_ns, err)
+    except (OSError, ValueError, MemoryError, RecursionError) as err:
+        # Nothing the walker knows to expect, but one bad file must not end an overnight run.
+        return FailedFile(
+            stored, size, mtime_ns, "error", "walker_failure", f"{type(err).__name__}: {err}"
+        )
+    record.path = stored
+    if sink is None:
+        from .backends.copy_rows import CopySpec
+
+        sink = CopySpec()
+    return to_rows(record, mtime_ns, _path_ids_for(run_key), sink.open())
+
+
+def process_chunk(tasks: list[Task]) -> list[Outcome]:
+    """Pool entry point: a few files at once, to spread the cost of inter-process messages.
+
+    Their element rows are committed to the sink before the outcomes go back."""
+    outcomes = [process_file(*task) for task in tasks]
+    if tasks:
+        tasks[0][4].open().commit()
+    return outcomes

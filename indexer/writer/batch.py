@@ -1,0 +1,256 @@
+"""One batch of walked files, unchanged marks and crawl skips, written atomically.
+
+Every group of a batch is one transaction: a file's row, its instance, elements,
+fragments and errors land together or not at all, so a kill at any moment leaves an
+index that the next run completes. Rows are written in path order and all keys are
+upserts, so several writers can share one PostgreSQL database without duplicates or
+deadlocks. The tag summaries of the batch are written in the same transaction.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Engine, delete, insert, update
+
+from .. import summaries
+from ..backends.base import Backend
+from ..crawler import Skipped
+from ..errors import Reason
+from ..rows import FailedFile, IndexedFile, Outcome, stored_path
+from ..schema import encapsulated, errors, files, paths
+from .contents import chunks, delete_contents, with_contents
+from .hierarchy import Hierarchy
+
+_PATH_COLUMNS = ("id", "path", "location", "tag", "depth", "keyword", "name", "private_creator")
+_FRAGMENT_COLUMNS = (
+    "file_id",
+    "ordinal",
+    "fragments",
+    "fragment_bytes",
+    "fragment_sizes",
+    "offset_table",
+)
+_EMPTY_FILE_COLUMNS = (
+    "preamble",
+    "has_meta",
+    "transfer_syntax",
+    "explicit_vr",
+    "little_endian",
+    "deflated",
+    "element_count",
+    "max_depth",
+    "fragment_sequences",
+    "fragments",
+    "problem",
+)
+
+
+@dataclass(slots=True)
+class BatchReport:
+    indexed: int = 0  # read completely
+    partial: int = 0  # read up to a recorded problem
+    failed: int = 0  # not readable as DICOM, recorded in errors
+    skipped: int = 0  # not DICOM and not named like DICOM: recorded in files only
+    elements: int = 0
+
+
+class BatchWriter:
+    """Writes one run's batches on the run's one writing connection."""
+
+    def __init__(self, engine: Engine, backend: Backend, run_id: int) -> None:
+        self.engine = engine
+        self.backend = backend
+        self.run_id = run_id
+        self._hierarchy = Hierarchy(backend)
+        self._conn: Connection | None = None
+
+    def connection(self) -> Connection:
+        if self._conn is None:
+            self._conn = self.engine.connect()
+        return self._conn
+
+    def close(self) -> None:
+        """Let the backend release what it holds, and release the connection."""
+        conn = self._conn
+        if conn is not None:
+            conn.rollback()
+        self.backend.close(conn)
+        if conn is not None:
+            conn.close()
+            self._conn = None
+
+    def write(
+        self, outcomes: Sequence[Outcome], unchanged_ids: Sequence[int], skipped: Sequence[Skipped]
+    ) -> BatchReport:
+        """Write walked files, unchanged marks and crawl skips."""
+        conn = self.connection()
+        report = BatchReport()
+        for number, group in enumerate(self.backend.groups(outcomes) or [[]]):
+            self.backend.before_group(conn, group)
+            with conn.begin():
+                if number == 0:
+                    self._mark_seen(conn, unchanged_ids)
+                    self._record_skips(conn, skipped, time.time())
+                if group:
+                    self._write_files(conn, group, report)
+                    summaries.add_counted(
+                        conn,
+                        [
+                            o.counts
+                            for o in group
+                            if isinstance(o, IndexedFile) and o.counts is not None
+                        ],
+                    )
+        self.backend.after_batch(conn)
+        return report
+
+    def _mark_seen(self, conn: Connection, file_ids: Sequence[int]) -> None:
+        for chunk in chunks(file_ids, 2000):
+            # Never lower last_run: a concurrent, newer run may have seen the file already.
+            conn.execute(
+                update(files)
+                .where(files.c.id.in_(chunk), files.c.last_run < self.run_id)
+                .values(last_run=self.run_id)
+            )
+
+    def _record_skips(self, conn: Connection, skipped: Sequence[Skipped], now: float) -> None:
+        if not skipped:
+            return
+        conn.execute(
+            delete(errors).where(
+                errors.c.path.in_([stored_path(s.path) for s in skipped]), errors.c.stage == "crawl"
+            )
+        )
+        conn.execute(
+            insert(errors),
+            [
+                self._error(
+                    stored_path(s.path),
+                    "crawl",
+                    s.reason,
+                    s.detail,
+                    "error" if s.reason != "not_regular" else "warning",
+                    now,
+                )
+                for s in skipped
+            ],
+        )
+
+    def _write_files(
+        self, conn: Connection, outcomes: Sequence[Outcome], report: BatchReport
+    ) -> None:
+        now = time.time()
+        ordered = sorted(outcomes, key=lambda o: o.path)  # one lock order for every writer
+        file_ids = self.backend.upsert_files(conn, [self._file_row(o, now) for o in ordered])
+        # Only files that have an instance row have contents to replace (asked after the
+        # upsert, which holds the files' rows: another writer cannot add contents meanwhile).
+        # Deleting by every id of the batch would cost a scan per batch once the planner's
+        # statistics of a large elements table are stale.
+        delete_contents(conn, with_contents(conn, list(file_ids.values())))
+        conn.execute(delete(errors).where(errors.c.path.in_([o.path for o in ordered])))
+        walked = [o for o in ordered if isinstance(o, IndexedFile)]
+        new_paths = {row[0]: row for o in walked for row in o.new_paths}
+        if new_paths:
+            conn.execute(
+                self.backend.insert(paths).on_conflict_do_nothing(index_elements=["id"]),
+                [dict(zip(_PATH_COLUMNS, row, strict=True)) for row in sorted(new_paths.values())],
+            )
+        self._hierarchy.write(conn, walked, file_ids)
+        error_rows = [row for o in ordered for row in self._outcome_errors(o, report, now)]
+        self.backend.insert_elements(conn, walked, file_ids)
+        fragment_rows = [(file_ids[o.path],) + row for o in walked for row in o.encapsulated_rows]
+        if fragment_rows:
+            conn.execute(
+                insert(encapsulated),
+                [dict(zip(_FRAGMENT_COLUMNS, row, strict=True)) for row in fragment_rows],
+            )
+        if error_rows:
+            conn.execute(insert(errors), error_rows)
+
+    def _file_row(self, o: Outcome, now: float) -> dict[str, object]:
+        row: dict[str, object] = {
+            "path": o.path,
+            "size": o.size,
+            "mtime_ns": o.mtime_ns,
+            "first_run": self.run_id,
+            "last_run": self.run_id,
+            "indexed_at": now,
+            **dict.fromkeys(_EMPTY_FILE_COLUMNS),
+        }
+        if isinstance(o, FailedFile):
+            row.update(status=o.status, problem=o.message)
+            return row
+        r = o.record
+        row.update(
+            status="indexed" if r.problem is None else "partial",
+            preamble=r.preamble,
+            has_meta=r.has_meta,
+            transfer_syntax=r.transfer_syntax,
+            explicit_vr=r.explicit_vr,
+            little_endian=r.little_endian,
+            deflated=r.deflated,
+            element_count=r.element_count,
+            max_depth=r.max_depth,
+            fragment_sequences=r.fragment_sequences,
+            fragments=r.fragments,
+            problem=r.problem,
+        )
+        return row
+
+    def _outcome_errors(
+        self, outcome: Outcome, report: BatchReport, now: float
+    ) -> list[dict[str, object]]:
+        """Count `outcome` in `report`; return its error rows."""
+        if isinstance(outcome, FailedFile):
+            if outcome.skip:
+                report.skipped += 1
+                return []
+            report.failed += 1
+            return [
+                self._error(outcome.path, "read", outcome.reason, outcome.message, "error", now)
+            ]
+        record = outcome.record
+        rows = []
+        if record.problem is not None:
+            report.partial += 1
+            rows.append(
+                self._error(
+                    outcome.path,
+                    "walk",
+                    _problem_reason(record.problem_reason, record.problem),
+                    record.problem,
+                    "error",
+                    now,
+                )
+            )
+        else:
+            report.indexed += 1
+        rows.extend(
+            self._error(outcome.path, "walk", Reason.WARNING.value, warning, "warning", now)
+            for warning in record.warnings
+        )
+        report.elements += outcome.element_rows
+        return rows
+
+    def _error(
+        self, path: str, stage: str, reason: str, message: str, severity: str, now: float
+    ) -> dict[str, object]:
+        return {
+            "run_id": self.run_id,
+            "path": path,
+            "stage": stage,
+            "reason": reason,
+            "message": message,
+            "severity": severity,
+            "at": now,
+        }
+
+
+def _problem_reason(reason: Reason | None, problem: str) -> str:
+    if reason is not None:
+        return reason.value
+    # Transitional, until the walker sets problem_reason on every problem it records.
+    return "truncated" if "ends" in problem or "declares" in problem else "invalid"
