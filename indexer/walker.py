@@ -283,7 +283,10 @@ class _Walk:
             path = prefix + (tag_texts.get(tag) or _tag_path(tag))
             if length == undefined or vpos + length > end or vr == "SQ":
                 named = _Named(path, tag, keyword, name, creator, pos)
-                pos = self.not_a_value(vpos, end, named, vr, length, flags, level)
+                if vr == "SQ" or (vr == "UN" and length == undefined):
+                    pos = self.sequence(vpos, end, named, vr, length, flags, level)
+                else:
+                    pos = self.not_a_sequence(vpos, end, named, vr, length, flags, level)
                 continue
             vend = vpos + length
             value, value_number, vm, more_flags = renderers[vr](self, vpos, vend, vr, level)
@@ -374,73 +377,103 @@ class _Walk:
             level.creators[tag >> 16 << 8 | number] = creator  # the key `dataset` looks up
         return creator
 
-    def not_a_value(
+    # Sequences recurse: `dataset` calls `sequence`, which calls `dataset` for each item. Only
+    # these two frames per level, so that MAX_NESTING levels stay within Python's recursion
+    # limit; the other steps are calls that return before the recursion goes on.
+
+    def sequence_plan(
         self, vpos: int, end: int, named: _Named, vr: str, length: int, flags: int, level: _Level
-    ) -> int:
-        """A sequence, encapsulated fragments, or a value that runs past its item or the file."""
+    ) -> tuple[Syntax, int, int | None]:
+        """Syntax of the items, flags, and the bytes there are when the file cuts it off."""
         if length == UNDEFINED:
             flags |= UNDEFINED_LENGTH
             if vr == "SQ":
-                return self.sequence(vpos, length, named, flags, level, level.syntax)
-            if vr == "UN":  # an unknown element of undefined length is a sequence (CP-246)
-                flags |= VR_FROM_DICTIONARY if level.syntax.explicit else 0
-                return self.sequence(vpos, length, named, flags, level, IMPLICIT_LE)
-            return self.encapsulated(vpos, named, vr, flags, level)
+                return level.syntax, flags, None
+            # An unknown element (UN) of undefined length is a sequence (CP-246).
+            return IMPLICIT_LE, flags | (VR_FROM_DICTIONARY if level.syntax.explicit else 0), None
         # A UN or invalid VR read as SQ holds implicit VR little endian items (CP-246).
         inner = IMPLICIT_LE if flags & VR_FROM_DICTIONARY else level.syntax
         vend = vpos + length
-        if vend > self.size:
-            self.truncated(vpos, named, vr, length, flags, level, inner)
+        if vend > self.size:  # keep the items that are there; the walk stops where they end
+            return inner, flags | CUT, self.size - vpos
         if vend > end:
-            message = f"{tag_text(named.tag)} at byte {named.offset} runs past the end of its item"
-            raise Stop(named.offset, f"{message} (byte {end})", Reason.INVALID)
-        self.sequence(vpos, length, named, flags, level, inner)
-        return vend
+            self.overrun(named, end)
+        return inner, flags, None
 
-    def truncated(
-        self,
-        vpos: int,
-        named: _Named,
-        vr: str,
-        length: int,
-        flags: int,
-        level: _Level,
-        inner: Syntax,
-    ) -> NoReturn:
-        """Record an element whose value the file cuts off, then stop the walk."""
+    def not_a_sequence(
+        self, vpos: int, end: int, named: _Named, vr: str, length: int, flags: int, level: _Level
+    ) -> int:
+        """Encapsulated fragments, or a value that runs past its item or the file."""
+        if length == UNDEFINED:
+            return self.encapsulated(vpos, named, vr, flags | UNDEFINED_LENGTH, level)
+        if vpos + length <= self.size:
+            self.overrun(named, end)
+        # The element, with as much of its value as there is.
+        path, tag, keyword, name, creator, pos = named
+        # fmt: off
+        self.records.append(_tuple_new(ElementRecord, (
+            path, level.depth, tag, vr, 0, length, None, None, flags | CUT | BINARY, keyword,
+            name, creator, pos, None, None)))
+        # fmt: on
+        raise self.cut_off(named, length)
+
+    def overrun(self, named: _Named, end: int) -> NoReturn:
+        message = f"{tag_text(named.tag)} at byte {named.offset} runs past the end of its item"
+        raise Stop(named.offset, f"{message} (byte {end})", Reason.INVALID)
+
+    def cut_off(self, named: _Named, length: int) -> Stop:
         pos = named.offset
-        stop = Stop(
-            pos,
-            f"{tag_text(named.tag)} at byte {pos} declares {length} bytes "
-            f"but the file ends at byte {self.size}",
-            Reason.TRUNCATED,
-        )
-        if vr == "SQ":  # keep the items that are there; the walk stops where they end
-            available = self.size - vpos
-            self.sequence(vpos, length, named, flags | CUT, level, inner, available)
-        else:  # the element, with as much of its value as there is
-            path, tag, keyword, name, creator, _ = named
-            # fmt: off
-            self.records.append(_tuple_new(ElementRecord, (
-                path, level.depth, tag, vr, 0, length, None, None, flags | CUT | BINARY, keyword,
-                name, creator, pos, None, None)))
-            # fmt: on
-        raise stop
+        message = f"{tag_text(named.tag)} at byte {pos} declares {length} bytes"
+        return Stop(pos, f"{message} but the file ends at byte {self.size}", Reason.TRUNCATED)
 
     def sequence(
-        self,
-        pos: int,
-        length: int,
-        named: _Named,
-        flags: int,
-        level: _Level,
-        syntax: Syntax,
-        available: int | None = None,
+        self, pos: int, end: int, named: _Named, vr: str, length: int, flags: int, level: _Level
     ) -> int:
-        """Record an SQ element and walk its items; return the position after the sequence.
+        """Record an SQ element and walk its items; return the position after the sequence."""
+        syntax, flags, available = self.sequence_plan(pos, end, named, vr, length, flags, level)
+        self.open_sequence(named, length, flags, level)
+        path = named.path
+        buf = self.buf
+        size = self.size
+        undefined = length == UNDEFINED
+        after = pos + length  # where a defined-length sequence ends, whatever its items say
+        end = size if undefined else pos + (length if available is None else available)
+        read_tag = syntax.tag
+        u32 = syntax.u32
+        index = 0
+        while pos < end:
+            if pos + 8 > size:
+                raise Stop(pos, f"file ends inside sequence {path} at byte {pos}", Reason.TRUNCATED)
+            group, number = read_tag(buf, pos)
+            if group != 0xFFFE or number != _ITEM:
+                if group == 0xFFFE and number == _SEQUENCE_END:
+                    if available is not None:
+                        raise self.cut_off(named, length)
+                    return pos + 8 if undefined else after
+                pos = self.not_an_item(pos, path, group, number)
+                continue
+            item_length = u32(buf, pos + 4)[0]
+            inner = self.open_item(pos, end, f"{path}[{index}]", item_length, level, syntax)
+            index += 1
+            if item_length == UNDEFINED:
+                pos = self.dataset(pos + 8, end, inner, until_item_end=True)
+                continue
+            item_end = pos + 8 + item_length
+            # A truncated item: keep what it still holds; the walk stops where it ends.
+            self.dataset(pos + 8, min(item_end, size), inner)
+            if item_end > size:
+                message = f"item {inner.prefix[:-1]} at byte {pos} declares {item_length} bytes"
+                raise Stop(pos, f"{message} but the file ends at byte {size}", Reason.TRUNCATED)
+            pos = item_end
+        if undefined:
+            message = f"file ends inside sequence {path} (no Sequence Delimitation Item)"
+            raise Stop(pos, message, Reason.TRUNCATED)
+        if available is not None:
+            raise self.cut_off(named, length)
+        return after
 
-        `available` (a truncated file) bounds the walk to the bytes that exist.
-        """
+    def open_sequence(self, named: _Named, length: int, flags: int, level: _Level) -> None:
+        """Record an SQ element, unless it is nested too deep."""
         path, tag, keyword, name, creator, offset = named
         depth = level.depth
         if depth + 1 > MAX_NESTING:
@@ -452,28 +485,6 @@ class _Walk:
             None, None)))
         # fmt: on
         self.max_depth = max(self.max_depth, depth + 1)
-        buf = self.buf
-        size = self.size
-        undefined = length == UNDEFINED
-        end = size if undefined else pos + (length if available is None else available)
-        read_tag = syntax.tag
-        u32 = syntax.u32
-        index = 0
-        while pos < end:
-            if pos + 8 > size:
-                raise Stop(pos, f"file ends inside sequence {path} at byte {pos}", Reason.TRUNCATED)
-            group, number = read_tag(buf, pos)
-            if group != 0xFFFE or number != _ITEM:
-                if group == 0xFFFE and number == _SEQUENCE_END:
-                    return pos + 8
-                pos = self.not_an_item(pos, path, group, number)
-                continue
-            pos = self.item(pos, end, f"{path}[{index}]", u32(buf, pos + 4)[0], level, syntax)
-            index += 1
-        if undefined:
-            message = f"file ends inside sequence {path} (no Sequence Delimitation Item)"
-            raise Stop(pos, message, Reason.TRUNCATED)
-        return pos
 
     def not_an_item(self, pos: int, path: str, group: int, number: int) -> int:
         """Neither an item nor the end of the sequence: skip a stray Item Delimitation Item."""
@@ -492,10 +503,10 @@ class _Walk:
             Reason.INVALID,
         )
 
-    def item(
+    def open_item(
         self, pos: int, end: int, path: str, length: int, level: _Level, syntax: Syntax
-    ) -> int:
-        """Record the item whose header is at `pos` and walk its elements; return where it ends."""
+    ) -> _Level:
+        """Record the item whose header is at `pos`; return the data set it holds."""
         depth = level.depth + 1
         flags = ITEM | (UNDEFINED_LENGTH if length == UNDEFINED else 0)
         # fmt: off
@@ -503,26 +514,10 @@ class _Walk:
             path, depth, _ITEM_TAG, "", 0, length, None, None, flags, "Item", "Item", None, pos,
             None, None)))
         # fmt: on
-        start = pos + 8
-        inner = _Level(path + ".", depth, syntax, level.encodings)
-        if length == UNDEFINED:
-            return self.dataset(start, end, inner, until_item_end=True)
-        item_end = start + length
-        if item_end > self.size:
-            stop = Stop(
-                pos,
-                f"item {path} at byte {pos} declares {length} bytes "
-                f"but the file ends at byte {self.size}",
-                Reason.TRUNCATED,
-            )
-            # Keep what the truncated item still holds; the walk stops where it ends.
-            self.dataset(start, self.size, inner)
-            raise stop
-        if item_end > end:
+        if length != UNDEFINED and end < pos + 8 + length <= self.size:
             message = f"item {path} at byte {pos} runs past the end of its sequence"
             raise Stop(pos, message, Reason.INVALID)
-        self.dataset(start, item_end, inner)
-        return item_end
+        return _Level(path + ".", depth, syntax, level.encodings)
 
     def encapsulated(self, pos: int, named: _Named, vr: str, flags: int, level: _Level) -> int:
         """Record an encapsulated value from its item headers: fragment sizes and offset table."""
