@@ -4,28 +4,31 @@ Data: ``sample_dir`` is the small set of real DICOM files shipped in ``tests/dat
 ``corpus_dir`` is the full corpus (``INDEXER_CORPUS``, else ``../shared/corpus``),
 skipped on a user's machine when absent but a failure under CI.
 
-Databases: ``db_url`` runs a test once on SQLite and once on PostgreSQL. The
-PostgreSQL server comes from ``INDEXER_TEST_PG_URL``: unset means skip, set with no
-server answering means fail, so CI cannot pass by silently skipping.
+Databases: ``db_url`` runs a test once on SQLite and once on PostgreSQL (the one
+parametrisation, ``helpers.DB_KINDS``); ``corpus_index`` is an index of the readable
+corpus files of either kind. PostgreSQL databases are made and dropped by
+``helpers.pg_database`` only. The server comes from ``INDEXER_TEST_PG_URL``: unset
+means skip, set with no server answering means fail, so CI cannot pass by silently
+skipping.
 """
 
 from __future__ import annotations
 
 import csv
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from helpers import DB_KINDS, pg_database, pg_engine, readable_rows
 from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
+
+from indexer.api import index_paths
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DIR = REPO_ROOT / "tests" / "data"
 DEFAULT_CORPUS_DIR = REPO_ROOT.parent / "shared" / "corpus"
-PG_CONNECT_TIMEOUT_S = 5
 
 
 def _in_ci() -> bool:
@@ -71,21 +74,12 @@ def corpus_manifest(corpus_dir: Path) -> list[dict[str, str]]:
     return load_manifest(corpus_dir)
 
 
-def _pg_engine(url: str, isolation_level: str = "READ COMMITTED") -> sa.Engine:
-    return sa.create_engine(
-        url,
-        poolclass=NullPool,
-        isolation_level=isolation_level,
-        connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S},
-    )
-
-
 @pytest.fixture(scope="session")
 def pg_url() -> str:
     url = os.environ.get("INDEXER_TEST_PG_URL")
     if not url:
         pytest.skip("INDEXER_TEST_PG_URL not set")
-    engine = _pg_engine(url)
+    engine = pg_engine(url)
     try:
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
@@ -105,27 +99,30 @@ def pg_url() -> str:
     return url
 
 
-@pytest.fixture(
-    params=[
-        pytest.param("sqlite", id="sqlite"),
-        pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
-    ]
-)
+@pytest.fixture(params=DB_KINDS)
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """URL of a fresh, empty database: a file under tmp_path, or a new PostgreSQL database."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/index.db"
         return
+    with pg_database(request.getfixturevalue("pg_url")) as url:
+        yield url
 
-    server_url: str = request.getfixturevalue("pg_url")
-    name = f"idx_test_{secrets.token_hex(6)}"
-    admin = _pg_engine(server_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        # FORCE ends connections a failed test left open (pools not disposed).
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+
+@pytest.fixture(scope="module", params=DB_KINDS)
+def corpus_index(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    corpus_dir: Path,
+    corpus_manifest: list[dict[str, str]],
+) -> Iterator[str]:
+    """An index of the DCMTK-readable corpus files, built once per test module and kind."""
+    roots = [str(corpus_dir / r["relpath"]) for r in readable_rows(corpus_manifest)]
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('reports')}/index.db"
+        index_paths(roots, url, workers=2)
+        yield url
+        return
+    with pg_database(request.getfixturevalue("pg_url")) as url:
+        index_paths(roots, url, workers=2)
+        yield url

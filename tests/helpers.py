@@ -16,6 +16,7 @@ import os
 import secrets
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 from collections import Counter
@@ -49,8 +50,19 @@ _VOLATILE = {
 DICTIONARY_TABLES = frozenset({"paths", "path_keys", "tag_keys", "usage_groups"})
 # Tables the dump knows how to write without ids. Anything else in the database
 # (say, summary tables added later) is dumped with all its columns.
-_KNOWN = {"runs", "files", "errors", "patients", "studies", "series", "instances", "paths",
-          "elements", "encapsulated", "alembic_version"}
+_KNOWN = {
+    "runs",
+    "files",
+    "errors",
+    "patients",
+    "studies",
+    "series",
+    "instances",
+    "paths",
+    "elements",
+    "encapsulated",
+    "alembic_version",
+}
 
 
 def engine_for(url: str) -> sa.Engine:
@@ -60,8 +72,12 @@ def engine_for(url: str) -> sa.Engine:
 
 def _sorted(rows: Iterable[Row]) -> list[Row]:
     # None sorts before everything; repr keeps mixed types comparable.
-    return sorted(rows, key=lambda row: tuple((v is not None, repr(v) if not isinstance(v, (int, float, str)) else v)
-                                              for v in row))
+    return sorted(
+        rows,
+        key=lambda row: tuple(
+            (v is not None, repr(v) if not isinstance(v, (int, float, str)) else v) for v in row
+        ),
+    )
 
 
 def dump_index(url: str, *, tables: Sequence[str] | None = None) -> Dump:
@@ -75,21 +91,36 @@ def dump_index(url: str, *, tables: Sequence[str] | None = None) -> Dump:
         "files": sa.select(*[c for c in f.c if c.name not in _VOLATILE["files"]]),
         "errors": sa.select(*[c for c in schema.errors.c if c.name not in _VOLATILE["errors"]]),
         "patients": sa.select(*[c for c in p.c if c.name != "id"]),
-        "studies": sa.select(p.c.patient_id.label("patient_key_id"), p.c.issuer.label("patient_key_issuer"),
-                             *[c for c in st.c if c.name not in ("id", "patient_ref")])
-        .select_from(st.outerjoin(p, p.c.id == st.c.patient_ref)),
-        "series": sa.select(st.c.study_uid.label("study_key"), *[c for c in se.c if c.name not in ("id", "study_ref")])
-        .select_from(se.outerjoin(st, st.c.id == se.c.study_ref)),
-        "instances": sa.select(f.c.path, se.c.series_uid.label("series_key"),
-                               *[c for c in i.c if c.name not in ("file_id", "series_ref")])
-        .select_from(i.outerjoin(f, f.c.id == i.c.file_id).outerjoin(se, se.c.id == i.c.series_ref)),
+        "studies": sa.select(
+            p.c.patient_id.label("patient_key_id"),
+            p.c.issuer.label("patient_key_issuer"),
+            *[c for c in st.c if c.name not in ("id", "patient_ref")],
+        ).select_from(st.outerjoin(p, p.c.id == st.c.patient_ref)),
+        "series": sa.select(
+            st.c.study_uid.label("study_key"),
+            *[c for c in se.c if c.name not in ("id", "study_ref")],
+        ).select_from(se.outerjoin(st, st.c.id == se.c.study_ref)),
+        "instances": sa.select(
+            f.c.path,
+            se.c.series_uid.label("series_key"),
+            *[c for c in i.c if c.name not in ("file_id", "series_ref")],
+        ).select_from(
+            i.outerjoin(f, f.c.id == i.c.file_id).outerjoin(se, se.c.id == i.c.series_ref)
+        ),
         "paths": sa.select(*schema.paths.c),
-        "elements": sa.select(f.c.path.label("file"), schema.paths.c.path, schema.paths.c.private_creator,
-                              *[c for c in schema.elements.c if c.name not in ("file_id", "path_id")])
-        .select_from(schema.elements.outerjoin(f, f.c.id == schema.elements.c.file_id)
-                     .outerjoin(schema.paths, schema.paths.c.id == schema.elements.c.path_id)),
-        "encapsulated": sa.select(f.c.path, *[c for c in schema.encapsulated.c if c.name != "file_id"])
-        .select_from(schema.encapsulated.outerjoin(f, f.c.id == schema.encapsulated.c.file_id)),
+        "elements": sa.select(
+            f.c.path.label("file"),
+            schema.paths.c.path,
+            schema.paths.c.private_creator,
+            *[c for c in schema.elements.c if c.name not in ("file_id", "path_id")],
+        ).select_from(
+            schema.elements.outerjoin(f, f.c.id == schema.elements.c.file_id).outerjoin(
+                schema.paths, schema.paths.c.id == schema.elements.c.path_id
+            )
+        ),
+        "encapsulated": sa.select(
+            f.c.path, *[c for c in schema.encapsulated.c if c.name != "file_id"]
+        ).select_from(schema.encapsulated.outerjoin(f, f.c.id == schema.encapsulated.c.file_id)),
     }
     engine = engine_for(url)
     try:
@@ -100,7 +131,10 @@ def dump_index(url: str, *, tables: Sequence[str] | None = None) -> Dump:
                 if tables is None or name in tables:
                     out[name] = _sorted(tuple(r) for r in conn.execute(query))
             if tables is None:
-                out["alembic_version"] = [tuple(r) for r in conn.execute(sa.text("SELECT version_num FROM alembic_version"))]
+                out["alembic_version"] = [
+                    tuple(r)
+                    for r in conn.execute(sa.text("SELECT version_num FROM alembic_version"))
+                ]
                 for extra in sorted(present - _KNOWN):
                     # Tables without autoincrement ids (the summaries): every column as it is.
                     table = schema.metadata.tables.get(extra)
@@ -121,8 +155,10 @@ def diff_dumps(a: Dump, b: Dump, *, limit: int = 6) -> str:
             continue
         only_a = list((ra - rb).elements())
         only_b = list((rb - ra).elements())
-        lines.append(f"table {name}: {len(only_a)} rows only in the first, {len(only_b)} only in the second "
-                     f"({sum(ra.values())} vs {sum(rb.values())} rows)")
+        lines.append(
+            f"table {name}: {len(only_a)} rows only in the first, {len(only_b)} only in the second "
+            f"({sum(ra.values())} vs {sum(rb.values())} rows)"
+        )
         lines += [f"  - {r!r}"[:400] for r in _sorted(only_a)[:limit]]
         lines += [f"  + {r!r}"[:400] for r in _sorted(only_b)[:limit]]
     return "\n".join(lines)
@@ -135,7 +171,10 @@ def run_outcomes(url: str) -> list[str]:
         with engine.connect() as conn:
             if not sa.inspect(conn).has_table("runs"):
                 return []
-            return [r[0] for r in conn.execute(sa.select(schema.runs.c.outcome).order_by(schema.runs.c.id))]
+            return [
+                r[0]
+                for r in conn.execute(sa.select(schema.runs.c.outcome).order_by(schema.runs.c.id))
+            ]
     finally:
         engine.dispose()
 
@@ -174,27 +213,42 @@ def reset_database(url: str) -> None:
 # -- PostgreSQL databases of the tests' own --------------------------------------------------------
 
 
+PG_CONNECT_TIMEOUT_S = 5
+
+
+def pg_engine(url: str, *, isolation_level: str = "READ COMMITTED") -> sa.Engine:
+    """A pool-less engine on a PostgreSQL server that gives up connecting after a few seconds."""
+    return sa.create_engine(
+        url,
+        poolclass=NullPool,
+        isolation_level=isolation_level,
+        connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S},
+    )
+
+
 @contextmanager
 def pg_database(server_url: str, *, template: str | None = None) -> Iterator[str]:
     """A new PostgreSQL database on the server of `server_url` (empty, or a copy of the
-    database of URL `template`), dropped afterwards."""
+    database of URL `template`), dropped afterwards. The one place the tests create and
+    drop PostgreSQL databases."""
     name = f"idx_test_{secrets.token_hex(6)}"
-    admin = sa.create_engine(server_url, poolclass=NullPool, isolation_level="AUTOCOMMIT",
-                             connect_args={"connect_timeout": 5})
+    admin = pg_engine(server_url, isolation_level="AUTOCOMMIT")
     copy = f' TEMPLATE "{make_url(template).database}"' if template else ""
     try:
         with admin.connect() as conn:
             conn.execute(sa.text(f'CREATE DATABASE "{name}"{copy}'))
         yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
     finally:
+        # FORCE ends connections a failed test left open (pools not disposed).
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
 
 
 @contextmanager
-def fresh_database(kind: str, directory: Path, server_url: str | None, *, template: str | None = None
-                   ) -> Iterator[str]:
+def fresh_database(
+    kind: str, directory: Path, server_url: str | None, *, template: str | None = None
+) -> Iterator[str]:
     """A fresh database of `kind` ("sqlite": a file in `directory`, or "postgresql").
 
     Empty, or a copy of the database `template` (see SchemaTemplates).
@@ -294,6 +348,29 @@ def counted_element_rows(url: str) -> dict[str, int]:
     return {path: int(n) for path, n in rows}
 
 
+def readable_rows(manifest: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The manifest rows of the files DCMTK reads (the corpus reports are checked against them)."""
+    return [r for r in manifest if r["readable_by_dcmtk"] == "yes"]
+
+
+def pydicom_read(path: Path, *keywords: str) -> pydicom.Dataset | None:
+    """A file read by pydicom (only `keywords` if given); None for the few it cannot read."""
+    try:
+        return pydicom.dcmread(
+            path, stop_before_pixels=True, force=True, specific_tags=list(keywords) or None
+        )
+    except (OSError, ValueError, struct.error):
+        return None
+
+
+def pydicom_nested(path: Path, sequence: str, keyword: str) -> list[str] | None:
+    """Values of `keyword` in the items of top-level `sequence`; None when pydicom cannot read it."""
+    ds = pydicom_read(path)
+    if ds is None:
+        return None
+    return [str(item[keyword].value) for item in ds.get(sequence, None) or [] if keyword in item]
+
+
 def by_path(rows: Iterable[Row]) -> dict[str, Row]:
     return {row[0]: row for row in rows}
 
@@ -302,20 +379,34 @@ def single_line(text: str) -> bool:
     return len([line for line in text.splitlines() if line.strip()]) == 1
 
 
-def run_cli(args: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: Path | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    args: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
     """Run the installed `indexer` command as a separate process."""
     full_env = dict(os.environ)
     full_env.pop("INDEXER_DB", None)
     if env:
         full_env.update(env)
-    return subprocess.run([str(INDEXER_BIN), *args], capture_output=True, text=True, env=full_env,
-                          cwd=cwd, timeout=timeout, check=False)
+    return subprocess.run(
+        [str(INDEXER_BIN), *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        timeout=timeout,
+        check=False,
+    )
 
 
 # The two databases, as pytest parameters (the PostgreSQL one marked `postgres`).
-DB_KINDS = [pytest.param("sqlite", id="sqlite"),
-            pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres)]
+DB_KINDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
+]
 
 
 def server_for(request: pytest.FixtureRequest, kind: str) -> str | None:
@@ -329,9 +420,14 @@ def server_for(request: pytest.FixtureRequest, kind: str) -> str | None:
 def start_index(url: str, tree: Path, args: Sequence[str] | None = None) -> subprocess.Popen[str]:
     """`indexer index TREE` (or `args`) in a session of its own, so that its pool workers can be
     killed with it by process group."""
-    command = list(args) if args is not None else [str(INDEXER_BIN), "index", str(tree), "--db", url, "-w", "2", "-q"]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    command = (
+        list(args)
+        if args is not None
+        else [str(INDEXER_BIN), "index", str(tree), "--db", url, "-w", "2", "-q"]
+    )
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
 
 
 def kill_index(proc: subprocess.Popen[str]) -> tuple[int | None, str]:

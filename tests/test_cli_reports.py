@@ -14,19 +14,12 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_reports import (
-    DB_PARAMS,
-    _pydicom_nested,
-    _read,
-    build_corpus_index,
-    readable_rows,
-    sql_rows,
-)
+from helpers import pydicom_nested, pydicom_read, readable_rows
+from helpers import query as sql_rows
 from typer.testing import CliRunner
 
 from indexer.cli import app
@@ -44,12 +37,6 @@ STATS_KEYS = {
 }
 TAG_KEYS = {"tag", "keyword", "name", "private_creator", "depth", "instances", "share", "occurrences",
             "distinct_values", "distinct_values_complete", "values_hidden", "top_values"}
-
-
-@pytest.fixture(scope="module", params=DB_PARAMS)
-def corpus_index(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-                 corpus_dir: Path, corpus_manifest: list[dict[str, str]]) -> Iterator[str]:
-    yield from build_corpus_index(request, tmp_path_factory, corpus_dir, corpus_manifest)
 
 
 @pytest.fixture(scope="module")
@@ -256,7 +243,7 @@ def test_find_outputs(corpus_index: str, corpus_dir: Path, rows: list[dict[str, 
 def test_find_by_a_nested_tag(corpus_index: str, corpus_dir: Path, rows: list[dict[str, str]]) -> None:
     expected = set()
     for r in rows:
-        found = _pydicom_nested(corpus_dir / r["relpath"], "ReferencedImageSequence", "ReferencedSOPClassUID")
+        found = pydicom_nested(corpus_dir / r["relpath"], "ReferencedImageSequence", "ReferencedSOPClassUID")
         if found and "1.2.840.10008.5.1.4.1.1.4" in found:
             expected.add(r["relpath"])
     got = run_json(corpus_index, "find", "instances",
@@ -349,7 +336,7 @@ def test_example_private_creators_agree_with_pydicom(corpus_index: str, corpus_d
                                                      rows: list[dict[str, str]]) -> None:
     holders: Counter[tuple[str, int]] = Counter()
     for r in rows:
-        ds = _read(corpus_dir / r["relpath"])
+        ds = pydicom_read(corpus_dir / r["relpath"])
         if ds is None:
             continue
         seen = set()
@@ -368,14 +355,14 @@ def test_example_private_creators_agree_with_pydicom(corpus_index: str, corpus_d
 
 def test_example_nested_and_files_with_tag(corpus_index: str, corpus_dir: Path, rows: list[dict[str, str]]) -> None:
     nested = {r["tag"]: r for r in example(corpus_index, "sequence_tags.sql")}
-    holders = [r for r in rows if _pydicom_nested(corpus_dir / r["relpath"], "ReferencedImageSequence",
+    holders = [r for r in rows if pydicom_nested(corpus_dir / r["relpath"], "ReferencedImageSequence",
                                                   "ReferencedSOPClassUID")]
     assert nested["(0008,1140).(0008,1150)"]["instances"] == len(holders)
     assert all(r["depth"] > 0 for r in nested.values())
     body_parts: dict[str, str] = {}
     unread = set()
     for r in rows:
-        ds = _read(corpus_dir / r["relpath"], "BodyPartExamined")
+        ds = pydicom_read(corpus_dir / r["relpath"], "BodyPartExamined")
         if ds is None:
             unread.add(r["relpath"])
         elif "BodyPartExamined" in ds:

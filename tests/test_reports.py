@@ -12,22 +12,20 @@ plain SQL over the elements table, and pydicom reading the files.
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import statistics
-import struct
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pydicom
 import pytest
 import sqlalchemy as sa
+from helpers import pg_database, pydicom_nested, pydicom_read, readable_rows
+from helpers import query as sql_rows
 from pydicom.multival import MultiValue
-from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from indexer import reports, summaries
@@ -43,50 +41,6 @@ COUNT_EXCEPTIONS = {"fo-dicom/GH064.dcm", "fo-dicom/GH179A.dcm"}
 
 
 # -- fixtures -----------------------------------------------------------------------------------
-
-
-def readable_rows(manifest: list[dict[str, str]]) -> list[dict[str, str]]:
-    return [r for r in manifest if r["readable_by_dcmtk"] == "yes"]
-
-
-@contextmanager
-def pg_database(server_url: str) -> Iterator[str]:
-    """A new PostgreSQL database on the test server, dropped afterwards."""
-    name = f"idx_test_{secrets.token_hex(6)}"
-    admin = sa.create_engine(server_url, poolclass=NullPool, isolation_level="AUTOCOMMIT",
-                             connect_args={"connect_timeout": 5})
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-def build_corpus_index(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-                       corpus_dir: Path, manifest: list[dict[str, str]]) -> Iterator[str]:
-    """Index the DCMTK-readable corpus files into a fresh database of kind request.param."""
-    roots = [str(corpus_dir / r["relpath"]) for r in readable_rows(manifest)]
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('reports')}/index.db"
-        index_paths(roots, url, workers=2)
-        yield url
-        return
-    with pg_database(request.getfixturevalue("pg_url")) as url:
-        index_paths(roots, url, workers=2)
-        yield url
-
-
-DB_PARAMS = [pytest.param("sqlite", id="sqlite"),
-             pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres)]
-
-
-@pytest.fixture(scope="module", params=DB_PARAMS)
-def corpus_index(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-                 corpus_dir: Path, corpus_manifest: list[dict[str, str]]) -> Iterator[str]:
-    yield from build_corpus_index(request, tmp_path_factory, corpus_dir, corpus_manifest)
 
 
 @pytest.fixture
@@ -108,23 +62,6 @@ def summary_dump(url: str) -> dict[str, list[tuple[Any, ...]]]:
                     for t in SUMMARY_TABLES}
     finally:
         engine.dispose()
-
-
-def sql_rows(url: str, query: str) -> list[tuple[Any, ...]]:
-    engine = sa.create_engine(url, poolclass=NullPool)
-    try:
-        with engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(sa.text(query))]
-    finally:
-        engine.dispose()
-
-
-def _read(path: Path, *keywords: str) -> pydicom.Dataset | None:
-    """A file read by pydicom (only `keywords` if given); None for the few it cannot read."""
-    try:
-        return pydicom.dcmread(path, stop_before_pixels=True, force=True, specific_tags=list(keywords) or None)
-    except (OSError, ValueError, struct.error):
-        return None
 
 
 # -- stats --------------------------------------------------------------------------------------
@@ -316,7 +253,7 @@ def test_tag_usage_equals_a_group_by_over_the_elements(corpus_index: str) -> Non
 def _pydicom_private_usage(paths: list[Path], group: int, creator: str, low: int) -> int:
     found = 0
     for path in paths:
-        ds = _read(path)
+        ds = pydicom_read(path)
         if ds is None:
             continue
         for block in range(0x10, 0x100):
@@ -387,25 +324,13 @@ def test_drill_down_into_one_tag(corpus_index: str, corpus_manifest: list[dict[s
     assert {v["value"]: v["instances"] for v in shown["values"] if v["value"]} == with_patient
 
 
-def _pydicom_nested(path: Path, sequence: str, keyword: str) -> list[str] | None:
-    """Values of `keyword` in the items of top-level `sequence`; None when pydicom cannot read the file."""
-    ds = _read(path)
-    if ds is None:
-        return None
-    values: list[str] = []
-    for item in ds.get(sequence, None) or []:
-        if keyword in item:
-            values.append(str(item[keyword].value))
-    return values
-
-
 def test_nested_tags_are_keyed_by_their_sequence(corpus_index: str, corpus_dir: Path,
                                                  corpus_manifest: list[dict[str, str]]) -> None:
     files = [corpus_dir / r["relpath"] for r in readable_rows(corpus_manifest)]
     holders: Counter[str] = Counter()
     values: Counter[str] = Counter()
     for path in files:
-        found = _pydicom_nested(path, "ReferencedImageSequence", "ReferencedSOPClassUID")
+        found = pydicom_nested(path, "ReferencedImageSequence", "ReferencedSOPClassUID")
         if found:
             holders[str(path)] += 1
             values.update(found)
@@ -478,7 +403,7 @@ def _study_dates(corpus_dir: Path, rows: list[dict[str, str]]) -> dict[str, str]
     for r in rows:
         if not (r["study_uid"] and r["series_uid"]):
             continue
-        ds = _read(corpus_dir / r["relpath"], "StudyDate")
+        ds = pydicom_read(corpus_dir / r["relpath"], "StudyDate")
         if ds is not None:
             dates.setdefault(r["study_uid"], str(ds.get("StudyDate", "") or ""))
     return dates
@@ -507,7 +432,7 @@ def test_find_by_a_tag_inside_a_sequence(corpus_index: str, corpus_dir: Path,
     mr_class = "1.2.840.10008.5.1.4.1.1.4"
     expected = set()
     for r in readable_rows(corpus_manifest):
-        found = _pydicom_nested(corpus_dir / r["relpath"], "ReferencedImageSequence", "ReferencedSOPClassUID")
+        found = pydicom_nested(corpus_dir / r["relpath"], "ReferencedImageSequence", "ReferencedSOPClassUID")
         if found and mr_class in found:
             expected.add(r["relpath"])
     assert expected
@@ -526,7 +451,7 @@ def test_find_matches_one_value_of_a_multi_valued_element(corpus_index: str, cor
     expected = set()
     unread = set()
     for r in readable_rows(corpus_manifest):
-        ds = _read(corpus_dir / r["relpath"], "ImageType")
+        ds = pydicom_read(corpus_dir / r["relpath"], "ImageType")
         if ds is None:
             unread.add(r["relpath"])
             continue

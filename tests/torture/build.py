@@ -38,7 +38,9 @@ def pad(value: bytes, vr: str) -> bytes:
     return value + (b"\x00" if vr in ("UI", "OB", "UN") else b" ")
 
 
-def el(tag: int, vr: str, value: bytes = b"", *, length: int | None = None, raw_vr: bytes | None = None) -> bytes:
+def el(
+    tag: int, vr: str, value: bytes = b"", *, length: int | None = None, raw_vr: bytes | None = None
+) -> bytes:
     """One explicit VR little endian element; `length` overrides the stored length (to lie)."""
     value = pad(value, vr)
     stored = len(value) if length is None else length
@@ -55,7 +57,13 @@ def implicit_el(tag: int, value: bytes, *, length: int | None = None) -> bytes:
 
 def item(content: bytes, *, undefined: bool = True) -> bytes:
     if undefined:
-        return _tag(0xFFFEE000) + struct.pack("<I", UNDEFINED) + content + _tag(0xFFFEE00D) + b"\x00" * 4
+        return (
+            _tag(0xFFFEE000)
+            + struct.pack("<I", UNDEFINED)
+            + content
+            + _tag(0xFFFEE00D)
+            + b"\x00" * 4
+        )
     return _tag(0xFFFEE000) + struct.pack("<I", len(content)) + content
 
 
@@ -81,27 +89,46 @@ SEQUENCE_END = _tag(0xFFFEE0DD) + b"\x00" * 4
 
 def encapsulated_pixel_data(fragments: Iterable[bytes], offsets: Iterable[int] = ()) -> bytes:
     table = b"".join(struct.pack("<I", o) for o in offsets)
-    out = el(0x7FE00010, "OB", b"", length=UNDEFINED) + _tag(0xFFFEE000) + struct.pack("<I", len(table)) + table
+    out = (
+        el(0x7FE00010, "OB", b"", length=UNDEFINED)
+        + _tag(0xFFFEE000)
+        + struct.pack("<I", len(table))
+        + table
+    )
     for fragment in fragments:
         fragment = pad(fragment, "OB")
         out += _tag(0xFFFEE000) + struct.pack("<I", len(fragment)) + fragment
     return out + SEQUENCE_END
 
 
-def meta(sop_instance: str, *, transfer_syntax: str = EXPLICIT_LE, sop_class: str = SECONDARY_CAPTURE,
-         preamble: bool = True) -> bytes:
+def meta(
+    sop_instance: str,
+    *,
+    transfer_syntax: str = EXPLICIT_LE,
+    sop_class: str = SECONDARY_CAPTURE,
+    preamble: bool = True,
+) -> bytes:
     """Preamble, 'DICM' and a File Meta Information group with its group length."""
-    body = (el(0x00020001, "OB", b"\x00\x01")
-            + el(0x00020002, "UI", sop_class.encode())
-            + el(0x00020003, "UI", sop_instance.encode())
-            + el(0x00020010, "UI", transfer_syntax.encode())
-            + el(0x00020012, "UI", b"1.2.3.4.5.6.7"))
+    body = (
+        el(0x00020001, "OB", b"\x00\x01")
+        + el(0x00020002, "UI", sop_class.encode())
+        + el(0x00020003, "UI", sop_instance.encode())
+        + el(0x00020010, "UI", transfer_syntax.encode())
+        + el(0x00020012, "UI", b"1.2.3.4.5.6.7")
+    )
     group = el(0x00020000, "UL", struct.pack("<I", len(body))) + body
     return (b"\x00" * 128 if preamble else b"") + b"DICM" + group
 
 
-def identity(name: str, *, patient_name: bytes = b"Torture^Case", patient_id: bytes | None = None,
-             charset: bytes | None = None, modality: bytes = b"OT", extra: Iterable[tuple[int, bytes]] = ()) -> bytes:
+def identity(
+    name: str,
+    *,
+    patient_name: bytes = b"Torture^Case",
+    patient_id: bytes | None = None,
+    charset: bytes | None = None,
+    modality: bytes = b"OT",
+    extra: Iterable[tuple[int, bytes]] = (),
+) -> bytes:
     """The identifying top-level elements of a case's data set, plus `extra`, in tag order.
 
     UIDs derive from `name`, so every case is its own patient, study, series and instance.
@@ -113,7 +140,9 @@ def identity(name: str, *, patient_name: bytes = b"Torture^Case", patient_id: by
         0x00080018: el(0x00080018, "UI", uid_for(name + "/sop").encode()),
         0x00080060: el(0x00080060, "CS", modality),
         0x00100010: el(0x00100010, "PN", patient_name),
-        0x00100020: el(0x00100020, "LO", patient_id if patient_id is not None else name.encode()[:64]),
+        0x00100020: el(
+            0x00100020, "LO", patient_id if patient_id is not None else name.encode()[:64]
+        ),
         0x0020000D: el(0x0020000D, "UI", uid_for(name + "/study").encode()),
         0x0020000E: el(0x0020000E, "UI", uid_for(name + "/series").encode()),
         0x00200013: el(0x00200013, "IS", b"1"),

@@ -2,28 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import Dump, fresh_database
+from helpers import DB_KINDS, Dump, fresh_database
 
 from indexer.run import index_paths
 
-from .support import copy_good, relative_dump
-
-DbFactory = Callable[[], AbstractContextManager[str]]
+from .support import DbFactory, copy_good, relative_dump
 
 
-@pytest.fixture(
-    params=[pytest.param("sqlite", id="sqlite"),
-            pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres)],
-)
+@pytest.fixture(params=DB_KINDS)
 def kind(request: pytest.FixtureRequest) -> str:
     """The database kind a test runs on (SQLite file, or a fresh PostgreSQL database)."""
     if request.param == "postgresql":
-        request.getfixturevalue("pg_url")  # fails (not skips) when the URL is set and the server is down
+        request.getfixturevalue(
+            "pg_url"
+        )  # fails (not skips) when the URL is set and the server is down
     return str(request.param)
 
 
@@ -53,8 +49,12 @@ _references: dict[str, Dump] = {}
 
 
 @pytest.fixture
-def good_reference(kind: str, good_tree: Path, request: pytest.FixtureRequest,
-                   tmp_path_factory: pytest.TempPathFactory) -> Dump:
+def good_reference(
+    kind: str,
+    good_tree: Path,
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Dump:
     """The dump (paths relative, `good/...`) of one clean run over the good files alone."""
     if kind not in _references:
         server = request.getfixturevalue("pg_url") if kind == "postgresql" else None

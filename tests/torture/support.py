@@ -7,12 +7,16 @@ import shutil
 import signal
 import subprocess
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from helpers import INDEXER_BIN, Dump, diff_dumps, dump_index
+
+# What the `new_db` fixture gives: call it for a fresh database of the test's kind, in a `with`.
+DbFactory = Callable[[], AbstractContextManager[str]]
 
 # Real corpus files that index cleanly (DCMTK reads them): sequences, private and UN
 # sequences, charsets, deflate, big endian, no meta header, invalid VR, encapsulated
@@ -91,8 +95,15 @@ def _drop_file_permission_override() -> None:
             raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
 
 
-def run_bounded(args: Sequence[str], *, timeout: float = RUN_TIMEOUT_S, env: Mapping[str, str] | None = None,
-                cwd: Path | None = None, obey_permissions: bool = False, umask: int = -1) -> Ran:
+def run_bounded(
+    args: Sequence[str],
+    *,
+    timeout: float = RUN_TIMEOUT_S,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    obey_permissions: bool = False,
+    umask: int = -1,
+) -> Ran:
     """Run a command in a session of its own; on timeout kill the whole group and fail (a hang).
 
     `obey_permissions`: as root, run it without the capabilities that bypass permission bits.
@@ -107,16 +118,27 @@ def run_bounded(args: Sequence[str], *, timeout: float = RUN_TIMEOUT_S, env: Map
     if obey_permissions and os.geteuid() == 0:
         extra = {"preexec_fn": _drop_file_permission_override}
     started = time.monotonic()
-    proc = subprocess.Popen(list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            errors="backslashreplace", env=full_env, cwd=cwd, start_new_session=True,
-                            umask=umask, **extra)
+    proc = subprocess.Popen(
+        list(args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="backslashreplace",
+        env=full_env,
+        cwd=cwd,
+        start_new_session=True,
+        umask=umask,
+        **extra,
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         kill_group(proc)
         out, err = proc.communicate()
-        raise AssertionError(f"HANG: {' '.join(args)!r} did not end within {timeout:.0f} s\n"
-                             f"stdout: {out[-2000:]}\nstderr: {err[-3000:]}") from None
+        raise AssertionError(
+            f"HANG: {' '.join(args)!r} did not end within {timeout:.0f} s\n"
+            f"stdout: {out[-2000:]}\nstderr: {err[-3000:]}"
+        ) from None
     kill_group(proc)  # pool workers a killed or failed run may have left behind
     return Ran(list(args), proc.returncode, out, err, time.monotonic() - started)
 
@@ -142,15 +164,17 @@ def index_cli(paths: Iterable[Path | str], url: str, *extra: str, **kwargs: Any)
 
 def _relative(value: Any, prefix: str) -> Any:
     if isinstance(value, str) and value.startswith(prefix):
-        return value[len(prefix):]
+        return value[len(prefix) :]
     return value
 
 
 def relative_dump(url: str, root: Path) -> Dump:
     """dump_index with every string that starts with `root/` made relative to it."""
     prefix = str(root) + os.sep
-    return {name: sorted((tuple(_relative(v, prefix) for v in row) for row in rows), key=repr)
-            for name, rows in dump_index(url).items()}
+    return {
+        name: sorted((tuple(_relative(v, prefix) for v in row) for row in rows), key=repr)
+        for name, rows in dump_index(url).items()
+    }
 
 
 def restrict(dump: Dump, keep: Any) -> Dump:
@@ -164,7 +188,9 @@ def shared_missing(reference: Dump, actual: Dump) -> str:
     for name in SHARED_TABLES:
         lacking = Counter(reference.get(name, [])) - Counter(actual.get(name, []))
         if lacking:
-            lines.append(f"table {name}: {sum(lacking.values())} rows of the clean run are missing or differ")
+            lines.append(
+                f"table {name}: {sum(lacking.values())} rows of the clean run are missing or differ"
+            )
             lines += [f"  - {r!r}"[:400] for r in sorted(lacking, key=repr)[:6]]
     return "\n".join(lines)
 
@@ -172,8 +198,15 @@ def shared_missing(reference: Dump, actual: Dump) -> str:
 def good_content_diff(reference: Dump, actual: Dump, good_prefix: str = "good/") -> str:
     """How the good files' content in `actual` differs from a clean run over them alone ("" when equal)."""
     keep = lambda path: isinstance(path, str) and path.startswith(good_prefix)
-    return "\n".join(filter(None, [diff_dumps(restrict(reference, keep), restrict(actual, keep)),
-                                   shared_missing(reference, actual)]))
+    return "\n".join(
+        filter(
+            None,
+            [
+                diff_dumps(restrict(reference, keep), restrict(actual, keep)),
+                shared_missing(reference, actual),
+            ],
+        )
+    )
 
 
 def strip_ids(rows: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -199,4 +232,10 @@ def cli(*args: str) -> Ran:
 
     started = time.monotonic()
     result = CliRunner().invoke(app, list(args), catch_exceptions=False)
-    return Ran(["indexer", *args], result.exit_code, result.stdout, result.stderr, time.monotonic() - started)
+    return Ran(
+        ["indexer", *args],
+        result.exit_code,
+        result.stdout,
+        result.stderr,
+        time.monotonic() - started,
+    )

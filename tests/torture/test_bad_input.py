@@ -20,9 +20,9 @@ from indexer.errors import IndexerError
 
 from .build import dicom_file, el, identity, meta, uid_for
 from .cases import Case, all_cases
-from .conftest import DbFactory
 from .support import (
     GOOD_FILES,
+    DbFactory,
     copy_good,
     good_content_diff,
     index_cli,
@@ -52,7 +52,9 @@ def _check_case(case: Case, row: tuple | None, errors: list[tuple]) -> list[str]
     _path, status, count, depth, fragments, problem = row
     out = []
     if status not in case.status:
-        out.append(f"status {status!r}, expected one of {sorted(case.status)} (problem: {problem!r})")
+        out.append(
+            f"status {status!r}, expected one of {sorted(case.status)} (problem: {problem!r})"
+        )
     failures = [e for e in errors if e[3] == "error"]
     if case.reasons is None or status == "indexed":
         if failures:
@@ -61,15 +63,21 @@ def _check_case(case: Case, row: tuple | None, errors: list[tuple]) -> list[str]
             out.append("skipped without a reason in files.problem")
     else:
         if len(failures) != 1:
-            out.append(f"expected one error row with reason in {sorted(case.reasons)}, got {failures}")
+            out.append(
+                f"expected one error row with reason in {sorted(case.reasons)}, got {failures}"
+            )
         for _stage, reason, message, _severity in failures:
             if reason not in case.reasons:
-                out.append(f"reason {reason!r}, expected one of {sorted(case.reasons)} ({message!r})")
+                out.append(
+                    f"reason {reason!r}, expected one of {sorted(case.reasons)} ({message!r})"
+                )
             if not message.strip() or "\n" in message:
                 out.append(f"message is not one clear line: {message!r}")
     if case.count is not None and count != case.count:
         out.append(f"element_count {count}, expected {case.count}")
-    if case.count_between is not None and not (count is not None and case.count_between[0] <= count <= case.count_between[1]):
+    if case.count_between is not None and not (
+        count is not None and case.count_between[0] <= count <= case.count_between[1]
+    ):
         out.append(f"element_count {count}, expected within {case.count_between}")
     if case.depth is not None and depth != case.depth:
         out.append(f"max_depth {depth}, expected {case.depth}")
@@ -80,15 +88,23 @@ def _check_case(case: Case, row: tuple | None, errors: list[tuple]) -> list[str]
 
 @pytest.mark.slow
 def test_bad_files_are_recorded_and_good_files_unaffected(
-        kind: str, db: str, bad_tree: tuple[Path, list[Case]], good_reference: Dump) -> None:
+    kind: str, db: str, bad_tree: tuple[Path, list[Case]], good_reference: Dump
+) -> None:
     root, cases = bad_tree
     ran = index_cli([root], db, "-f", "json", timeout=240)
     assert ran.returncode == 0, ran.describe()
     assert "Traceback" not in ran.stderr, ran.stderr
 
-    rows = {r[0]: r for r in query(db, "SELECT path, status, element_count, max_depth, fragments, problem FROM files")}
+    rows = {
+        r[0]: r
+        for r in query(
+            db, "SELECT path, status, element_count, max_depth, fragments, problem FROM files"
+        )
+    }
     errors: dict[str, list[tuple]] = defaultdict(list)  # type: ignore[type-arg]
-    for path, stage, reason, message, severity in query(db, "SELECT path, stage, reason, message, severity FROM errors"):
+    for path, stage, reason, message, severity in query(
+        db, "SELECT path, stage, reason, message, severity FROM errors"
+    ):
         errors[path].append((stage, reason, message, severity))
     wrong = []
     for case in cases:
@@ -100,10 +116,17 @@ def test_bad_files_are_recorded_and_good_files_unaffected(
     # The printed summary agrees with the index.
     summary = json.loads(ran.stdout)
     statuses = [r[1] for r in rows.values()]
-    failed = sum(1 for p, r in rows.items() if r[1] in ("error", "not_dicom") and any(e[3] == "error" for e in errors.get(p, [])))
+    failed = sum(
+        1
+        for p, r in rows.items()
+        if r[1] in ("error", "not_dicom") and any(e[3] == "error" for e in errors.get(p, []))
+    )
     assert summary["indexed with problems"] == statuses.count("partial")
     assert summary["errors"] == failed
-    assert summary["not DICOM (skipped)"] == statuses.count("not_dicom") + statuses.count("error") - failed
+    assert (
+        summary["not DICOM (skipped)"]
+        == statuses.count("not_dicom") + statuses.count("error") - failed
+    )
     assert summary["files seen"] == len(rows) == len(cases) + len(GOOD_FILES)
 
     # The good files: exactly what a clean run over them alone gives.
@@ -124,8 +147,13 @@ def _rejected_value_cases() -> dict[str, bytes]:
         "nul_in_patient_name": dicom_file("nul1", patient_name=b"Nul\x00Inside^Name"),
         "nul_in_patient_id": dicom_file("nul2", patient_id=b"ID\x00123"),
         "nul_in_body_part": file("nul3", **{"00180015": el(0x00180015, "CS", b"HEAD\x00NECK")}),
-        "nul_in_private_value": file("nul4", **{"00290010": el(0x00290010, "LO", b"CREATOR"),
-                                                "00291001": el(0x00291001, "LO", b"a\x00b")}),
+        "nul_in_private_value": file(
+            "nul4",
+            **{
+                "00290010": el(0x00290010, "LO", b"CREATOR"),
+                "00291001": el(0x00291001, "LO", b"a\x00b"),
+            },
+        ),
         # values longer than DICOM allows, in the columns the hierarchy tables keep
         "long_patient_id": dicom_file("long1", patient_id=b"P" * 300),
         "long_modality": dicom_file("long2", modality=b"M" * 80),
@@ -134,10 +162,17 @@ def _rejected_value_cases() -> dict[str, bytes]:
         "long_accession": file("long5", **{"00080050": el(0x00080050, "SH", b"A" * 300)}),
         "long_study_uid": file("long6", **{"0020000D": el(0x0020000D, "UI", b"1." + LONG)}),
         "long_sop_instance_uid": file("long7", **{"00080018": el(0x00080018, "UI", b"1." + LONG)}),
-        "long_transfer_syntax": meta(uid_for("long8/sop"), transfer_syntax="1.2.840.10008.1.2.1." + "7" * 100)
+        "long_transfer_syntax": meta(
+            uid_for("long8/sop"), transfer_syntax="1.2.840.10008.1.2.1." + "7" * 100
+        )
         + identity("long8"),
-        "long_private_creator": file("long9", **{"00290010": el(0x00290010, "LO", b"C" * 300),
-                                                 "00291001": el(0x00291001, "LO", b"x")}),
+        "long_private_creator": file(
+            "long9",
+            **{
+                "00290010": el(0x00290010, "LO", b"C" * 300),
+                "00291001": el(0x00291001, "LO", b"x"),
+            },
+        ),
     }
 
 
@@ -145,7 +180,9 @@ REJECTED = _rejected_value_cases()
 
 
 @pytest.mark.parametrize("case", sorted(REJECTED))
-def test_values_the_database_rejects(kind: str, db: str, tmp_path: Path, corpus_dir: Path, case: str) -> None:
+def test_values_the_database_rejects(
+    kind: str, db: str, tmp_path: Path, corpus_dir: Path, case: str
+) -> None:
     """A value PostgreSQL refuses (NUL, longer than a column) must not end the run or lose other files.
 
     The file is recorded (indexed, or with a reason), and the good file next to it is indexed.
@@ -162,13 +199,18 @@ def test_values_the_database_rejects(kind: str, db: str, tmp_path: Path, corpus_
     status = rows.get(str(tmp_path / "bad" / f"{case}.dcm"))
     assert status in ("indexed", "partial", "error"), rows
     if status != "indexed":
-        assert query(db, "SELECT reason FROM errors WHERE path = :p", p=str(tmp_path / "bad" / f"{case}.dcm"))
+        assert query(
+            db, "SELECT reason FROM errors WHERE path = :p", p=str(tmp_path / "bad" / f"{case}.dcm")
+        )
 
 
-@pytest.mark.parametrize("partial_first", [True, False], ids=["partial-written-first", "good-written-first"])
+@pytest.mark.parametrize(
+    "partial_first", [True, False], ids=["partial-written-first", "good-written-first"]
+)
 @pytest.mark.parametrize("cut", ["after_series_uid", "inside_study_id"])
 def test_partial_copy_does_not_change_the_good_files_hierarchy(
-        kind: str, db: str, tmp_path: Path, corpus_dir: Path, partial_first: bool, cut: str) -> None:
+    kind: str, db: str, tmp_path: Path, corpus_dir: Path, partial_first: bool, cut: str
+) -> None:
     """A truncated copy of a file next to the file itself.
 
     Cut after its Series Instance UID, the copy has the study and series UIDs but not the
@@ -194,14 +236,19 @@ def test_partial_copy_does_not_change_the_good_files_hierarchy(
     # One process, one batch: the writer takes the batch in path order, so `first` is written first.
     index_paths([tmp_path / "a", tmp_path / "b"], db, workers=0)
     assert query(db, "SELECT status FROM files ORDER BY path") == (
-        [("partial",), ("indexed",)] if partial_first else [("indexed",), ("partial",)])
+        [("partial",), ("indexed",)] if partial_first else [("indexed",), ("partial",)]
+    )
     with new_database_like(kind, db, tmp_path) as clean:
         index_paths([tmp_path / second / "good.dcm"], clean, workers=0)
         for table in ("patients", "studies", "series"):
-            assert strip_ids(query(db, f"SELECT * FROM {table}")) == strip_ids(query(clean, f"SELECT * FROM {table}")), table
+            assert strip_ids(query(db, f"SELECT * FROM {table}")) == strip_ids(
+                query(clean, f"SELECT * FROM {table}")
+            ), table
 
 
-def test_hierarchy_does_not_depend_on_write_order(kind: str, new_db: DbFactory, tmp_path: Path) -> None:
+def test_hierarchy_does_not_depend_on_write_order(
+    kind: str, new_db: DbFactory, tmp_path: Path
+) -> None:
     """Two sound files that share a patient key (both without Patient ID) but not the patient's name.
 
     Whichever is written first, the index must end the same: a clean run's content cannot

@@ -49,7 +49,9 @@ print(report.outcome)
 
 
 @pytest.mark.slow
-def test_older_run_commits_shared_files_while_newer_run_is_busy(kind: str, new_db: object, abc_tree: Path) -> None:
+def test_older_run_commits_shared_files_while_newer_run_is_busy(
+    kind: str, new_db: object, abc_tree: Path
+) -> None:
     """Run 1 (older) reaches B late; run 2 (newer) wrote B early and is still busy with C.
 
     When run 2 checks for missing files at its end, B's files were last seen by run 1, an
@@ -58,10 +60,15 @@ def test_older_run_commits_shared_files_while_newer_run_is_busy(kind: str, new_d
     import sys
 
     with new_db() as url, new_db() as clean:  # type: ignore[operator]
+
         def start(*parts: str) -> subprocess.Popen[str]:
-            return subprocess.Popen([sys.executable, "-c", SLOW_PY, url, *(str(abc_tree / p) for p in parts)],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                    start_new_session=True)
+            return subprocess.Popen(
+                [sys.executable, "-c", SLOW_PY, url, *(str(abc_tree / p) for p in parts)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
+            )
 
         first = start("A_large", "B")
         time.sleep(0.5)  # run 1 has its run id (the older one) before run 2 starts
@@ -86,14 +93,29 @@ def test_older_run_commits_shared_files_while_newer_run_is_busy(kind: str, new_d
 
 @pytest.mark.slow
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
-def test_two_runs_over_overlapping_folders(kind: str, new_db: object, abc_tree: Path, scenario: str) -> None:
+def test_two_runs_over_overlapping_folders(
+    kind: str, new_db: object, abc_tree: Path, scenario: str
+) -> None:
     one, two, stagger = SCENARIOS[scenario]
     with new_db() as url, new_db() as clean:  # type: ignore[operator]
+
         def start(*parts: str) -> subprocess.Popen[str]:
-            return subprocess.Popen([str(INDEXER_BIN), "index", *(str(abc_tree / p) for p in parts),
-                                     "--db", url, "-w", "1", "-q"],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                    start_new_session=True)
+            return subprocess.Popen(
+                [
+                    str(INDEXER_BIN),
+                    "index",
+                    *(str(abc_tree / p) for p in parts),
+                    "--db",
+                    url,
+                    "-w",
+                    "1",
+                    "-q",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
+            )
 
         first = start(*one)
         time.sleep(stagger)

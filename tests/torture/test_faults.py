@@ -70,14 +70,20 @@ _references: dict[str, tuple[Dump, float]] = {}
 
 
 @pytest.fixture
-def reference(kind: str, fault_tree: Path, request: pytest.FixtureRequest,
-              tmp_path_factory: pytest.TempPathFactory) -> Reference:
+def reference(
+    kind: str,
+    fault_tree: Path,
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Reference:
     """The fault tree indexed by one clean `indexer index` run (once per database kind)."""
     server = request.getfixturevalue("pg_url") if kind == "postgresql" else None
     if kind not in _references:
         with fresh_database(kind, tmp_path_factory.mktemp("faults-ref"), server) as url:
             started = time.monotonic()
-            ran = run_bounded([str(INDEXER_BIN), "index", str(fault_tree), "--db", url, "-w", "2", "-q"])
+            ran = run_bounded(
+                [str(INDEXER_BIN), "index", str(fault_tree), "--db", url, "-w", "2", "-q"]
+            )
             seconds = time.monotonic() - started
             assert ran.returncode == 0, ran.describe()
             _references[kind] = (dump_index(url), seconds)
@@ -86,7 +92,9 @@ def reference(kind: str, fault_tree: Path, request: pytest.FixtureRequest,
 
 
 def _connections(server_url: str, database: str | None) -> int:
-    rows = query(server_url, "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = :db", db=database)
+    rows = query(
+        server_url, "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = :db", db=database
+    )
     return int(rows[0][0])
 
 
@@ -102,7 +110,9 @@ def _clear_message(stderr: str) -> bool:
 
 
 @pytest.mark.slow
-def test_sigkill_main_process_then_rerun(reference: Reference, fault_tree: Path, tmp_path: Path) -> None:
+def test_sigkill_main_process_then_rerun(
+    reference: Reference, fault_tree: Path, tmp_path: Path
+) -> None:
     """The main process killed at a random moment of its run (imports, schema, crawl, batches,
     last commit): the re-run completes and the index equals a clean run's."""
     rng = random.Random(seed := _seed())
@@ -112,7 +122,7 @@ def test_sigkill_main_process_then_rerun(reference: Reference, fault_tree: Path,
             # A moment within the clean run's duration; a run that ended before its kill
             # (durations vary) is run again on an empty database, the moment halved.
             for attempt in range(KILL_ATTEMPTS):
-                delay = rng.uniform(0.0, reference.seconds) * 0.5 ** attempt
+                delay = rng.uniform(0.0, reference.seconds) * 0.5**attempt
                 proc = start_index(url, fault_tree)
                 time.sleep(delay)
                 ended, stderr = kill_index(proc)
@@ -128,7 +138,10 @@ def test_sigkill_main_process_then_rerun(reference: Reference, fault_tree: Path,
             outcomes = run_outcomes(url)
             # a killed run is marked interrupted by the next one; a kill can also land after the
             # run recorded its completion, while the process was closing down
-            assert outcomes[-1] == "completed" and set(outcomes[:-1]) <= {"interrupted", "completed"}, (note, outcomes)
+            assert outcomes[-1] == "completed" and set(outcomes[:-1]) <= {
+                "interrupted",
+                "completed",
+            }, (note, outcomes)
 
 
 @pytest.mark.slow
@@ -143,9 +156,13 @@ def test_sigkill_worker_then_rerun(reference: Reference, fault_tree: Path, tmp_p
                 victim = None
                 try:
                     deadline = time.monotonic() + 30
-                    while len(children(proc.pid)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+                    while (
+                        len(children(proc.pid)) < 2
+                        and proc.poll() is None
+                        and time.monotonic() < deadline
+                    ):
                         time.sleep(0.01)
-                    delay = rng.uniform(0.0, reference.seconds * 0.6) * 0.5 ** attempt
+                    delay = rng.uniform(0.0, reference.seconds * 0.6) * 0.5**attempt
                     time.sleep(delay)
                     workers = children(proc.pid)
                     if workers and proc.poll() is None:
@@ -154,7 +171,9 @@ def test_sigkill_worker_then_rerun(reference: Reference, fault_tree: Path, tmp_p
                     try:
                         _out, err = proc.communicate(timeout=END_TIMEOUT_S)
                     except subprocess.TimeoutExpired:
-                        pytest.fail(f"HANG: {note}: the run did not end within {END_TIMEOUT_S:.0f} s of the kill")
+                        pytest.fail(
+                            f"HANG: {note}: the run did not end within {END_TIMEOUT_S:.0f} s of the kill"
+                        )
                 finally:
                     kill_index(proc)
                 if victim is not None:
@@ -165,7 +184,9 @@ def test_sigkill_worker_then_rerun(reference: Reference, fault_tree: Path, tmp_p
                 pytest.fail(f"{note}: every run ended before a worker could be killed")
             note += f" worker {victim} killed {delay:.3f} s after the workers started (attempt {attempt})"
             if proc.returncode != 0:
-                assert proc.returncode == 1 and _clear_message(err), f"{note}: exit {proc.returncode}, stderr {err!r}"
+                assert proc.returncode == 1 and _clear_message(err), (
+                    f"{note}: exit {proc.returncode}, stderr {err!r}"
+                )
                 assert "worker" in err, f"{note}: the message does not say what happened: {err!r}"
             _finish(url, fault_tree, note)
             assert diff_dumps(reference.dump, dump_index(url)) == "", note
@@ -177,27 +198,35 @@ def test_sigkill_worker_then_rerun(reference: Reference, fault_tree: Path, tmp_p
 @pytest.mark.postgres
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["postgresql"], indirect=True)
-def test_postgresql_connections_killed_mid_run(reference: Reference, fault_tree: Path, pg_url: str,
-                                               tmp_path: Path) -> None:
+def test_postgresql_connections_killed_mid_run(
+    reference: Reference, fault_tree: Path, pg_url: str, tmp_path: Path
+) -> None:
     """pg_terminate_backend on the indexer's connections while it writes: a clear error or a retry.
 
     A run that ended before any of its connections was killed is run again, into a fresh
     database and killed sooner (as the SIGKILL trials do): a faster machine or indexer ends
     some runs within the random delay."""
     for attempt in range(3):
-        if _kill_connections_trial(reference, fault_tree, pg_url, tmp_path, attempt, last=attempt == 2):
+        if _kill_connections_trial(
+            reference, fault_tree, pg_url, tmp_path, attempt, last=attempt == 2
+        ):
             return
 
 
-def _kill_connections_trial(reference: Reference, fault_tree: Path, pg_url: str, tmp_path: Path,
-                            attempt: int, last: bool) -> bool:
+def _kill_connections_trial(
+    reference: Reference, fault_tree: Path, pg_url: str, tmp_path: Path, attempt: int, last: bool
+) -> bool:
     """One trial; False when the run ended before a connection could be killed (and not `last`)."""
     with fresh_database("postgresql", tmp_path, pg_url) as url:
         name = sa.engine.make_url(url).database
         proc = start_index(url, fault_tree)
         try:
             deadline = time.monotonic() + 60
-            while not _connections(pg_url, name) and proc.poll() is None and time.monotonic() < deadline:
+            while (
+                not _connections(pg_url, name)
+                and proc.poll() is None
+                and time.monotonic() < deadline
+            ):
                 time.sleep(0.02)
             assert proc.poll() is None, "the run ended before its connections could be killed"
             # From the indexer's first connection on, the server "goes away" for a while: every
@@ -209,8 +238,14 @@ def _kill_connections_trial(reference: Reference, fault_tree: Path, pg_url: str,
             killed = 0
             until = time.monotonic() + 2.0
             while time.monotonic() < until and proc.poll() is None:
-                killed += len(query(pg_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                            "WHERE datname = :db AND pid <> pg_backend_pid()", db=name))
+                killed += len(
+                    query(
+                        pg_url,
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = :db AND pid <> pg_backend_pid()",
+                        db=name,
+                    )
+                )
                 time.sleep(0.1)
             if not killed and not last:
                 return False
@@ -228,11 +263,19 @@ def _kill_connections_trial(reference: Reference, fault_tree: Path, pg_url: str,
         _finish(url, fault_tree, "re-run after the connections were killed")
         assert diff_dumps(reference.dump, dump_index(url)) == ""
         if proc.returncode != 0:
-            assert proc.returncode == 1 and _clear_message(err), f"seed {seed}: exit {proc.returncode}, stderr {err!r}"
+            assert proc.returncode == 1 and _clear_message(err), (
+                f"seed {seed}: exit {proc.returncode}, stderr {err!r}"
+            )
             # what happened, in the user's words: not the database library's internals
             assert sa.engine.make_url(url).render_as_string(hide_password=True) in err, err
-            jargon = [w for w in ("sqlalche.me", "Background on this error", "rollback()", "Pipeline") if w in err]
-            assert not jargon, f"seed {seed}: the message speaks the library's language ({jargon}): {err!r}"
+            jargon = [
+                w
+                for w in ("sqlalche.me", "Background on this error", "rollback()", "Pipeline")
+                if w in err
+            ]
+            assert not jargon, (
+                f"seed {seed}: the message speaks the library's language ({jargon}): {err!r}"
+            )
     return True
 
 
@@ -248,18 +291,25 @@ conn.execute("COMMIT")
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sqlite"], indirect=True)
-def test_sqlite_locked_by_another_process(reference: Reference, fault_tree: Path, tmp_path: Path) -> None:
+def test_sqlite_locked_by_another_process(
+    reference: Reference, fault_tree: Path, tmp_path: Path
+) -> None:
     """Another process holds an exclusive lock for a few seconds: the run waits, then completes."""
     hold = 4.0
     with fresh_database("sqlite", tmp_path, None) as url:
         ran = run_bounded([str(INDEXER_BIN), "db", "upgrade", "--db", url], timeout=60)
         assert ran.returncode == 0, ran.describe()
         path = sa.engine.make_url(url).database
-        locker = subprocess.Popen([sys.executable, "-c", LOCK_PY, str(path), str(hold)], stdout=subprocess.PIPE, text=True)
+        locker = subprocess.Popen(
+            [sys.executable, "-c", LOCK_PY, str(path), str(hold)], stdout=subprocess.PIPE, text=True
+        )
         try:
             assert locker.stdout is not None and locker.stdout.readline().strip() == "locked"
             started = time.monotonic()
-            ran = run_bounded([str(INDEXER_BIN), "index", str(fault_tree), "--db", url, "-w", "2", "-q"], timeout=120)
+            ran = run_bounded(
+                [str(INDEXER_BIN), "index", str(fault_tree), "--db", url, "-w", "2", "-q"],
+                timeout=120,
+            )
             waited = time.monotonic() - started
         finally:
             locker.wait(timeout=60)

@@ -115,7 +115,8 @@ def odd_tree(corpus_dir: Path) -> Iterator[tuple[Path, dict[str, object]]]:
 
 @pytest.mark.slow
 def test_odd_tree_does_not_block_and_every_oddity_is_recorded(
-        kind: str, db: str, odd_tree: tuple[Path, dict[str, object]], good_reference: Dump) -> None:
+    kind: str, db: str, odd_tree: tuple[Path, dict[str, object]], good_reference: Dump
+) -> None:
     root, info = odd_tree
     url = db
     ran = index_cli([root], url, "-f", "json", timeout=120, obey_permissions=True)
@@ -132,8 +133,10 @@ def test_odd_tree_does_not_block_and_every_oddity_is_recorded(
     def expect_error(path: str, stage: str, reasons: set[str], what: str) -> None:
         found = {r for s, r in errors.get(path, set()) if s == stage}
         if not found & reasons:
-            wrong.append(f"{what}: expected a {stage} error with reason in {sorted(reasons)} for {path!r}, "
-                         f"got {errors.get(path)}")
+            wrong.append(
+                f"{what}: expected a {stage} error with reason in {sorted(reasons)} for {path!r}, "
+                f"got {errors.get(path)}"
+            )
 
     expect_error(str(odd / "unreadable.dcm"), "read", {"unreadable"}, "unreadable file")
     if files.get(str(odd / "unreadable.dcm")) != "error":
@@ -141,14 +144,21 @@ def test_odd_tree_does_not_block_and_every_oddity_is_recorded(
     expect_error(str(odd / "locked"), "crawl", {"permission_denied"}, "unreadable folder")
     expect_error(str(odd / "loop" / "up"), "crawl", {"symlink_loop"}, "symlink loop to a parent")
     expect_error(str(odd / "self.dcm"), "crawl", {"symlink_loop"}, "symlink to itself")
-    expect_error(str(odd / "dangling.dcm"), "crawl", {"os_error", "not_found", "vanished"}, "dangling symlink")
+    expect_error(
+        str(odd / "dangling.dcm"),
+        "crawl",
+        {"os_error", "not_found", "vanished"},
+        "dangling symlink",
+    )
     expect_error(str(odd / "fifo.dcm"), "crawl", {"not_regular"}, "FIFO")
     expect_error(str(odd / "socket.dcm"), "crawl", {"not_regular"}, "socket")
     raw_odd: bytes = info["raw_odd"]  # type: ignore[assignment]
     non_utf8 = _escaped(raw_odd + b"/" + NON_UTF8_FILE)
     if files.get(non_utf8) != "indexed":
-        wrong.append(f"non-UTF-8 file name: expected {non_utf8!r} indexed, got {files.get(non_utf8)}; "
-                     f"paths: {[p for p in files if 'bad_' in p]}")
+        wrong.append(
+            f"non-UTF-8 file name: expected {non_utf8!r} indexed, got {files.get(non_utf8)}; "
+            f"paths: {[p for p in files if 'bad_' in p]}"
+        )
     non_utf8_inside = _escaped(raw_odd + b"/" + NON_UTF8_DIR + b"/x.dcm")
     if files.get(non_utf8_inside) != "indexed":
         wrong.append(f"file in a non-UTF-8 folder: {files.get(non_utf8_inside)}")
@@ -156,7 +166,11 @@ def test_odd_tree_does_not_block_and_every_oddity_is_recorded(
     if files.get(long_ok) != "indexed":
         wrong.append(f"file with a {len(long_ok)}-byte path: {files.get(long_ok)}")
     too_long = os.fsdecode(info["too_long"])  # type: ignore[arg-type]
-    recorded = [p for p in errors if p.startswith(too_long[:4000]) or too_long.startswith(p) and len(p) > 4000]
+    recorded = [
+        p
+        for p in errors
+        if p.startswith(too_long[:4000]) or too_long.startswith(p) and len(p) > 4000
+    ]
     if not recorded and not any(len(p) > 4096 for p in files):
         wrong.append("nothing recorded about the folder beyond PATH_MAX")
     assert not wrong, "\n".join(wrong)
@@ -167,7 +181,9 @@ def test_odd_tree_does_not_block_and_every_oddity_is_recorded(
     assert good_content_diff(good_reference, relative_dump(url, root)) == ""
 
 
-def test_non_utf8_names_of_crawl_problems(kind: str, db: str, tmp_path: Path, corpus_dir: Path) -> None:
+def test_non_utf8_names_of_crawl_problems(
+    kind: str, db: str, tmp_path: Path, corpus_dir: Path
+) -> None:
     """A FIFO and an unreadable folder whose names are not UTF-8: recorded (escaped), and the run goes on."""
     raw = os.fsencode(tmp_path / "tree")
     os.mkdir(raw)
@@ -183,7 +199,9 @@ def test_non_utf8_names_of_crawl_problems(kind: str, db: str, tmp_path: Path, co
     errors = {p: r for p, r in query(db, "SELECT path, reason FROM errors")}
     assert errors.get(_escaped(raw + b"/" + NON_UTF8_FIFO)) == "not_regular", errors
     assert errors.get(_escaped(raw + b"/locked_\xff")) == "permission_denied", errors
-    assert dict(query(db, "SELECT path, status FROM files")) == {str(tmp_path / "tree/good/pydicom/rtplan.dcm"): "indexed"}
+    assert dict(query(db, "SELECT path, status FROM files")) == {
+        str(tmp_path / "tree/good/pydicom/rtplan.dcm"): "indexed"
+    }
 
 
 # -- files that vanish or change during the run ------------------------------------------------
@@ -233,7 +251,12 @@ report = index_paths([root], url, workers=2, batch_files=16, progress=change)
 print(json.dumps({"outcome": report.outcome, **report.counts()}))
 """
 
-FILLER = ["pydicom/nested_priv_SQ.dcm", "pydicom/priv_SQ.dcm", "fo-dicom/GH223.dcm", "pydicom/rtplan.dcm"]
+FILLER = [
+    "pydicom/nested_priv_SQ.dcm",
+    "pydicom/priv_SQ.dcm",
+    "fo-dicom/GH223.dcm",
+    "pydicom/rtplan.dcm",
+]
 # 384 small files, all listed by the crawl's first look (512 paths) before anything is read; at
 # the first commit at most ~144 are read or being read, so files from number 200 on are not yet.
 COPIES = 96
@@ -262,7 +285,9 @@ FIFO_TARGET = "f090/3_rtplan.dcm"
 
 
 @pytest.mark.slow
-def test_files_vanish_or_change_during_the_run(kind: str, new_db: object, busy_tree: Path, tmp_path: Path) -> None:
+def test_files_vanish_or_change_during_the_run(
+    kind: str, new_db: object, busy_tree: Path, tmp_path: Path
+) -> None:
     """Deleted, cut, grown, replaced, renamed, turned into a folder or a FIFO after the crawl saw them.
 
     The run must end (a FIFO opened for reading blocks: that would be a hang) with each
@@ -272,12 +297,26 @@ def test_files_vanish_or_change_during_the_run(kind: str, new_db: object, busy_t
     import sys
 
     with new_db() as url, new_db() as clean_url:  # type: ignore[operator]
-        ran = run_bounded([sys.executable, "-c", CHANGE_PY, str(busy_tree), url, json.dumps(PLAN),
-                           "f000/3_rtplan.dcm"], timeout=90)
+        ran = run_bounded(
+            [
+                sys.executable,
+                "-c",
+                CHANGE_PY,
+                str(busy_tree),
+                url,
+                json.dumps(PLAN),
+                "f000/3_rtplan.dcm",
+            ],
+            timeout=90,
+        )
         assert ran.returncode == 0, ran.describe()
-        assert "changed" in ran.stdout, "the changes were not made during the run: " + ran.describe()
+        assert "changed" in ran.stdout, (
+            "the changes were not made during the run: " + ran.describe()
+        )
         files: dict[str, str] = dict(query(url, "SELECT path, status FROM files"))  # type: ignore[arg-type]
-        reasons = {p: r for p, r in query(url, "SELECT path, reason FROM errors WHERE severity = 'error'")}
+        reasons = {
+            p: r for p, r in query(url, "SELECT path, reason FROM errors WHERE severity = 'error'")
+        }
         wrong = []
         for action, rel in PLAN:
             path = str(busy_tree / rel)
@@ -288,7 +327,9 @@ def test_files_vanish_or_change_during_the_run(kind: str, new_db: object, busy_t
                 wrong.append(f"{action} {rel}: no files row")
         assert not wrong, "\n".join(wrong)
         # The window was hit: the crawl listed the deleted file, its read found it gone.
-        assert files.get(str(busy_tree / PLAN[0][1])) == "error", "the changes came too late to test anything"
+        assert files.get(str(busy_tree / PLAN[0][1])) == "error", (
+            "the changes came too late to test anything"
+        )
 
         rerun = index_cli([busy_tree], url, "--prune", "-q", timeout=120)
         assert rerun.returncode == 0, rerun.describe()
@@ -297,8 +338,12 @@ def test_files_vanish_or_change_during_the_run(kind: str, new_db: object, busy_t
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["sqlite"], indirect=True)  # the reader's business: one database is enough
-def test_file_replaced_by_a_fifo_during_the_run_does_not_hang(kind: str, db: str, busy_tree: Path) -> None:
+@pytest.mark.parametrize(
+    "kind", ["sqlite"], indirect=True
+)  # the reader's business: one database is enough
+def test_file_replaced_by_a_fifo_during_the_run_does_not_hang(
+    kind: str, db: str, busy_tree: Path
+) -> None:
     """The crawl saw a regular file; when the worker opens it, it is a FIFO with no writer.
 
     open() of a FIFO for reading blocks until a writer comes: the reader must not wait
@@ -307,11 +352,23 @@ def test_file_replaced_by_a_fifo_during_the_run_does_not_hang(kind: str, db: str
     import sys
 
     rel = FIFO_TARGET
-    ran = run_bounded([sys.executable, "-c", CHANGE_PY, str(busy_tree), db, json.dumps([("to_fifo", rel)]),
-                       "f000/3_rtplan.dcm"], timeout=45)
+    ran = run_bounded(
+        [
+            sys.executable,
+            "-c",
+            CHANGE_PY,
+            str(busy_tree),
+            db,
+            json.dumps([("to_fifo", rel)]),
+            "f000/3_rtplan.dcm",
+        ],
+        timeout=45,
+    )
     assert ran.returncode == 0, ran.describe()
     assert "changed" in ran.stdout, ran.describe()
     statuses: dict[str, str] = dict(query(db, "SELECT path, status FROM files"))  # type: ignore[arg-type]
     status = statuses.get(str(busy_tree / rel))
     assert status == "error", f"status {status}: the crawl saw the FIFO, the test came too late"
-    assert query(db, "SELECT reason FROM errors WHERE path = :p", p=str(busy_tree / rel)) == [("unreadable",)]
+    assert query(db, "SELECT reason FROM errors WHERE path = :p", p=str(busy_tree / rel)) == [
+        ("unreadable",)
+    ]

@@ -58,7 +58,9 @@ class Seed:
     def __init__(self, name: str, data: bytes) -> None:
         self.name = name
         self.data = data
-        self.lengths: list[tuple[int, int, str]] = []  # (byte offset, width, byte order) of each length field
+        self.lengths: list[
+            tuple[int, int, str]
+        ] = []  # (byte offset, width, byte order) of each length field
         record = read_file(_write_temp(data))
         for r in record.elements:
             meta = bool(r.flags & META)
@@ -67,7 +69,21 @@ class Seed:
             order = "<" if meta or record.little_endian else ">"
             if r.flags & ITEM or not r.vr or (not record.explicit_vr and not meta):
                 self.lengths.append((r.offset + 4, 4, order))
-            elif r.vr in ("OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"):
+            elif r.vr in (
+                "OB",
+                "OD",
+                "OF",
+                "OL",
+                "OV",
+                "OW",
+                "SQ",
+                "SV",
+                "UC",
+                "UN",
+                "UR",
+                "UT",
+                "UV",
+            ):
                 self.lengths.append((r.offset + 8, 4, order))
             else:
                 self.lengths.append((r.offset + 6, 2, order))
@@ -95,23 +111,25 @@ def mutate(seed: Seed, ops: list[tuple[Any, ...]]) -> bytes:
             if data:
                 data[pos % size] ^= mask
         elif kind == "cut":
-            del data[op[1] % size:]
+            del data[op[1] % size :]
         elif kind == "insert":
             _, pos, chunk = op
-            data[pos % size:pos % size] = chunk
+            data[pos % size : pos % size] = chunk
         elif kind == "delete":
             _, pos, count = op
-            del data[pos % size:pos % size + count]
+            del data[pos % size : pos % size + count]
         elif kind == "duplicate":
             _, pos, count = op
-            data[pos % size:pos % size] = data[pos % size:pos % size + count]
+            data[pos % size : pos % size] = data[pos % size : pos % size + count]
         elif kind == "length":
             _, which, value = op
             if seed.lengths:
                 offset, width, order = seed.lengths[which % len(seed.lengths)]
                 if offset + width <= len(data):
                     fmt = order + ("H" if width == 2 else "I")
-                    struct.pack_into(fmt, data, offset, value & (0xFFFF if width == 2 else 0xFFFFFFFF))
+                    struct.pack_into(
+                        fmt, data, offset, value & (0xFFFF if width == 2 else 0xFFFFFFFF)
+                    )
     return bytes(data)
 
 
@@ -122,7 +140,9 @@ OPERATIONS = st.one_of(
     st.tuples(st.just("insert"), POSITIONS, st.binary(min_size=1, max_size=12)),
     st.tuples(st.just("delete"), POSITIONS, st.integers(1, 64)),
     st.tuples(st.just("duplicate"), POSITIONS, st.integers(1, 64)),
-    st.tuples(st.just("length"), POSITIONS, st.one_of(st.sampled_from(LENGTHS), st.integers(0, 2**32 - 1))),
+    st.tuples(
+        st.just("length"), POSITIONS, st.one_of(st.sampled_from(LENGTHS), st.integers(0, 2**32 - 1))
+    ),
 )
 
 
@@ -130,7 +150,9 @@ def random_operations(rng: random.Random) -> list[tuple[Any, ...]]:
     """The index-level pass's mutations: the same operations, from a seeded generator."""
     ops: list[tuple[Any, ...]] = []
     for _ in range(rng.randint(1, 3)):
-        kind = rng.choice(["flip", "flip", "cut", "insert", "delete", "duplicate", "length", "length", "length"])
+        kind = rng.choice(
+            ["flip", "flip", "cut", "insert", "delete", "duplicate", "length", "length", "length"]
+        )
         pos = rng.randrange(2**31)
         if kind == "flip":
             ops.append((kind, pos, rng.randint(1, 255)))
@@ -141,7 +163,9 @@ def random_operations(rng: random.Random) -> list[tuple[Any, ...]]:
         elif kind in ("delete", "duplicate"):
             ops.append((kind, pos, rng.randint(1, 64)))
         else:
-            ops.append((kind, pos, rng.choice(LENGTHS) if rng.random() < 0.6 else rng.randrange(2**32)))
+            ops.append(
+                (kind, pos, rng.choice(LENGTHS) if rng.random() < 0.6 else rng.randrange(2**32))
+            )
     return ops
 
 
@@ -197,8 +221,14 @@ def test_walker_survives_mutants(seeds: list[Seed]) -> None:
     outcomes: Counter[str] = Counter()
     seed_names = st.sampled_from(range(len(seeds)))
 
-    @settings(max_examples=WALKER_EXAMPLES, derandomize=True, database=None, deadline=timedelta(seconds=5),
-              suppress_health_check=list(HealthCheck), print_blob=True)
+    @settings(
+        max_examples=WALKER_EXAMPLES,
+        derandomize=True,
+        database=None,
+        deadline=timedelta(seconds=5),
+        suppress_health_check=list(HealthCheck),
+        print_blob=True,
+    )
     @given(which=seed_names, ops=st.lists(OPERATIONS, min_size=1, max_size=4))
     def check(which: int, ops: list[tuple[Any, ...]]) -> None:
         seed = seeds[which]
@@ -222,8 +252,9 @@ def test_walker_survives_mutants(seeds: list[Seed]) -> None:
 
 
 @pytest.fixture(scope="module")
-def mutant_tree(tmp_path_factory: pytest.TempPathFactory, corpus_dir: Path,
-                seeds: list[Seed]) -> tuple[Path, dict[str, tuple[str, int | None]]]:
+def mutant_tree(
+    tmp_path_factory: pytest.TempPathFactory, corpus_dir: Path, seeds: list[Seed]
+) -> tuple[Path, dict[str, tuple[str, int | None]]]:
     """good/ (unmutated files) and mutants/ (INDEX_MUTANTS files), with each mutant's walker outcome."""
     root = tmp_path_factory.mktemp("fuzz-index")
     copy_good(corpus_dir, root / "good")
@@ -238,13 +269,20 @@ def mutant_tree(tmp_path_factory: pytest.TempPathFactory, corpus_dir: Path,
         path = root / "mutants" / name
         path.write_bytes(mutate(seed, random_operations(rng)))
         kind, result = walk_outcome(path)
-        expected[str(path)] = (kind, result.element_count if isinstance(result, FileRecord) else None)
+        expected[str(path)] = (
+            kind,
+            result.element_count if isinstance(result, FileRecord) else None,
+        )
     return root, expected
 
 
 @pytest.mark.slow
-def test_index_run_over_mutants(kind: str, db: str, mutant_tree: tuple[Path, dict[str, tuple[str, int | None]]],
-                                good_reference: Dump) -> None:
+def test_index_run_over_mutants(
+    kind: str,
+    db: str,
+    mutant_tree: tuple[Path, dict[str, tuple[str, int | None]]],
+    good_reference: Dump,
+) -> None:
     root, expected = mutant_tree
     kinds = Counter(k for k, _ in expected.values())
     assert min(kinds[k] for k in ("indexed", "partial", "failed")) >= 10, kinds  # a varied set
@@ -263,7 +301,9 @@ def test_index_run_over_mutants(kind: str, db: str, mutant_tree: tuple[Path, dic
             wrong.append(f"{path}: no files row")
             continue
         status = row[1]
-        want = {"indexed": {"indexed"}, "partial": {"partial"}, "failed": {"error", "not_dicom"}}[walked]
+        want = {"indexed": {"indexed"}, "partial": {"partial"}, "failed": {"error", "not_dicom"}}[
+            walked
+        ]
         if status not in want:
             wrong.append(f"{path}: status {status}, the walker says {walked}")
         if status != "indexed" and path not in failed:
