@@ -190,11 +190,13 @@ class IndexWriter:
         with self.engine.begin() as conn:
             if prune:
                 ids = [row[0] for row in conn.execute(select(files.c.id).where(gone))]
+                deltas = summaries.Deltas()
                 for chunk in _chunks(ids, 2000):
-                    self._delete_contents(conn, list(chunk))  # type: ignore[arg-type]
+                    self._delete_contents(conn, list(chunk), deltas)  # type: ignore[arg-type]
                     conn.execute(delete(errors).where(errors.c.path.in_(
                         select(files.c.path).where(files.c.id.in_(chunk)))))
                     conn.execute(delete(files).where(files.c.id.in_(chunk)))
+                summaries.apply(conn, deltas)
                 return len(ids)
             result = conn.execute(update(files).where(gone, files.c.status != "missing").values(status="missing"))
             return result.rowcount or 0
@@ -217,6 +219,7 @@ class IndexWriter:
                 self._attach({o.elements[0] for o in group
                               if isinstance(o, IndexedFile) and o.element_rows})  # type: ignore[index]
             with conn.begin():
+                deltas = summaries.Deltas()
                 if number == 0:
                     now = time.time()
                     if unchanged_ids:
@@ -224,7 +227,8 @@ class IndexWriter:
                     if skipped:
                         self._record_skips(conn, skipped, now)
                 if group:
-                    self._write_files(conn, group, report)
+                    self._write_files(conn, group, report, deltas)
+                summaries.apply(conn, deltas)
         if self.dialect == "sqlite":
             self._release_scratch()
         self._batches += 1
@@ -286,7 +290,8 @@ class IndexWriter:
             scratch.remove(path)
         conn.commit()
 
-    def _write_files(self, conn: Connection, outcomes: Sequence[Outcome], report: BatchReport) -> None:
+    def _write_files(self, conn: Connection, outcomes: Sequence[Outcome], report: BatchReport,
+                     deltas: summaries.Deltas) -> None:
         now = time.time()
         ordered = sorted(outcomes, key=lambda o: o.path)  # one lock order for every writer
         file_ids = self._upsert_files(conn, ordered, now)
@@ -294,7 +299,7 @@ class IndexWriter:
         # upsert, which holds the files' rows: another writer cannot add contents meanwhile).
         # Deleting by every id of the batch would cost a scan per batch once the planner's
         # statistics of a large elements table are stale.
-        self._delete_contents(conn, self._with_contents(conn, list(file_ids.values())))
+        self._delete_contents(conn, self._with_contents(conn, list(file_ids.values())), deltas)
         conn.execute(delete(errors).where(errors.c.path.in_([o.path for o in ordered])))
 
         walked = [o for o in ordered if isinstance(o, IndexedFile)]
@@ -305,7 +310,7 @@ class IndexWriter:
                 [dict(zip(("id", "path", "location", "tag", "depth", "keyword", "name",
                            "private_creator"), row)) for row in sorted(new_paths.values())],
             )
-        self._write_hierarchy(conn, walked, file_ids)
+        self._write_hierarchy(conn, walked, file_ids, deltas)
 
         fragment_rows: list[tuple[object, ...]] = []
         error_rows: list[dict[str, object]] = []
@@ -338,7 +343,7 @@ class IndexWriter:
                           "offset_table"), row)) for row in fragment_rows])
         if error_rows:
             conn.execute(insert(errors), error_rows)
-        summaries.add_counted(conn, [o.counts for o in walked if o.counts is not None])
+        summaries.add_counted(deltas, [o.counts for o in walked if o.counts is not None])
 
     def _insert_elements(self, conn: Connection, walked: Sequence[IndexedFile], file_ids: dict[str, int]) -> None:
         """Move the element rows the workers prepared into the index, with their file ids:
@@ -410,7 +415,7 @@ class IndexWriter:
             ids.update(found.fetchall())  # type: ignore[arg-type]
         return ids
 
-    def _delete_contents(self, conn: Connection, file_ids: list[int]) -> None:
+    def _delete_contents(self, conn: Connection, file_ids: list[int], deltas: summaries.Deltas) -> None:
         """Remove what a file held before (a re-index), and hierarchy rows left empty by that."""
         if not file_ids:
             return
@@ -420,7 +425,7 @@ class IndexWriter:
                     select(instances.c.series_ref).where(instances.c.file_id.in_(chunk),
                                                          instances.c.series_ref.is_not(None)))
             }
-            summaries.remove_files(conn, chunk)  # type: ignore[arg-type]
+            summaries.remove_files(conn, chunk, deltas)  # type: ignore[arg-type]
             conn.execute(delete(elements).where(elements.c.file_id.in_(chunk)))
             conn.execute(delete(encapsulated).where(encapsulated.c.file_id.in_(chunk)))
             conn.execute(delete(instances).where(instances.c.file_id.in_(chunk)))
@@ -440,7 +445,8 @@ class IndexWriter:
             patients.c.id.in_(patient_ids),
             ~select(studies.c.id).where(studies.c.patient_ref == patients.c.id).exists()))
 
-    def _write_hierarchy(self, conn: Connection, walked: Sequence[IndexedFile], file_ids: dict[str, int]) -> None:
+    def _write_hierarchy(self, conn: Connection, walked: Sequence[IndexedFile], file_ids: dict[str, int],
+                         deltas: summaries.Deltas) -> None:
         """Upsert patients, studies and series, then insert one instance per walked file."""
         # Several files describe one patient, study or series, and may disagree (a series
         # number, a name spelt two ways). Each column keeps the smallest value any file gave,
@@ -517,7 +523,7 @@ class IndexWriter:
                 _insert_by_driver(conn, "instances", instance_rows)
             else:
                 conn.execute(insert(instances), instance_rows)
-            summaries.add_instances(conn, [
+            summaries.add_instances(deltas, [
                 (r["modality"], r["sop_class_uid"], r["element_count"], r["series_ref"] is not None,
                  r["manufacturer"], r["model"], r["study_date"]) for r in instance_rows])
 
