@@ -99,7 +99,6 @@ _paths: dict[int, PathInfo] = {}
 _top_keys: dict[int, Key] = {}
 _nested_keys: dict[tuple[int, int], Key] = {}
 _layouts: dict[tuple[tuple[Any, ...], ...], Layout] = {}
-_group_ids: dict[tuple[str, str], int] = {}
 _layout_serial = itertools.count(1)
 
 
