@@ -625,10 +625,8 @@ def test_summary_deltas_are_dropped_on_rollback(db_url: str, sample_dir: Path, t
             ids = [r[0] for r in conn.execute(sa.text("SELECT file_id FROM instances"))]
             conn.rollback()
             trans = conn.begin()
-            summaries.remove_files(conn, ids)
-            trans.rollback()
-            with conn.begin():
-                pass  # a later commit on the same connection must not apply the dropped deltas
+            summaries.apply(conn, summaries.remove_files(conn, ids))
+            trans.rollback()  # deltas applied inside a transaction go with it
     finally:
         engine.dispose()
     assert summary_dump(db_url) == before
@@ -656,10 +654,11 @@ def test_two_writers_take_summary_locks_without_deadlock(pg_url: str, sample_dir
         def recount(file_ids: list[int]) -> None:
             try:
                 with engine.connect() as conn, conn.begin():
-                    summaries.remove_files(conn, file_ids)
+                    deltas = summaries.remove_files(conn, file_ids)
                     removed.wait()
-                    summaries.add_files(conn, file_ids)
+                    summaries.add_files(conn, file_ids, deltas)
                     added.wait()
+                    summaries.apply(conn, deltas)
             except (threading.BrokenBarrierError, sa.exc.DBAPIError) as err:
                 failures.append(err)
 

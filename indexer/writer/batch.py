@@ -95,15 +95,17 @@ class BatchWriter:
                     self._mark_seen(conn, unchanged_ids)
                     self._record_skips(conn, skipped, time.time())
                 if group:
-                    self._write_files(conn, group, report)
+                    deltas = summaries.Deltas()  # the summaries' share of this transaction
+                    self._write_files(conn, group, report, deltas)
                     summaries.add_counted(
-                        conn,
+                        deltas,
                         [
                             o.counts
                             for o in group
                             if isinstance(o, IndexedFile) and o.counts is not None
                         ],
                     )
+                    summaries.apply(conn, deltas)  # inside the transaction: lands with it or not at all
         self.backend.after_batch(conn)
         return report
 
@@ -140,7 +142,11 @@ class BatchWriter:
         )
 
     def _write_files(
-        self, conn: Connection, outcomes: Sequence[Outcome], report: BatchReport
+        self,
+        conn: Connection,
+        outcomes: Sequence[Outcome],
+        report: BatchReport,
+        deltas: summaries.Deltas,
     ) -> None:
         now = time.time()
         ordered = sorted(outcomes, key=lambda o: o.path)  # one lock order for every writer
@@ -149,7 +155,7 @@ class BatchWriter:
         # upsert, which holds the files' rows: another writer cannot add contents meanwhile).
         # Deleting by every id of the batch would cost a scan per batch once the planner's
         # statistics of a large elements table are stale.
-        delete_contents(conn, with_contents(conn, list(file_ids.values())))
+        delete_contents(conn, with_contents(conn, list(file_ids.values())), deltas)
         conn.execute(delete(errors).where(errors.c.path.in_([o.path for o in ordered])))
         walked = [o for o in ordered if isinstance(o, IndexedFile)]
         new_paths = {row[0]: row for o in walked for row in o.new_paths}
@@ -158,7 +164,7 @@ class BatchWriter:
                 self.backend.insert(paths).on_conflict_do_nothing(index_elements=["id"]),
                 [dict(zip(_PATH_COLUMNS, row, strict=True)) for row in sorted(new_paths.values())],
             )
-        self._hierarchy.write(conn, walked, file_ids)
+        self._hierarchy.write(conn, walked, file_ids, deltas)
         error_rows = [row for o in ordered for row in self._outcome_errors(o, report, now)]
         self.backend.insert_elements(conn, walked, file_ids)
         fragment_rows = [(file_ids[o.path],) + row for o in walked for row in o.encapsulated_rows]

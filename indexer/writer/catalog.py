@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import Engine, and_, delete, or_, select, update
 
+from .. import summaries
 from ..db import fetch_in
 from ..rows import stored_path
 from ..schema import errors, files
@@ -66,12 +67,14 @@ class Catalog:
                 )
                 return result.rowcount or 0
             ids = [row[0] for row in conn.execute(select(files.c.id).where(gone))]
+            deltas = summaries.Deltas()
             for chunk in chunks(ids, 2000):
-                delete_contents(conn, chunk)
+                delete_contents(conn, chunk, deltas)
                 conn.execute(
                     delete(errors).where(
                         errors.c.path.in_(select(files.c.path).where(files.c.id.in_(chunk)))
                     )
                 )
                 conn.execute(delete(files).where(files.c.id.in_(chunk)))
+            summaries.apply(conn, deltas)
             return len(ids)

@@ -29,8 +29,9 @@ def with_contents(conn: Connection, file_ids: list[int]) -> list[int]:
     return sorted(found)
 
 
-def delete_contents(conn: Connection, file_ids: list[int]) -> None:
-    """Remove what a file held before, and hierarchy rows left empty by that."""
+def delete_contents(conn: Connection, file_ids: list[int], deltas: summaries.Deltas) -> None:
+    """Remove what a file held before, and hierarchy rows left empty by that; what the
+    summaries lose goes into `deltas`."""
     for chunk in chunks(file_ids, 2000):
         old_series = {
             row[0]
@@ -40,7 +41,7 @@ def delete_contents(conn: Connection, file_ids: list[int]) -> None:
                 )
             )
         }
-        summaries.remove_files(conn, chunk)
+        summaries.remove_files(conn, chunk, deltas)
         conn.execute(delete(elements).where(elements.c.file_id.in_(chunk)))
         conn.execute(delete(encapsulated).where(encapsulated.c.file_id.in_(chunk)))
         conn.execute(delete(instances).where(instances.c.file_id.in_(chunk)))

@@ -25,7 +25,11 @@ class Hierarchy:
         self._statements: dict[tuple[Any, ...], Any] = {}
 
     def write(
-        self, conn: Connection, walked: Sequence[IndexedFile], file_ids: dict[str, int]
+        self,
+        conn: Connection,
+        walked: Sequence[IndexedFile],
+        file_ids: dict[str, int],
+        deltas: summaries.Deltas,
     ) -> None:
         """Upsert patients, studies and series, then insert one instance per walked file."""
         patient_rows, study_rows, series_rows = _collect(walked)
@@ -42,7 +46,7 @@ class Hierarchy:
         if rows:
             self.backend.insert_instances(conn, rows)
             summaries.add_instances(
-                conn,
+                deltas,
                 [
                     (
                         r["modality"],
