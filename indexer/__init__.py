@@ -19,9 +19,9 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from .db import connect, open_index, resolve_url
     from .errors import DatabaseError, DicomReadError, IndexerError, Reason, ReportError
+    from .reader import read_file
     from .records import ElementRecord, FileRecord
     from .run import IndexReport, index_paths
-    from .reader import read_file
 
 # name -> module that defines it
 _EXPORTS = {

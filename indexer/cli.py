@@ -594,8 +594,8 @@ def dump(
 
     Example: indexer dump image.dcm --meta
     """
-    from .records import META
     from .reader import read_file
+    from .records import META
 
     with reported_errors():
         record = read_file(file, value_limit=value_limit)

@@ -38,7 +38,8 @@ def describe_public(tag: int) -> Description:
 
 
 def _lookup_public(tag: int) -> Description:
-    from pydicom.datadict import DicomDictionary, RepeatersDictionary, mask_match
+    from pydicom._dicom_dict import DicomDictionary, RepeatersDictionary
+    from pydicom.datadict import mask_match
 
     entry = DicomDictionary.get(tag)
     if entry is None:
@@ -63,7 +64,7 @@ def describe_private(tag: int, creator: str | None) -> Description:
 
 
 def _lookup_private(tag: int, creator: str | None) -> Description:
-    from pydicom.datadict import private_dictionaries
+    from pydicom._private_dict import private_dictionaries
 
     element = tag & 0xFFFF
     if element == 0:
@@ -136,7 +137,7 @@ def _uid_table() -> dict[str, tuple[str, str]]:
         table = _modules["uids"] = {
             uid: (str(e[0]), str(e[4]) if len(e) > 4 else "") for uid, e in entries.items()
         }
-    return table  # type: ignore[no-any-return]
+    return table
 
 
 def _public_tables() -> tuple[dict[int, tuple[str, str]], dict[str, int]]:
@@ -146,7 +147,7 @@ def _public_tables() -> tuple[dict[int, tuple[str, str]], dict[str, int]]:
         entries = _pydicom_data("_dicom_dict").DicomDictionary
         by_tag = {tag: (str(e[0]), str(e[4])) for tag, e in entries.items()}
         tables = _modules["public"] = (by_tag, {kw: tag for tag, (_, kw) in by_tag.items() if kw})
-    return tables  # type: ignore[no-any-return]
+    return tables
 
 
 def public_vr(tag: int) -> str | None:

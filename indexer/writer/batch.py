@@ -105,7 +105,7 @@ class BatchWriter:
                             if isinstance(o, IndexedFile) and o.counts is not None
                         ],
                     )
-                    summaries.apply(conn, deltas)  # inside the transaction: lands with it or not at all
+                    summaries.apply(conn, deltas)  # lands with the transaction or not at all
         self.backend.after_batch(conn)
         return report
 
