@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from helpers import DB_KINDS, pg_database, pg_engine, readable_rows
 from sqlalchemy.engine import make_url
 
-from indexer.api import index_paths
+from indexer.run import index_paths
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DIR = REPO_ROOT / "tests" / "data"

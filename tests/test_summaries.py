@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
 from indexer import summaries
-from indexer.api import index_paths
+from indexer.run import index_paths
 from tests.helpers import pg_database
 
 SUMMARY_TABLES = (

@@ -226,7 +226,7 @@ class BatchWriter:
                 self._error(
                     outcome.path,
                     "walk",
-                    _problem_reason(record.problem_reason, record.problem),
+                    (record.problem_reason or Reason.INVALID).value,
                     record.problem,
                     "error",
                     now,
@@ -253,10 +253,3 @@ class BatchWriter:
             "severity": severity,
             "at": now,
         }
-
-
-def _problem_reason(reason: Reason | None, problem: str) -> str:
-    if reason is not None:
-        return reason.value
-    # Transitional, until the walker sets problem_reason on every problem it records.
-    return "truncated" if "ends" in problem or "declares" in problem else "invalid"
