@@ -1,3 +1,3 @@
 """dicom-indexer: index DICOM archives into SQLite or PostgreSQL."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
