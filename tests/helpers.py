@@ -21,7 +21,7 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,7 @@ _KNOWN = {
 
 
 def engine_for(url: str) -> sa.Engine:
-    """A pool-less engine, so nothing stays connected after the test (PostgreSQL drops need that)."""
+    """A pool-less engine: nothing stays connected after the test (PostgreSQL drops need that)."""
     return sa.create_engine(url, poolclass=NullPool)
 
 
@@ -285,7 +285,7 @@ def clear_index(url: str) -> None:
 
 
 def copy_files(src_root: Path, relpaths: Iterable[str], dst_root: Path) -> list[Path]:
-    """Copy `relpaths` of `src_root` below `dst_root`, keeping the folder layout. Returns the copies."""
+    """Copy `relpaths` of `src_root` below `dst_root`, keeping the folder layout; the copies."""
     out = []
     for rel in relpaths:
         dst = dst_root / rel
@@ -364,11 +364,22 @@ def pydicom_read(path: Path, *keywords: str) -> pydicom.Dataset | None:
 
 
 def pydicom_nested(path: Path, sequence: str, keyword: str) -> list[str] | None:
-    """Values of `keyword` in the items of top-level `sequence`; None when pydicom cannot read it."""
+    """Values of `keyword` in the items of top-level `sequence`; None if pydicom cannot read it."""
     ds = pydicom_read(path)
     if ds is None:
         return None
     return [str(item[keyword].value) for item in ds.get(sequence, None) or [] if keyword in item]
+
+
+def skip_unless_nobody_reaches_the_code() -> None:
+    """Skip when user nobody (a root test's forked child drops to it) cannot enter every folder
+    above the indexer package: a clone in a 0700 folder (mktemp -d, /root). The child could not
+    import what it has not imported yet, and a pool of such workers would never start."""
+    import indexer
+
+    for folder in Path(indexer.__file__).resolve().parents:
+        if not os.stat(folder).st_mode & 0o001:
+            pytest.skip(f"user nobody cannot enter {folder} (above the indexer package)")
 
 
 def by_path(rows: Iterable[Row]) -> dict[str, Row]:
@@ -410,11 +421,11 @@ DB_KINDS = [
 
 
 def server_for(request: pytest.FixtureRequest, kind: str) -> str | None:
-    """The PostgreSQL server URL (conftest's pg_url: a failure when set but down), or None for SQLite."""
+    """The PostgreSQL server URL (conftest's pg_url: fails when set but down); None for SQLite."""
     return str(request.getfixturevalue("pg_url")) if kind == "postgresql" else None
 
 
-# -- indexer processes killed with SIGKILL (crash and fault tests) ----------------------------------
+# -- indexer processes killed with SIGKILL (crash and fault tests) -------------------------------
 
 
 def start_index(url: str, tree: Path, args: Sequence[str] | None = None) -> subprocess.Popen[str]:
@@ -437,10 +448,8 @@ def kill_index(proc: subprocess.Popen[str]) -> tuple[int | None, str]:
     if ended is None:
         os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    try:
+    with suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)  # pool workers left behind by the kill
-    except (ProcessLookupError, PermissionError):
-        pass
     _, stderr = proc.communicate()
     return ended, stderr
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import skip_unless_nobody_reaches_the_code
 
 from indexer.crawler import FoundFile, Skipped, iter_files
 
@@ -235,6 +236,7 @@ def test_unreadable_folder(tmp_path: Path) -> None:
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="only needed as root")
 def test_unreadable_folder_in_unprivileged_child() -> None:
     """As root, check permission_denied for real: crawl in a forked child that drops to nobody."""
+    skip_unless_nobody_reaches_the_code()
     # Not under tmp_path: its parents are 0700, so user "nobody" could not reach it.
     base = tempfile.mkdtemp(prefix="crawler-perm-")
     try:
