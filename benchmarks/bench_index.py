@@ -47,7 +47,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))  # make_archive is a sibling script, not a package
 
-from make_archive import build_archive
+from make_archive import build_archive  # noqa: E402  (after the sys.path entry above)
 
 CLI = [sys.executable, "-c", "from indexer.cli import main; main()"]
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -320,7 +320,11 @@ def _counts(one: Callable[[str], Any]) -> dict[str, Any]:
         "elements": int(one("SELECT count(*) FROM elements")[0]),
         "instances": int(one("SELECT count(*) FROM instances")[0]),
         "last_run": dict(
-            zip(("seen", "indexed", "unchanged", "failed", "skipped"), map(int, last or ()))
+            zip(
+                ("seen", "indexed", "unchanged", "failed", "skipped"),
+                map(int, last or ()),
+                strict=False,
+            )
         ),
     }
 
@@ -361,8 +365,9 @@ class PgServer:
         engine = create_engine(url)
         try:
             with engine.connect() as conn:
-                size = int(conn.exec_driver_sql("SELECT pg_database_size(current_database())")
-                           .scalar_one())
+                size = int(
+                    conn.exec_driver_sql("SELECT pg_database_size(current_database())").scalar_one()
+                )
                 tables = conn.exec_driver_sql(
                     "SELECT relname, pg_total_relation_size(oid) FROM pg_class "
                     "WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace "
@@ -421,8 +426,10 @@ def prepare_archive(args: argparse.Namespace) -> tuple[Path, dict[str, Any], boo
     except BaseException:
         shutil.rmtree(root, ignore_errors=True)  # a partial archive is of no use
         raise
-    print(f"  sources (files written, elements per file; MANIFEST counts, <= {args.max_elements}"
-          f" elements, <= {args.max_bytes or 65536} bytes):")
+    print(
+        f"  sources (files written, elements per file; MANIFEST counts, <= {args.max_elements}"
+        f" elements, <= {args.max_bytes or 65536} bytes):"
+    )
     for rel, n in sorted(stats.per_source.items()):
         print(f"    {n:8d}  {stats.source_elements[rel]:5d}  {rel}")
     print(
@@ -438,8 +445,10 @@ def prepare_archive(args: argparse.Namespace) -> tuple[Path, dict[str, Any], boo
         "studies": stats.studies,
         "series": stats.series,
         "mean_elements": stats.mean_elements,
-        "sources": {rel: {"files": n, "elements": stats.source_elements[rel]}
-                    for rel, n in sorted(stats.per_source.items())},
+        "sources": {
+            rel: {"files": n, "elements": stats.source_elements[rel]}
+            for rel, n in sorted(stats.per_source.items())
+        },
         "reused": False,
     }
     return root, description, args.archive is None and not args.keep
@@ -466,8 +475,13 @@ def index_sqlite(archive: Path, db: Path, workers: int, files: int, fresh: bool)
     print(f"  {what}{'' if fresh else ', re-run'} ...", flush=True)
     measured = run_measured(index_argv(archive, str(db), workers)).check(what)
     figures = sqlite_figures(db)
-    result = {**rates(measured, files, figures["elements"]), "backend": "sqlite",
-              "workers": workers, "db": str(db), **figures}
+    result = {
+        **rates(measured, files, figures["elements"]),
+        "backend": "sqlite",
+        "workers": workers,
+        "db": str(db),
+        **figures,
+    }
     return _per_row(result)
 
 
@@ -478,8 +492,13 @@ def index_pg(archive: Path, pg: PgServer, workers: int, files: int) -> tuple[dic
     print(f"  {what} ...", flush=True)
     measured = run_measured(index_argv(archive, url, workers)).check(what)
     figures = pg.figures(url)
-    result = {**rates(measured, files, figures["elements"]), "backend": "postgresql",
-              "workers": workers, "db": _masked(url), **figures}
+    result = {
+        **rates(measured, files, figures["elements"]),
+        "backend": "postgresql",
+        "workers": workers,
+        "db": _masked(url),
+        **figures,
+    }
     return _per_row(result), url
 
 
@@ -498,23 +517,37 @@ def _per_row(result: dict[str, Any]) -> dict[str, Any]:
 
 def parse_ceiling(archive: Path, processes: int) -> dict[str, Any]:
     print(f"  parse-only, {processes} process(es) ...", flush=True)
-    argv = [sys.executable, str(BENCH_DIR / "parse_only.py"), str(archive),
-            "--processes", str(processes), "--json"]
+    argv = [
+        sys.executable,
+        str(BENCH_DIR / "parse_only.py"),
+        str(archive),
+        "--processes",
+        str(processes),
+        "--json",
+    ]
     measured = run_measured(argv).check("parse_only.py")
     inner = json.loads(measured.stdout)[0]
     # The ceiling is the parse time alone (pool start included), without interpreter
     # start-up and listing, which makes the ratio to the indexer conservative.
-    return {**measured.summary(), "wall_seconds": measured.seconds, **inner,
-            "elements_per_s": None}
+    return {**measured.summary(), "wall_seconds": measured.seconds, **inner, "elements_per_s": None}
 
 
 def baseline(archive: Path, db: Path, naive: bool, limit: int | None) -> dict[str, Any]:
     remove_sqlite(db)
     label = "naive" if naive else "careful"
-    print(f"  careful_indexer.py {label}{f' (first {limit} files)' if limit else ''} ...",
-          flush=True)
-    argv = [sys.executable, str(BENCH_DIR / "careful_indexer.py"), str(archive), "--db", str(db),
-            "--workers", "2", "--json"]
+    print(
+        f"  careful_indexer.py {label}{f' (first {limit} files)' if limit else ''} ...", flush=True
+    )
+    argv = [
+        sys.executable,
+        str(BENCH_DIR / "careful_indexer.py"),
+        str(archive),
+        "--db",
+        str(db),
+        "--workers",
+        "2",
+        "--json",
+    ]
     if naive:
         argv.append("--naive")
     if limit is not None:
@@ -523,9 +556,13 @@ def baseline(archive: Path, db: Path, naive: bool, limit: int | None) -> dict[st
     inner = json.loads(measured.stdout)
     size = sum(_sqlite_files(db).get(k, 0) for k in ("main", "-wal"))
     files = inner["files"] + inner["errors"]
-    return {**rates(measured, files, inner["rows"]), "inner": inner, "size": size,
-            "elements": inner["rows"], "bytes_per_element": size / inner["rows"]
-            if inner["rows"] else None}
+    return {
+        **rates(measured, files, inner["rows"]),
+        "inner": inner,
+        "size": size,
+        "elements": inner["rows"],
+        "bytes_per_element": size / inner["rows"] if inner["rows"] else None,
+    }
 
 
 def _help(command: str, cache: dict[str, str | None]) -> str | None:
@@ -590,11 +627,18 @@ def time_reports(
         beyond = f"{best - startup:.2f} s beyond start-up"
         if opening is not None:
             beyond += f", {best - opening:.2f} s beyond opening"
-        print(f"  {label} {spec.label}: best {best:.2f} s of {REPORT_REPEATS}, {beyond}"
-              f" ({lines} lines of output)")
-        out[spec.label] = {"available": True, "seconds": best, "all_seconds": times,
-                           "output_lines": lines, "target_s": spec.target_s,
-                           "opening_s": opening}
+        print(
+            f"  {label} {spec.label}: best {best:.2f} s of {REPORT_REPEATS}, {beyond}"
+            f" ({lines} lines of output)"
+        )
+        out[spec.label] = {
+            "available": True,
+            "seconds": best,
+            "all_seconds": times,
+            "output_lines": lines,
+            "target_s": spec.target_s,
+            "opening_s": opening,
+        }
     return out
 
 
@@ -606,9 +650,11 @@ def _fmt(value: float | None, spec: str = ".0f") -> str:
 
 
 def print_runs(runs: dict[str, dict[str, Any]]) -> None:
-    header = (f"{'run':<14} {'files':>7} {'wall s':>8} {'CPU s':>7} {'other':>6} {'files/s':>8} "
-              f"{'elem/s':>9} {'RSS MB':>7} {'PSS MB':>7} {'1p MB':>6} {'DB MB':>7} "
-              f"{'B/elem':>7} {'B/inst':>7}")
+    header = (
+        f"{'run':<14} {'files':>7} {'wall s':>8} {'CPU s':>7} {'other':>6} {'files/s':>8} "
+        f"{'elem/s':>9} {'RSS MB':>7} {'PSS MB':>7} {'1p MB':>6} {'DB MB':>7} "
+        f"{'B/elem':>7} {'B/inst':>7}"
+    )
     print(header)
     print("-" * len(header))
     for name, r in runs.items():
@@ -622,11 +668,17 @@ def print_runs(runs: dict[str, dict[str, Any]]) -> None:
             f"{_fmt(r.get('bytes_per_element'), '.1f'):>7} "
             f"{_fmt(r.get('bytes_per_instance'), '.0f'):>7}"
         )
-    print("  wall s: subprocess start to exit (parse-only rows: the parse alone); CPU s: all its"
-          " processes; other: CPU s of the rest of the machine meanwhile (PostgreSQL server"
-          f" included); RSS/PSS: peak sum over the process tree, sampled every {POLL_SECONDS} s;"
-          " 1p: largest single process (wait4 ru_maxrss)")
-    repeated = {name: r["all_files_per_s"] for name, r in runs.items() if len(r.get("all_files_per_s", ())) > 1}
+    print(
+        "  wall s: subprocess start to exit (parse-only rows: the parse alone); CPU s: all its"
+        " processes; other: CPU s of the rest of the machine meanwhile (PostgreSQL server"
+        f" included); RSS/PSS: peak sum over the process tree, sampled every {POLL_SECONDS} s;"
+        " 1p: largest single process (wait4 ru_maxrss)"
+    )
+    repeated = {
+        name: r["all_files_per_s"]
+        for name, r in runs.items()
+        if len(r.get("all_files_per_s", ())) > 1
+    }
     if repeated:
         print("  best of several runs (memory: the worst of them); files/s of each run:")
         for name, rates_seen in repeated.items():
@@ -637,17 +689,23 @@ def print_sizes(name: str, r: dict[str, Any]) -> None:
     top = sorted(r["tables"].items(), key=lambda kv: -kv[1])[:6]
     parts = ", ".join(f"{t} {s / MB:.1f}" for t, s in top)
     if r["backend"] == "sqlite":
-        print(f"  {name}: {r['size_after_run'] / MB:.1f} MB after the run "
-              f"(files {r['files_after_run']}), {r['size'] / MB:.1f} MB after checkpoint "
-              f"({r['free_bytes'] / MB:.1f} MB free pages); largest (MB): {parts}")
+        print(
+            f"  {name}: {r['size_after_run'] / MB:.1f} MB after the run "
+            f"(files {r['files_after_run']}), {r['size'] / MB:.1f} MB after checkpoint "
+            f"({r['free_bytes'] / MB:.1f} MB free pages); largest (MB): {parts}"
+        )
     else:
-        print(f"  {name}: pg_database_size {r['size'] / MB:.1f} MB; largest (MB, with indexes "
-              f"and TOAST): {parts}")
+        print(
+            f"  {name}: pg_database_size {r['size'] / MB:.1f} MB; largest (MB, with indexes "
+            f"and TOAST): {parts}"
+        )
     elements = r["tables"].get("elements")
     if elements and r["elements"]:
-        print(f"    elements table alone: {elements / r['elements']:.1f} bytes per row; "
-              f"{r['elements'] / max(r['instances'], 1):.1f} rows per instance; last run "
-              f"{r['last_run']}")
+        print(
+            f"    elements table alone: {elements / r['elements']:.1f} bytes per row; "
+            f"{r['elements'] / max(r['instances'], 1):.1f} rows per instance; last run "
+            f"{r['last_run']}"
+        )
 
 
 @dataclass
@@ -695,51 +753,90 @@ def compute_targets(
     files: int,
 ) -> list[Target]:
     t: list[Target] = [
-        Target("index SQLite 2w / parse-only 2p (files/s)",
-               _ratio(_fps(runs, "sqlite_w2"), _fps(runs, "parse_p2")), PARSE_RATIO),
-        Target("index SQLite 2w / 1w (files/s)",
-               _ratio(_fps(runs, "sqlite_w2"), _fps(runs, "sqlite_w1")), SCALING),
+        Target(
+            "index SQLite 2w / parse-only 2p (files/s)",
+            _ratio(_fps(runs, "sqlite_w2"), _fps(runs, "parse_p2")),
+            PARSE_RATIO,
+        ),
+        Target(
+            "index SQLite 2w / 1w (files/s)",
+            _ratio(_fps(runs, "sqlite_w2"), _fps(runs, "sqlite_w1")),
+            SCALING,
+        ),
     ]
     if "pg_w2" in runs:
         t += [
-            Target("index PostgreSQL 2w / parse-only 2p (files/s)",
-                   _ratio(_fps(runs, "pg_w2"), _fps(runs, "parse_p2")), PARSE_RATIO),
-            Target("index PostgreSQL 2w / 1w (files/s)",
-                   _ratio(_fps(runs, "pg_w2"), _fps(runs, "pg_w1")), SCALING),
+            Target(
+                "index PostgreSQL 2w / parse-only 2p (files/s)",
+                _ratio(_fps(runs, "pg_w2"), _fps(runs, "parse_p2")),
+                PARSE_RATIO,
+            ),
+            Target(
+                "index PostgreSQL 2w / 1w (files/s)",
+                _ratio(_fps(runs, "pg_w2"), _fps(runs, "pg_w1")),
+                SCALING,
+            ),
         ]
     if compare is not None:
         other = compare["runs"]
-        small, large = (compare["files"], files) if compare["files"] < files else (
-            files, compare["files"])
+        small, large = (
+            (compare["files"], files) if compare["files"] < files else (files, compare["files"])
+        )
         for name in ("sqlite_w2", "pg_w2"):
             if name in runs and name in other and small != large:
                 here, there = runs[name]["files_per_s"], other[name]["files_per_s"]
                 big, little = (here, there) if files == large else (there, here)
-                t.append(Target(f"{name} files/s at {large} / at {small} files",
-                                big / little, SIZE_RATIO))
+                t.append(
+                    Target(
+                        f"{name} files/s at {large} / at {small} files", big / little, SIZE_RATIO
+                    )
+                )
     indexer_runs = [r for n, r in runs.items() if n.startswith(("sqlite_", "pg_"))]
     if indexer_runs:
         worst = max(indexer_runs, key=lambda r: r["peak_rss"])
-        t.append(Target("peak RSS of the indexer process tree, MB (worst run)",
-                        worst["peak_rss"] / MB, PEAK_RSS_MB, "<",
-                        note=f"{worst['backend']} {worst['workers']}w; PSS "
-                             f"{worst['peak_pss'] / MB:.0f} MB"))
+        t.append(
+            Target(
+                "peak RSS of the indexer process tree, MB (worst run)",
+                worst["peak_rss"] / MB,
+                PEAK_RSS_MB,
+                "<",
+                note=f"{worst['backend']} {worst['workers']}w; PSS {worst['peak_pss'] / MB:.0f} MB",
+            )
+        )
     if "sqlite_rerun" in runs:
-        t.append(Target("re-run speed-up, SQLite 2w (first / re-run)",
-                        _ratio(runs["sqlite_w2"]["seconds"], runs["sqlite_rerun"]["seconds"]),
-                        RERUN_SPEEDUP))
+        t.append(
+            Target(
+                "re-run speed-up, SQLite 2w (first / re-run)",
+                _ratio(runs["sqlite_w2"]["seconds"], runs["sqlite_rerun"]["seconds"]),
+                RERUN_SPEEDUP,
+            )
+        )
     if "sqlite_w2" in runs:
-        t.append(Target("SQLite bytes per element row (after checkpoint)",
-                        runs["sqlite_w2"]["bytes_per_element"], BYTES_PER_ELEMENT, "<="))
+        t.append(
+            Target(
+                "SQLite bytes per element row (after checkpoint)",
+                runs["sqlite_w2"]["bytes_per_element"],
+                BYTES_PER_ELEMENT,
+                "<=",
+            )
+        )
     t += [
-        Target("index SQLite 2w / careful indexer (files/s)",
-               _ratio(_fps(runs, "sqlite_w2"), _fps(runs, "careful")), VS_CAREFUL),
-        Target("index SQLite 2w / careful indexer, second goal (files/s)",
-               _ratio(_fps(runs, "sqlite_w2"), _fps(runs, "careful")), VS_CAREFUL_STRETCH),
-        Target("index SQLite 2w / naive indexer (files/s)",
-               _ratio(_fps(runs, "sqlite_w2"), _fps(runs, "naive")), VS_NAIVE,
-               note=f"naive on the first {runs['naive']['files']} files" if "naive" in runs
-               else ""),
+        Target(
+            "index SQLite 2w / careful indexer (files/s)",
+            _ratio(_fps(runs, "sqlite_w2"), _fps(runs, "careful")),
+            VS_CAREFUL,
+        ),
+        Target(
+            "index SQLite 2w / careful indexer, second goal (files/s)",
+            _ratio(_fps(runs, "sqlite_w2"), _fps(runs, "careful")),
+            VS_CAREFUL_STRETCH,
+        ),
+        Target(
+            "index SQLite 2w / naive indexer (files/s)",
+            _ratio(_fps(runs, "sqlite_w2"), _fps(runs, "naive")),
+            VS_NAIVE,
+            note=f"naive on the first {runs['naive']['files']} files" if "naive" in runs else "",
+        ),
     ]
     for backend, timings in reports.items():
         for label, r in timings.items():
@@ -760,7 +857,11 @@ def best_of(times: int, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     results = [run() for _ in range(max(1, times))]
     best = max(results, key=lambda r: r["files_per_s"])
     best["all_files_per_s"] = [round(r["files_per_s"], 1) for r in results]
-    for key in ("peak_rss", "peak_pss", "max_single_rss"):  # memory: the worst run, to stay pessimistic
+    for key in (
+        "peak_rss",
+        "peak_pss",
+        "max_single_rss",
+    ):  # memory: the worst run, to stay pessimistic
         best[key] = max(r[key] for r in results)
     return best
 
@@ -786,12 +887,18 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         runs["parse_p1"] = best_of(n, lambda: parse_ceiling(archive, 1))
         runs["parse_p2"] = best_of(n, lambda: parse_ceiling(archive, 2))
         sqlite_db = db_dir / "index_w2.db"
-        runs["sqlite_w1"] = best_of(n, lambda: index_sqlite(archive, db_dir / "index_w1.db", 1, files, fresh=True))
+        runs["sqlite_w1"] = best_of(
+            n, lambda: index_sqlite(archive, db_dir / "index_w1.db", 1, files, fresh=True)
+        )
         remove_sqlite(db_dir / "index_w1.db")
         # Every run ends with the same index, so the re-runs go over the last one.
-        runs["sqlite_w2"] = best_of(n, lambda: index_sqlite(archive, sqlite_db, 2, files, fresh=True))
+        runs["sqlite_w2"] = best_of(
+            n, lambda: index_sqlite(archive, sqlite_db, 2, files, fresh=True)
+        )
         # The re-run's files/s: higher is a shorter re-run.
-        runs["sqlite_rerun"] = best_of(n, lambda: index_sqlite(archive, sqlite_db, 2, files, fresh=False))
+        runs["sqlite_rerun"] = best_of(
+            n, lambda: index_sqlite(archive, sqlite_db, 2, files, fresh=False)
+        )
         pg_url = None
         if pg is not None:
             runs["pg_w1"] = best_of(n, lambda: index_pg(archive, pg, 1, files)[0])  # type: ignore[union-attr]
@@ -804,7 +911,9 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
             runs["pg_w2"] = best_of(n, pg_w2)
             pg_url = pg_runs[-1]
-        runs["careful"] = best_of(n, lambda: baseline(archive, db_dir / "careful.db", False, args.careful_files))
+        runs["careful"] = best_of(
+            n, lambda: baseline(archive, db_dir / "careful.db", False, args.careful_files)
+        )
         remove_sqlite(db_dir / "careful.db")
         runs["naive"] = baseline(archive, db_dir / "naive.db", True, min(files, args.naive_files))
         remove_sqlite(db_dir / "naive.db")
@@ -850,18 +959,23 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
 def print_results(results: dict[str, Any]) -> None:
     runs = results["runs"]
     print()
-    print(f"results for {results['files']} files "
-          f"(load average {results['machine']['loadavg_start'][0]:.2f} at start, "
-          f"{results['machine']['loadavg_end'][0]:.2f} at end, "
-          f"{results['machine']['cpus']} CPUs):")
+    print(
+        f"results for {results['files']} files "
+        f"(load average {results['machine']['loadavg_start'][0]:.2f} at start, "
+        f"{results['machine']['loadavg_end'][0]:.2f} at end, "
+        f"{results['machine']['cpus']} CPUs):"
+    )
     disturbed = [
-        name for name, r in runs.items()
+        name
+        for name, r in runs.items()
         if not name.startswith("pg_")
         and r["others_cpu_seconds"] > BUSY_SHARE * r.get("wall_seconds", r["seconds"])
     ]
     if disturbed:
-        print(f"WARNING: other processes used the CPUs during {', '.join(disturbed)} (column"
-              " 'other'): those wall times and the ratios built on them are not reliable")
+        print(
+            f"WARNING: other processes used the CPUs during {', '.join(disturbed)} (column"
+            " 'other'): those wall times and the ratios built on them are not reliable"
+        )
     print_runs(runs)
     print("database sizes:")
     for name, r in runs.items():
@@ -876,33 +990,64 @@ def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, required=True, help="archive size in files")
-    parser.add_argument("--archive", type=Path, default=None,
-                        help="reuse this archive; built and kept here when absent or empty")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the archive and the SQLite databases")
-    parser.add_argument("--db-dir", type=Path, default=None,
-                        help="folder for the SQLite databases (default: a temporary one on disk)")
-    parser.add_argument("--pg-url", default=DEFAULT_PG_URL,
-                        help="maintenance database of the PostgreSQL server; fresh bench_* "
-                             "databases are created there and dropped at the end")
+    parser.add_argument(
+        "--archive",
+        type=Path,
+        default=None,
+        help="reuse this archive; built and kept here when absent or empty",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the archive and the SQLite databases"
+    )
+    parser.add_argument(
+        "--db-dir",
+        type=Path,
+        default=None,
+        help="folder for the SQLite databases (default: a temporary one on disk)",
+    )
+    parser.add_argument(
+        "--pg-url",
+        default=DEFAULT_PG_URL,
+        help="maintenance database of the PostgreSQL server; fresh bench_* "
+        "databases are created there and dropped at the end",
+    )
     parser.add_argument("--skip-pg", action="store_true", help="no PostgreSQL runs")
     parser.add_argument("--out", type=Path, default=None, help="write every figure as JSON")
-    parser.add_argument("--compare-with", type=Path, default=None,
-                        help="results JSON of a run at another size, for the scaling target")
-    parser.add_argument("--max-elements", type=int, default=150,
-                        help="sources with at most this many elements (MANIFEST count)")
-    parser.add_argument("--min-elements", type=int, default=None,
-                        help="sources with at least this many elements")
-    parser.add_argument("--max-bytes", type=int, default=None,
-                        help="largest source file (default 65536)")
+    parser.add_argument(
+        "--compare-with",
+        type=Path,
+        default=None,
+        help="results JSON of a run at another size, for the scaling target",
+    )
+    parser.add_argument(
+        "--max-elements",
+        type=int,
+        default=150,
+        help="sources with at most this many elements (MANIFEST count)",
+    )
+    parser.add_argument(
+        "--min-elements", type=int, default=None, help="sources with at least this many elements"
+    )
+    parser.add_argument(
+        "--max-bytes", type=int, default=None, help="largest source file (default 65536)"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="run each throughput step this many times and keep the fastest "
-                        "(the naive baseline runs once)")
-    parser.add_argument("--naive-files", type=int, default=NAIVE_FILES,
-                        help="files for the naive baseline")
-    parser.add_argument("--careful-files", type=int, default=None,
-                        help="files for the careful baseline (default: all)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run each throughput step this many times and keep the fastest "
+        "(the naive baseline runs once)",
+    )
+    parser.add_argument(
+        "--naive-files", type=int, default=NAIVE_FILES, help="files for the naive baseline"
+    )
+    parser.add_argument(
+        "--careful-files",
+        type=int,
+        default=None,
+        help="files for the careful baseline (default: all)",
+    )
     args = parser.parse_args(argv)
     if args.files <= 0:
         parser.error("--files must be positive")

@@ -74,7 +74,7 @@ def corpus_files(corpus: Path) -> tuple[list[str], dict[str, int]]:
             if r["readable_by_dcmtk"] == "yes" and r["readable_by_pydicom"] == "yes"
         ]
     paths = [str(corpus / r["relpath"]) for r in rows]
-    return paths, {p: int(r["element_count"]) for p, r in zip(paths, rows)}
+    return paths, {p: int(r["element_count"]) for p, r in zip(paths, rows, strict=False)}
 
 
 def archive_files(root: Path, limit: int) -> list[str]:

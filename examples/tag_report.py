@@ -28,8 +28,10 @@ def main(argv: list[str]) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
 
-    print(f"{stats['instances']} instances, {stats['series']} series, {stats['studies']} studies, "
-          f"{stats['elements']} elements")
+    print(
+        f"{stats['instances']} instances, {stats['series']} series, {stats['studies']} studies, "
+        f"{stats['elements']} elements"
+    )
     print("\ninstances per modality")
     for entry in modalities["values"]:
         print(f"  {entry['value'] or '(empty)':<10} {entry['instances']:>8}")

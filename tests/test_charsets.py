@@ -18,26 +18,32 @@ def codec_names(term: str) -> list[str]:
     return [codecs.lookup(c).name for c in encodings_for(term)[0]]
 
 
-@pytest.mark.parametrize("term,expected", [
-    ("", ["iso8859-1"]),  # no Specific Character Set: the default repertoire
-    ("ISO_IR 6", ["iso8859-1"]),  # ASCII, read as Latin-1 so that stray 8-bit bytes survive
-    ("ISO_IR 100", ["iso8859-1"]),
-    ("ISO_IR 144", ["iso8859-5"]),
-    ("ISO_IR 192", ["utf-8"]),
-    ("GB18030", ["gb18030"]),
-    ("ISO 2022 IR 13\\ISO 2022 IR 87", ["shift_jis", "iso2022_jp"]),
-    ("\\ISO 2022 IR 149", ["iso8859-1", "euc_kr"]),
-])
+@pytest.mark.parametrize(
+    "term,expected",
+    [
+        ("", ["iso8859-1"]),  # no Specific Character Set: the default repertoire
+        ("ISO_IR 6", ["iso8859-1"]),  # ASCII, read as Latin-1 so that stray 8-bit bytes survive
+        ("ISO_IR 100", ["iso8859-1"]),
+        ("ISO_IR 144", ["iso8859-5"]),
+        ("ISO_IR 192", ["utf-8"]),
+        ("GB18030", ["gb18030"]),
+        ("ISO 2022 IR 13\\ISO 2022 IR 87", ["shift_jis", "iso2022_jp"]),
+        ("\\ISO 2022 IR 149", ["iso8859-1", "euc_kr"]),
+    ],
+)
 def test_encodings_for_known_terms(term: str, expected: list[str]) -> None:
     assert codec_names(term) == expected
     assert encodings_for(term)[1] == ()
 
 
-@pytest.mark.parametrize("term,expected", [
-    ("ISO-IR 100", "iso8859-1"),
-    ("ISO IR 144", "iso8859-5"),
-    ("ISO-IR 148", "iso8859-9"),
-])
+@pytest.mark.parametrize(
+    "term,expected",
+    [
+        ("ISO-IR 100", "iso8859-1"),
+        ("ISO IR 144", "iso8859-5"),
+        ("ISO-IR 148", "iso8859-9"),
+    ],
+)
 def test_misspelt_terms_resolve_with_a_warning(term: str, expected: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # returned, never emitted
@@ -61,7 +67,9 @@ def test_answers_are_cached() -> None:
 
 
 def test_decode_single_byte_and_utf8() -> None:
-    assert decode("Müller^Jürgen".encode("latin-1"), encodings_for("ISO_IR 100")[0]) == "Müller^Jürgen"
+    assert (
+        decode("Müller^Jürgen".encode("latin-1"), encodings_for("ISO_IR 100")[0]) == "Müller^Jürgen"
+    )
     assert decode("Иванов".encode("iso8859-5"), encodings_for("ISO_IR 144")[0]) == "Иванов"
     assert decode("王^小東".encode(), encodings_for("ISO_IR 192")[0], person_name=True) == "王^小東"
     assert decode("王^小东".encode("gb18030"), encodings_for("GB18030")[0]) == "王^小东"
@@ -97,7 +105,8 @@ def test_iso_2022_korean() -> None:
 
     raw = b"Hong^Gildong=" + ksx("洪") + b"^" + ksx("吉洞") + b"=" + ksx("홍") + b"^" + ksx("길동")
     assert decode(raw, encodings_for("\\ISO 2022 IR 149")[0], person_name=True) == (
-        "Hong^Gildong=洪^吉洞=홍^길동")
+        "Hong^Gildong=洪^吉洞=홍^길동"
+    )
 
 
 def test_iso_2022_multi_valued_text() -> None:

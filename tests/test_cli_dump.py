@@ -22,8 +22,8 @@ from typer.testing import CliRunner
 
 from indexer import __version__
 from indexer.cli import app
-from indexer.records import ITEM, META, UNDEFINED
 from indexer.reader import read_file
+from indexer.records import ITEM, META, UNDEFINED
 
 INDEXER_BIN = Path(sys.executable).with_name("indexer")
 LINE = re.compile(r"^ *(\([0-9A-F]{4},[0-9A-F]{4}\) [A-Z]{2} |Item #\d+ \(FFFE,E000\) )")
@@ -72,8 +72,9 @@ def pydicom_counts(path: Path) -> tuple[int, int, int]:
 
 
 @pytest.mark.parametrize("relpath", SAMPLES)
-def test_dump_prints_one_line_per_element(runner: CliRunner, sample_dir: Path,
-                                          sample_manifest: list[dict[str, str]], relpath: str) -> None:
+def test_dump_prints_one_line_per_element(
+    runner: CliRunner, sample_dir: Path, sample_manifest: list[dict[str, str]], relpath: str
+) -> None:
     path = sample_dir / relpath
     result = runner.invoke(app, ["dump", str(path)])
     assert result.exit_code == 0, result.output
@@ -88,9 +89,13 @@ def test_dump_prints_one_line_per_element(runner: CliRunner, sample_dir: Path,
         assert LINE.match(line), line
     # The lines follow the records, in file order.
     records = [r for r in read_file(path).elements if not r.flags & META]
-    shown = [line.strip().split(" ")[0] if not line.strip().startswith("Item") else "item" for line in body]
-    assert shown == ["item" if r.flags & ITEM else f"({r.tag >> 16:04X},{r.tag & 0xFFFF:04X})"
-                     for r in records]
+    shown = [
+        line.strip().split(" ")[0] if not line.strip().startswith("Item") else "item"
+        for line in body
+    ]
+    assert shown == [
+        "item" if r.flags & ITEM else f"({r.tag >> 16:04X},{r.tag & 0xFFFF:04X})" for r in records
+    ]
     assert "(0002," not in result.stdout
 
 
@@ -109,25 +114,46 @@ def test_dump_meta_adds_group_0002(runner: CliRunner, sample_dir: Path, relpath:
 
 
 def record_json(r: Any) -> dict[str, Any]:
-    return {"path": r.path, "depth": r.depth, "tag": f"{r.tag:08X}", "vr": r.vr, "vm": r.vm,
-            "length": None if r.length == UNDEFINED else r.length, "value": r.value,
-            "number": r.number, "flags": r.flags, "offset": r.offset,
-            "private_creator": r.private_creator, "keyword": r.keyword, "name": r.name}
+    return {
+        "path": r.path,
+        "depth": r.depth,
+        "tag": f"{r.tag:08X}",
+        "vr": r.vr,
+        "vm": r.vm,
+        "length": None if r.length == UNDEFINED else r.length,
+        "value": r.value,
+        "number": r.number,
+        "flags": r.flags,
+        "offset": r.offset,
+        "private_creator": r.private_creator,
+        "keyword": r.keyword,
+        "name": r.name,
+    }
 
 
-@pytest.mark.parametrize("relpath", [
-    "pydicom/rtplan.dcm",
-    "fo-dicom/test_SR.dcm",
-    "dicomParser/deflate/report_dfl",
-    "dicomParser/encapsulated/multi-frame/CT0012.fragmented_no_bot_jpeg_baseline.51.dcm",
-    "pydicom/nested_priv_SQ.dcm",
-    "broken/pydicom/rtstruct.dcm",
-])
+@pytest.mark.parametrize(
+    "relpath",
+    [
+        "pydicom/rtplan.dcm",
+        "fo-dicom/test_SR.dcm",
+        "dicomParser/deflate/report_dfl",
+        "dicomParser/encapsulated/multi-frame/CT0012.fragmented_no_bot_jpeg_baseline.51.dcm",
+        "pydicom/nested_priv_SQ.dcm",
+        "broken/pydicom/rtstruct.dcm",
+    ],
+)
 @pytest.mark.parametrize("meta", [False, True], ids=["no-meta", "meta"])
-def test_dump_json(runner: CliRunner, sample_dir: Path, sample_manifest: list[dict[str, str]],
-                   relpath: str, meta: bool) -> None:
+def test_dump_json(
+    runner: CliRunner,
+    sample_dir: Path,
+    sample_manifest: list[dict[str, str]],
+    relpath: str,
+    meta: bool,
+) -> None:
     path = sample_dir / relpath
-    result = runner.invoke(app, ["dump", "--format", "json", str(path)] + (["--meta"] if meta else []))
+    result = runner.invoke(
+        app, ["dump", "--format", "json", str(path)] + (["--meta"] if meta else [])
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     row = manifest_row(sample_manifest, relpath)
@@ -140,11 +166,14 @@ def test_dump_json(runner: CliRunner, sample_dir: Path, sample_manifest: list[di
     assert len(counted) == int(row["element_count"])
     records = [r for r in read_file(path).elements if meta or not r.flags & META]
     assert [{k: e[k] for k in record_json(r)} for e, r in zip(elements, records, strict=True)] == [
-        record_json(r) for r in records]
+        record_json(r) for r in records
+    ]
     assert any(e["meta"] for e in elements) == (meta and bool(row["transfer_syntax_uid"]))
     for e, r in zip(elements, records, strict=True):
         if r.fragments is not None:
-            assert e["fragments"] == list(r.fragments) and e["offset_table"] == list(r.offset_table or ())
+            assert e["fragments"] == list(r.fragments) and e["offset_table"] == list(
+                r.offset_table or ()
+            )
 
 
 def test_dump_value_limit(runner: CliRunner, sample_dir: Path) -> None:
@@ -157,7 +186,9 @@ def test_dump_value_limit(runner: CliRunner, sample_dir: Path) -> None:
     assert line.endswith(f"[{model[:16]}] (cut)")
 
 
-@pytest.mark.parametrize("relpath", ["broken/pylibjpeg-data/raw_jpeg_named_as_dicom.dcm", "README.md"])
+@pytest.mark.parametrize(
+    "relpath", ["broken/pylibjpeg-data/raw_jpeg_named_as_dicom.dcm", "README.md"]
+)
 def test_dump_not_dicom(runner: CliRunner, sample_dir: Path, relpath: str) -> None:
     path = sample_dir / relpath
     result = runner.invoke(app, ["dump", str(path)])
@@ -212,16 +243,27 @@ def test_help_and_version(runner: CliRunner) -> None:
 
 def test_installed_command(sample_dir: Path, sample_manifest: list[dict[str, str]]) -> None:
     assert INDEXER_BIN.is_file(), f"console script missing next to {sys.executable}"
-    done = subprocess.run([str(INDEXER_BIN), "--version"], capture_output=True, text=True, timeout=60,
-                          check=False)
+    done = subprocess.run(
+        [str(INDEXER_BIN), "--version"], capture_output=True, text=True, timeout=60, check=False
+    )
     assert done.returncode == 0 and done.stdout == f"indexer {__version__}\n"
     bad = sample_dir / "broken/pylibjpeg-data/raw_jpeg_named_as_dicom.dcm"
-    done = subprocess.run([str(INDEXER_BIN), "dump", str(bad)], capture_output=True, text=True, timeout=60,
-                          check=False)
+    done = subprocess.run(
+        [str(INDEXER_BIN), "dump", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ")
     good = sample_dir / "pydicom/rtplan.dcm"
-    done = subprocess.run([str(INDEXER_BIN), "dump", str(good)], capture_output=True, text=True, timeout=60,
-                          check=False)
+    done = subprocess.run(
+        [str(INDEXER_BIN), "dump", str(good)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     count = manifest_row(sample_manifest, "pydicom/rtplan.dcm")["element_count"]
     assert done.returncode == 0 and done.stdout.endswith(f"\n{count} elements\n")

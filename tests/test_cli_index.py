@@ -26,8 +26,11 @@ def invoke(*args: str, env: dict[str, str | None] | None = None) -> tuple[int, s
     merged.update(env or {})
     result = CliRunner().invoke(app, list(args), env=merged)
     exc = result.exception
-    uncaught = "" if exc is None or isinstance(exc, SystemExit) else (
-        f"Traceback (most recent call last):\n{type(exc).__name__}: {exc}\n")  # what the process would print
+    uncaught = (
+        ""
+        if exc is None or isinstance(exc, SystemExit)
+        else (f"Traceback (most recent call last):\n{type(exc).__name__}: {exc}\n")
+    )  # what the process would print
     return result.exit_code, result.stdout, result.stderr + uncaught
 
 
@@ -62,14 +65,18 @@ def test_summary_table(sample_dir: Path, tmp_path: Path) -> None:
 
 def test_json_summary(db_url: str, sample_dir: Path) -> None:
     """Both databases; the database named by INDEXER_DB (a URL here)."""
-    code, out, err = invoke("index", str(sample_dir), "-w", "2", "--format", "json", env={"INDEXER_DB": db_url})
+    code, out, err = invoke(
+        "index", str(sample_dir), "-w", "2", "--format", "json", env={"INDEXER_DB": db_url}
+    )
     assert code == 0, err
     data = json.loads(out)
     counts = _status_counts(db_url)
     assert data["files seen"] == sum(counts.values())
     assert data["indexed"] == counts.get("indexed", 0)
     assert data["indexed with problems"] == counts.get("partial", 0)
-    assert data["errors"] + data["not DICOM (skipped)"] == counts.get("not_dicom", 0) + counts.get("error", 0)
+    assert data["errors"] + data["not DICOM (skipped)"] == counts.get("not_dicom", 0) + counts.get(
+        "error", 0
+    )
     assert data["unchanged"] == 0 and data["missing"] == 0
     assert data["run"] == query(db_url, "SELECT MAX(id) FROM runs")[0][0]
     # Re-run: everything unchanged.
@@ -108,22 +115,32 @@ def test_bad_database_url_is_one_line_exit_1(sample_dir: Path) -> None:
 
 def test_unreachable_postgresql_is_one_line_exit_1(sample_dir: Path) -> None:
     started = time.monotonic()
-    code, _out, err = invoke("index", str(sample_dir), "--db", "postgresql+psycopg://postgres:hush@127.0.0.1:1/x",
-                            "-w", "2")
+    code, _out, err = invoke(
+        "index",
+        str(sample_dir),
+        "--db",
+        "postgresql+psycopg://postgres:hush@127.0.0.1:1/x",
+        "-w",
+        "2",
+    )
     assert code == 1 and single_line(err) and err.startswith("error:") and "Traceback" not in err
     assert "hush" not in err  # never print the password
     assert time.monotonic() - started < 30
 
 
 def test_bad_option_value_fails_without_traceback(sample_dir: Path, tmp_path: Path) -> None:
-    code, _out, err = invoke("index", str(sample_dir), "--db", str(tmp_path / "i.db"), "--workers", "-1")
+    code, _out, err = invoke(
+        "index", str(sample_dir), "--db", str(tmp_path / "i.db"), "--workers", "-1"
+    )
     assert code != 0 and "Traceback" not in err and "--workers" in err
     assert not (tmp_path / "i.db").exists()
 
 
 def test_indexer_db_environment_variable(sample_dir: Path, tmp_path: Path) -> None:
     from_env = tmp_path / "env.db"
-    code, out, err = invoke("index", str(sample_dir), "-w", "2", "-q", env={"INDEXER_DB": str(from_env)})
+    code, out, err = invoke(
+        "index", str(sample_dir), "-w", "2", "-q", env={"INDEXER_DB": str(from_env)}
+    )
     assert code == 0, err
     assert from_env.exists()
     for args in (["stats"], ["db", "current"], ["db", "upgrade"]):
@@ -132,13 +149,22 @@ def test_indexer_db_environment_variable(sample_dir: Path, tmp_path: Path) -> No
         assert str(from_env) in out or args == ["stats"], (args, out)
     # --db wins over the variable.
     given = tmp_path / "given.db"
-    code, out, err = invoke("index", str(sample_dir), "--db", str(given), "-w", "2", "-q",
-                            env={"INDEXER_DB": str(tmp_path / "unused.db")})
+    code, out, err = invoke(
+        "index",
+        str(sample_dir),
+        "--db",
+        str(given),
+        "-w",
+        "2",
+        "-q",
+        env={"INDEXER_DB": str(tmp_path / "unused.db")},
+    )
     assert code == 0 and given.exists() and not (tmp_path / "unused.db").exists()
 
 
-def test_default_database_in_the_current_folder(sample_dir: Path, tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_database_in_the_current_folder(
+    sample_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     code, _out, err = invoke("index", str(sample_dir), "-w", "2", "-q")
     assert code == 0, err
@@ -156,7 +182,9 @@ def test_database_file_mode_0600_whatever_the_umask(sample_dir: Path, tmp_path: 
         os.umask(old)
     assert code == 0, err
     leftovers = [p for p in tmp_path.iterdir() if p.name.startswith("index.db")]
-    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in leftovers} == {p.name: 0o600 for p in leftovers}
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in leftovers} == {
+        p.name: 0o600 for p in leftovers
+    }
 
 
 def test_every_database_command_takes_db_and_indexer_db() -> None:
@@ -182,7 +210,9 @@ def test_every_database_command_takes_db_and_indexer_db() -> None:
         assert "--db" in option.opts and option.envvar == "INDEXER_DB", name
 
 
-def test_missing_root_is_refused_before_anything_is_marked(tmp_path: Path, sample_dir: Path) -> None:
+def test_missing_root_is_refused_before_anything_is_marked(
+    tmp_path: Path, sample_dir: Path
+) -> None:
     """A root that is not there (a typo, an unmounted share) must not mark its files missing."""
     db_url = f"sqlite:///{tmp_path / 'index.db'}"
     tree = tmp_path / "tree"
@@ -194,6 +224,7 @@ def test_missing_root_is_refused_before_anything_is_marked(tmp_path: Path, sampl
     code, _out, err = invoke("index", str(tree), "--db", db_url, "-w", "2", "--prune")
     assert code == 1 and str(tree) in err and "Traceback" not in err
     assert query(db_url, "SELECT COUNT(*) FROM files WHERE status != 'missing'")[0][0] == indexed
+
 
 def test_postgresql_url_without_psycopg_says_what_to_install(tmp_path: Path) -> None:
     import subprocess
@@ -207,8 +238,13 @@ def test_postgresql_url_without_psycopg_says_what_to_install(tmp_path: Path) -> 
         "'postgresql://postgres@127.0.0.1:1/none']\n"
         "main()\n"
     )
-    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
     assert done.returncode == 1, done
     assert "pip install 'dicom-indexer[postgresql]'" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr

@@ -30,13 +30,42 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO_ROOT / "examples"
 
 STATS_KEYS = {
-    "patients", "studies", "series", "instances", "files", "files_by_status", "bytes", "elements",
-    "elements_per_instance", "errors", "errors_by_reason", "warnings", "duplicate_sop_instance_uids",
-    "instances_with_duplicate_uid", "instances_outside_hierarchy", "missing_files", "by_modality",
-    "by_sop_class", "by_transfer_syntax", "by_manufacturer", "by_study_year",
+    "patients",
+    "studies",
+    "series",
+    "instances",
+    "files",
+    "files_by_status",
+    "bytes",
+    "elements",
+    "elements_per_instance",
+    "errors",
+    "errors_by_reason",
+    "warnings",
+    "duplicate_sop_instance_uids",
+    "instances_with_duplicate_uid",
+    "instances_outside_hierarchy",
+    "missing_files",
+    "by_modality",
+    "by_sop_class",
+    "by_transfer_syntax",
+    "by_manufacturer",
+    "by_study_year",
 }
-TAG_KEYS = {"tag", "keyword", "name", "private_creator", "depth", "instances", "share", "occurrences",
-            "distinct_values", "distinct_values_complete", "values_hidden", "top_values"}
+TAG_KEYS = {
+    "tag",
+    "keyword",
+    "name",
+    "private_creator",
+    "depth",
+    "instances",
+    "share",
+    "occurrences",
+    "distinct_values",
+    "distinct_values_complete",
+    "values_hidden",
+    "top_values",
+}
 
 
 @pytest.fixture(scope="module")
@@ -88,15 +117,20 @@ def test_stats_json(corpus_index: str, rows: list[dict[str, str]]) -> None:
     assert data["series"] == len({r["series_uid"] for r in with_study if r["series_uid"]})
     assert data["patients"] == len({r["patient_id"] for r in with_study})
     assert data["bytes"] == sum(int(r["bytes"]) for r in rows)
-    assert {e["modality"]: e["instances"] for e in data["by_modality"]} == Counter(r["modality"] or None for r in rows)
+    assert {e["modality"]: e["instances"] for e in data["by_modality"]} == Counter(
+        r["modality"] or None for r in rows
+    )
     syntaxes = {e["transfer_syntax_uid"]: e for e in data["by_transfer_syntax"]}
-    for uid, n in Counter(r["transfer_syntax_uid"] for r in rows if r["transfer_syntax_uid"]).items():
+    for uid, n in Counter(
+        r["transfer_syntax_uid"] for r in rows if r["transfer_syntax_uid"]
+    ).items():
         assert syntaxes[uid]["instances"] >= n
     assert syntaxes["1.2.840.10008.1.2.4.50"]["name"] == "JPEG Baseline (Process 1)"
     classes = {e["sop_class_uid"]: e for e in data["by_sop_class"]}
     assert classes["1.2.840.10008.5.1.4.1.1.2"]["name"] == "CT Image Storage"
     assert classes["1.2.840.10008.5.1.4.1.1.2"]["instances"] == len(
-        [r for r in rows if r["sop_class_uid"] == "1.2.840.10008.5.1.4.1.1.2"])
+        [r for r in rows if r["sop_class_uid"] == "1.2.840.10008.5.1.4.1.1.2"]
+    )
 
 
 def test_stats_by_one_breakdown(corpus_index: str, rows: list[dict[str, str]]) -> None:
@@ -105,7 +139,8 @@ def test_stats_by_one_breakdown(corpus_index: str, rows: list[dict[str, str]]) -
     assert run_json(corpus_index, "stats", "--by", "study-year") == whole["by_study_year"]
     syntax = run_csv(corpus_index, "stats", "--by", "transfer-syntax")
     assert [r["transfer_syntax_uid"] for r in syntax] == [
-        e["transfer_syntax_uid"] or "" for e in whole["by_transfer_syntax"]]
+        e["transfer_syntax_uid"] or "" for e in whole["by_transfer_syntax"]
+    ]
     assert sum(int(r["instances"]) for r in syntax) == len(rows)
     table = run_table(corpus_index, "stats", "--by", "sop-class")
     assert table.splitlines()[0].split() == ["sop_class_uid", "name", "instances"]
@@ -125,8 +160,13 @@ def test_stats_table_and_csv(corpus_index: str, rows: list[dict[str, str]]) -> N
 
 def _patient_values(url: str) -> set[str]:
     """Patient IDs and names in the index that are long enough not to occur by chance."""
-    values = {v for (v,) in sql_rows(url, "SELECT patient_id FROM patients UNION SELECT patient_name FROM patients")
-              if v and len(v) >= 6}
+    values = {
+        v
+        for (v,) in sql_rows(
+            url, "SELECT patient_id FROM patients UNION SELECT patient_name FROM patients"
+        )
+        if v and len(v) >= 6
+    }
     assert values
     return values
 
@@ -162,9 +202,13 @@ def test_tags_filters(corpus_index: str, rows: list[dict[str, str]]) -> None:
     assert ct["instances"] == len([r for r in rows if r["modality"] == "CT"])
     assert ct["filters"] == {"modality": "CT"}
     sr = run_json(corpus_index, "tags", "--sop-class", "1.2.840.10008.5.1.4.1.1.88.33")
-    assert sr["instances"] == len([r for r in rows if r["sop_class_uid"] == "1.2.840.10008.5.1.4.1.1.88.33"])
+    assert sr["instances"] == len(
+        [r for r in rows if r["sop_class_uid"] == "1.2.840.10008.5.1.4.1.1.88.33"]
+    )
     private = run_json(corpus_index, "tags", "--private")
-    assert private["tags"] and all(int(t["tag"][t["tag"].rfind(".(") + 2 :][:4], 16) & 1 for t in private["tags"])
+    assert private["tags"] and all(
+        int(t["tag"][t["tag"].rfind(".(") + 2 :][:4], 16) & 1 for t in private["tags"]
+    )
     nested = run_json(corpus_index, "tags", "--path", "(0008,1140).*")
     assert nested["tags"] and all(t["tag"].startswith("(0008,1140).") for t in nested["tags"])
     by_keyword = run_json(corpus_index, "tags", "--path", "ReferencedImageSequence.*")
@@ -181,18 +225,27 @@ def test_tags_drill_down(corpus_index: str, rows: list[dict[str, str]]) -> None:
     top = run_json(corpus_index, "tags", "--tag", "Modality", "--top", "1")
     assert top["values"] == data["values"][:1]
     table = run_table(corpus_index, "tags", "--tag", "Modality")
-    assert "counted from" in table and any(line.split()[:2] == ["MR", str(expected["MR"])]
-                                           for line in table.splitlines())
+    assert "counted from" in table and any(
+        line.split()[:2] == ["MR", str(expected["MR"])] for line in table.splitlines()
+    )
     uids = run_json(corpus_index, "tags", "--tag", "SOPInstanceUID")
     assert uids["source"] == "elements"
-    assert uids["distinct_values"] == len({r["sop_instance_uid"] for r in rows if r["sop_instance_uid"]})
+    assert uids["distinct_values"] == len(
+        {r["sop_instance_uid"] for r in rows if r["sop_instance_uid"]}
+    )
 
 
 def test_tags_hide_patient_values_unless_asked(corpus_index: str) -> None:
     # Values that other tags hold too do not count (a Patient ID "123456" is also a serial number).
-    elsewhere = {v for (v,) in sql_rows(corpus_index, """
+    elsewhere = {
+        v
+        for (v,) in sql_rows(
+            corpus_index,
+            """
         SELECT DISTINCT e.value FROM elements e JOIN paths p ON p.id = e.path_id
-        WHERE e.vr <> 'PN' AND (p.tag / 65536) NOT IN (16, 56) AND e.value IS NOT NULL""")}
+        WHERE e.vr <> 'PN' AND (p.tag / 65536) NOT IN (16, 56) AND e.value IS NOT NULL""",
+        )
+    }
     patient_values = _patient_values(corpus_index) - elsewhere
     assert patient_values
     listing = run_json(corpus_index, "tags", "--top", "100")["tags"]
@@ -214,7 +267,9 @@ def test_tags_hide_patient_values_unless_asked(corpus_index: str) -> None:
 
 def test_tags_errors(corpus_index: str) -> None:
     one_line_error(*invoke("tags", "--db", corpus_index, "--tag", "NotAKeyword")[::2])
-    err = one_line_error(*invoke("tags", "--db", corpus_index, "--tag", "ScheduledProtocolCodeSequence")[::2])
+    err = one_line_error(
+        *invoke("tags", "--db", corpus_index, "--tag", "ScheduledProtocolCodeSequence")[::2]
+    )
     assert "it occurs as" in err  # only nested: the message names where
 
 
@@ -225,14 +280,19 @@ def test_find_outputs(corpus_index: str, corpus_dir: Path, rows: list[dict[str, 
     tree = [r for r in rows if r["study_uid"] and r["series_uid"]]
     patient = Counter(r["patient_id"] for r in tree if r["patient_id"]).most_common(1)[0][0]
     studies = run_json(corpus_index, "find", "studies", f"PatientID={patient}")
-    assert {s["study_instance_uid"] for s in studies} == {r["study_uid"] for r in tree if r["patient_id"] == patient}
-    assert sum(s["instances"] for s in studies) == len([r for r in tree if r["patient_id"] == patient])
+    assert {s["study_instance_uid"] for s in studies} == {
+        r["study_uid"] for r in tree if r["patient_id"] == patient
+    }
+    assert sum(s["instances"] for s in studies) == len(
+        [r for r in tree if r["patient_id"] == patient]
+    )
     assert all(s["patient_id"] == patient for s in studies)
 
     series_uid = Counter(r["series_uid"] for r in tree).most_common(1)[0][0]
     found = run_csv(corpus_index, "find", "instances", f"SeriesInstanceUID={series_uid}")
     assert sorted(os.path.relpath(r["path"], corpus_dir) for r in found) == sorted(
-        r["relpath"] for r in tree if r["series_uid"] == series_uid)
+        r["relpath"] for r in tree if r["series_uid"] == series_uid
+    )
     table = run_table(corpus_index, "find", "series", f"SeriesInstanceUID={series_uid}")
     assert series_uid in table
     assert run_table(corpus_index, "find", "studies", "PatientID=no-such-id").strip() == "no match"
@@ -240,14 +300,19 @@ def test_find_outputs(corpus_index: str, corpus_dir: Path, rows: list[dict[str, 
     assert len(limited) == 3 and all(i["modality"] == "MR" for i in limited)
 
 
-def test_find_by_a_nested_tag(corpus_index: str, corpus_dir: Path, rows: list[dict[str, str]]) -> None:
+def test_find_by_a_nested_tag(
+    corpus_index: str, corpus_dir: Path, rows: list[dict[str, str]]
+) -> None:
     expected = set()
     for r in rows:
-        found = pydicom_nested(corpus_dir / r["relpath"], "ReferencedImageSequence", "ReferencedSOPClassUID")
+        found = pydicom_nested(
+            corpus_dir / r["relpath"], "ReferencedImageSequence", "ReferencedSOPClassUID"
+        )
         if found and "1.2.840.10008.5.1.4.1.1.4" in found:
             expected.add(r["relpath"])
-    got = run_json(corpus_index, "find", "instances",
-                   "(0008,1140).(0008,1150)=1.2.840.10008.5.1.4.1.1.4")
+    got = run_json(
+        corpus_index, "find", "instances", "(0008,1140).(0008,1150)=1.2.840.10008.5.1.4.1.1.4"
+    )
     assert {os.path.relpath(i["path"], corpus_dir) for i in got} == expected
 
 
@@ -262,28 +327,38 @@ def test_find_errors(corpus_index: str) -> None:
 
 
 def _intact(url: str) -> tuple[Any, ...]:
-    return sql_rows(url, "SELECT (SELECT COUNT(*) FROM files), (SELECT COUNT(*) FROM elements), "
-                         "(SELECT MIN(size) FROM files)")[0]
+    return sql_rows(
+        url,
+        "SELECT (SELECT COUNT(*) FROM files), (SELECT COUNT(*) FROM elements), "
+        "(SELECT MIN(size) FROM files)",
+    )[0]
 
 
 def test_sql_formats(corpus_index: str, rows: list[dict[str, str]]) -> None:
-    query = "SELECT modality, COUNT(*) AS n FROM instances GROUP BY modality ORDER BY n DESC, modality"
+    query = (
+        "SELECT modality, COUNT(*) AS n FROM instances GROUP BY modality ORDER BY n DESC, modality"
+    )
     data = run_json(corpus_index, "sql", query)
     assert {r["modality"]: r["n"] for r in data} == Counter(r["modality"] or None for r in rows)
     as_csv = run_csv(corpus_index, "sql", query)
-    assert [(r["modality"] or None, int(r["n"])) for r in as_csv] == [(r["modality"], r["n"]) for r in data]
+    assert [(r["modality"] or None, int(r["n"])) for r in as_csv] == [
+        (r["modality"], r["n"]) for r in data
+    ]
     table = run_table(corpus_index, "sql", query)
     assert table.splitlines()[0].split() == ["modality", "n"]
     assert run_json(corpus_index, "sql", "-", stdin="SELECT 1 AS one") == [{"one": 1}]
 
 
-@pytest.mark.parametrize("statement", [
-    "UPDATE files SET size = 0",
-    "DELETE FROM files",
-    "SELECT 1; DROP TABLE files",
-    "SELECT 1; UPDATE files SET size = 0",
-    "DROP TABLE elements",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE files SET size = 0",
+        "DELETE FROM files",
+        "SELECT 1; DROP TABLE files",
+        "SELECT 1; UPDATE files SET size = 0",
+        "DROP TABLE elements",
+    ],
+)
 def test_sql_refuses_to_write(corpus_index: str, statement: str) -> None:
     before = _intact(corpus_index)
     one_line_error(*invoke("sql", statement, "--db", corpus_index)[::2])
@@ -312,28 +387,44 @@ def test_every_example_query_runs(corpus_index: str) -> None:
 
 
 def test_example_tag_usage_agrees_with_tags_and_the_elements(corpus_index: str) -> None:
-    summary = {r["tag"]: (r["instances"], r["occurrences"]) for r in example(corpus_index, "tag_usage.sql")}
+    summary = {
+        r["tag"]: (r["instances"], r["occurrences"]) for r in example(corpus_index, "tag_usage.sql")
+    }
     listing = run_json(corpus_index, "tags")["tags"]
     assert summary == {t["tag"]: (t["instances"], t["occurrences"]) for t in listing}
-    from_elements = {f"({r['tag'] >> 16:04X},{r['tag'] & 0xFFFF:04X})": (r["instances"], r["occurrences"])
-                     for r in example(corpus_index, "tag_usage_from_elements.sql")}
-    top_public = {k: v for k, v in summary.items() if "." not in k and '"' not in k and not int(k[1:5], 16) & 1}
+    from_elements = {
+        f"({r['tag'] >> 16:04X},{r['tag'] & 0xFFFF:04X})": (r["instances"], r["occurrences"])
+        for r in example(corpus_index, "tag_usage_from_elements.sql")
+    }
+    top_public = {
+        k: v
+        for k, v in summary.items()
+        if "." not in k and '"' not in k and not int(k[1:5], 16) & 1
+    }
     assert from_elements == top_public
 
 
-def test_example_modality_queries_agree_with_the_manifest(corpus_index: str, rows: list[dict[str, str]]) -> None:
+def test_example_modality_queries_agree_with_the_manifest(
+    corpus_index: str, rows: list[dict[str, str]]
+) -> None:
     expected = Counter(r["modality"] for r in rows if r["modality"])
     values = example(corpus_index, "values_of_tag.sql")
     assert {r["value"]: r["instances"] for r in values} == expected
     counts = example(corpus_index, "modality_counts.sql")
-    assert {r["modality"]: r["instances"] for r in counts} == Counter(r["modality"] or None for r in rows)
+    assert {r["modality"]: r["instances"] for r in counts} == Counter(
+        r["modality"] or None for r in rows
+    )
     by_modality = example(corpus_index, "tag_usage_by_modality.sql")
     mr = {r["tag"]: r for r in by_modality if r["modality"] == "MR"}
-    assert mr["(0008,0060)"]["instances"] == expected["MR"] and float(mr["(0008,0060)"]["percent"]) == 100.0
+    assert (
+        mr["(0008,0060)"]["instances"] == expected["MR"]
+        and float(mr["(0008,0060)"]["percent"]) == 100.0
+    )
 
 
-def test_example_private_creators_agree_with_pydicom(corpus_index: str, corpus_dir: Path,
-                                                     rows: list[dict[str, str]]) -> None:
+def test_example_private_creators_agree_with_pydicom(
+    corpus_index: str, corpus_dir: Path, rows: list[dict[str, str]]
+) -> None:
     holders: Counter[tuple[str, int]] = Counter()
     for r in rows:
         ds = pydicom_read(corpus_dir / r["relpath"])
@@ -344,8 +435,10 @@ def test_example_private_creators_agree_with_pydicom(corpus_index: str, corpus_d
             if element.tag.is_private and 0x10 <= element.tag.element <= 0xFF and element.value:
                 seen.add((str(element.value).strip(), element.tag.group))
         holders.update(seen)
-    creators = {(r["private_creator"], r["private_group"]): r["instances"]
-                for r in example(corpus_index, "private_creators.sql")}
+    creators = {
+        (r["private_creator"], r["private_group"]): r["instances"]
+        for r in example(corpus_index, "private_creators.sql")
+    }
     siemens = ("SIEMENS CSA HEADER", 0x0029)
     assert holders[siemens] > 0
     assert creators[siemens] == holders[siemens]
@@ -353,10 +446,17 @@ def test_example_private_creators_agree_with_pydicom(corpus_index: str, corpus_d
     assert creators[philips] == holders[philips] > 0
 
 
-def test_example_nested_and_files_with_tag(corpus_index: str, corpus_dir: Path, rows: list[dict[str, str]]) -> None:
+def test_example_nested_and_files_with_tag(
+    corpus_index: str, corpus_dir: Path, rows: list[dict[str, str]]
+) -> None:
     nested = {r["tag"]: r for r in example(corpus_index, "sequence_tags.sql")}
-    holders = [r for r in rows if pydicom_nested(corpus_dir / r["relpath"], "ReferencedImageSequence",
-                                                  "ReferencedSOPClassUID")]
+    holders = [
+        r
+        for r in rows
+        if pydicom_nested(
+            corpus_dir / r["relpath"], "ReferencedImageSequence", "ReferencedSOPClassUID"
+        )
+    ]
     assert nested["(0008,1140).(0008,1150)"]["instances"] == len(holders)
     assert all(r["depth"] > 0 for r in nested.values())
     body_parts: dict[str, str] = {}
@@ -367,7 +467,10 @@ def test_example_nested_and_files_with_tag(corpus_index: str, corpus_dir: Path, 
             unread.add(r["relpath"])
         elif "BodyPartExamined" in ds:
             body_parts[r["relpath"]] = str(ds.BodyPartExamined).strip()
-    found = {os.path.relpath(r["path"], corpus_dir): r["value"] for r in example(corpus_index, "files_with_tag.sql")}
+    found = {
+        os.path.relpath(r["path"], corpus_dir): r["value"]
+        for r in example(corpus_index, "files_with_tag.sql")
+    }
     assert body_parts
     assert {k: v for k, v in found.items() if k not in unread} == body_parts
 
@@ -375,11 +478,18 @@ def test_example_nested_and_files_with_tag(corpus_index: str, corpus_dir: Path, 
 def test_python_example(corpus_index: str, rows: list[dict[str, str]]) -> None:
     if not corpus_index.startswith("sqlite"):
         pytest.skip("the example is the same on both databases; run it once")
-    result = subprocess.run([sys.executable, str(EXAMPLES / "tag_report.py"), corpus_index, "MR"],
-                            capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "tag_report.py"), corpus_index, "MR"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     first = result.stdout.splitlines()[0].split()
     assert int(first[0]) == len(rows)
-    assert f"most common top-level tags of MR ({len([r for r in rows if r['modality'] == 'MR'])} instances)" \
+    assert (
+        f"most common top-level tags of MR ({len([r for r in rows if r['modality'] == 'MR'])} instances)"
         in result.stdout
+    )
     assert '(0029,"SIEMENS CSA HEADER")' in result.stdout

@@ -57,8 +57,11 @@ print(report.outcome)
 
 
 @pytest.fixture(scope="module")
-def crash_tree(tmp_path_factory: pytest.TempPathFactory, corpus_dir: Path,
-               corpus_manifest: list[dict[str, str]]) -> Path:
+def crash_tree(
+    tmp_path_factory: pytest.TempPathFactory,
+    corpus_dir: Path,
+    corpus_manifest: list[dict[str, str]],
+) -> Path:
     chosen = [r["relpath"] for r in corpus_manifest if int(r["bytes"]) <= MAX_BYTES]
     root = tmp_path_factory.mktemp("crash") / "tree"
     for i in range(COPIES):
@@ -77,26 +80,38 @@ class Reference:
 
 @pytest.fixture(
     scope="module",
-    params=[pytest.param("sqlite", id="sqlite"),
-            pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres)],
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
+    ],
 )
-def reference(request: pytest.FixtureRequest, crash_tree: Path,
-              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reference]:
+def reference(
+    request: pytest.FixtureRequest, crash_tree: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Reference]:
     """The tree indexed by one uninterrupted `indexer index` run."""
     server = request.getfixturevalue("pg_url") if request.param == "postgresql" else None
     with fresh_database(request.param, tmp_path_factory.mktemp("crash-ref"), server) as url:
         started = time.monotonic()
-        proc = subprocess.run([str(INDEXER_BIN), "index", str(crash_tree), "--db", url, "-w", "2", "-q"],
-                              capture_output=True, text=True, timeout=300, check=False)
+        proc = subprocess.run(
+            [str(INDEXER_BIN), "index", str(crash_tree), "--db", url, "-w", "2", "-q"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
         seconds = time.monotonic() - started
         assert proc.returncode == 0, proc.stderr
-        yield Reference(request.param, server, dump_index(url), len(regular_files(crash_tree)), seconds)
+        yield Reference(
+            request.param, server, dump_index(url), len(regular_files(crash_tree)), seconds
+        )
 
 
 def _start(url: str, tree: Path, batch_files: int | None) -> subprocess.Popen[str]:
     if batch_files is None:
         return start_index(url, tree)
-    return start_index(url, tree, [sys.executable, "-c", _INDEX_PY, url, str(batch_files), str(tree)])
+    return start_index(
+        url, tree, [sys.executable, "-c", _INDEX_PY, url, str(batch_files), str(tree)]
+    )
 
 
 def _wait(proc: subprocess.Popen[str], condition: Callable[[], bool], timeout: float = 60) -> None:
@@ -109,19 +124,30 @@ def _assert_consistent(url: str, note: str) -> None:
     """What a killed run left: every file row that says it was read has all of its rows."""
     if "files" not in table_names(url):
         return  # killed before the schema was there
-    rows = query(url, f"""
+    rows = query(
+        url,
+        f"""
         SELECT f.path, f.status, f.element_count, i.element_count,
                (SELECT COUNT(*) FROM elements e WHERE e.file_id = f.id AND (e.flags & {META | ITEM}) = 0)
-        FROM files f LEFT JOIN instances i ON i.file_id = f.id WHERE f.status IN ('indexed', 'partial')""")
+        FROM files f LEFT JOIN instances i ON i.file_id = f.id WHERE f.status IN ('indexed', 'partial')""",
+    )
     bad = [r for r in rows if not (r[2] == r[3] == r[4])]
     assert bad == [], f"{note}: files half written: {bad[:5]}"
-    orphans = query(url, "SELECT COUNT(*) FROM elements e LEFT JOIN files f ON f.id = e.file_id WHERE f.id IS NULL")
+    orphans = query(
+        url,
+        "SELECT COUNT(*) FROM elements e LEFT JOIN files f ON f.id = e.file_id WHERE f.id IS NULL",
+    )
     assert orphans == [(0,)], note
 
 
 def _rerun(url: str, tree: Path, note: str) -> None:
-    proc = subprocess.run([str(INDEXER_BIN), "index", str(tree), "--db", url, "-w", "2", "-q"],
-                          capture_output=True, text=True, timeout=300, check=False)
+    proc = subprocess.run(
+        [str(INDEXER_BIN), "index", str(tree), "--db", url, "-w", "2", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, f"{note}: re-run failed: {proc.stderr}"
 
 
@@ -143,8 +169,9 @@ TRIALS = [
 
 @pytest.mark.slow
 @pytest.mark.parametrize("trial", TRIALS, ids=[t.name for t in TRIALS])
-def test_sigkill_then_rerun_equals_clean_run(reference: Reference, crash_tree: Path, tmp_path: Path,
-                                             trial: Trial) -> None:
+def test_sigkill_then_rerun_equals_clean_run(
+    reference: Reference, crash_tree: Path, tmp_path: Path, trial: Trial
+) -> None:
     rng = random.Random()
     seed = rng.randrange(2**32)
     rng.seed(seed)
@@ -154,7 +181,7 @@ def test_sigkill_then_rerun_equals_clean_run(reference: Reference, crash_tree: P
         while killed < trial.kills:
             # A run that got to its end before its kill is tried again, sooner.
             assert attempt < 6, f"{note}: could not kill the run before it ended"
-            scale = 0.5 ** attempt
+            scale = 0.5**attempt
             attempt += 1
             proc = _start(url, crash_tree, trial.batch_files)
             if trial.name == "any-moment":
@@ -181,5 +208,11 @@ def test_sigkill_then_rerun_equals_clean_run(reference: Reference, crash_tree: P
         _rerun(url, crash_tree, note)
         assert diff_dumps(reference.dump, dump_index(url)) == "", note
         outcomes = run_outcomes(url)
-        assert outcomes[-1] == "completed" and set(outcomes) <= {"interrupted", "completed"}, (note, outcomes)
-        assert outcomes.count("interrupted") == killed or trial.name == "any-moment", (note, outcomes)
+        assert outcomes[-1] == "completed" and set(outcomes) <= {"interrupted", "completed"}, (
+            note,
+            outcomes,
+        )
+        assert outcomes.count("interrupted") == killed or trial.name == "any-moment", (
+            note,
+            outcomes,
+        )

@@ -374,7 +374,7 @@ def _check_against_manifest(directory: Path, manifest: list[dict[str, str]]) -> 
     paths = rel(found, directory)
     assert len(paths) == len(set(paths))
     assert set(paths) == set(expected) | {"README.md", "MANIFEST.tsv", "LICENSES.md"}
-    assert {p: f.size for p, f in zip(paths, found) if p in expected} == expected
+    assert {p: f.size for p, f in zip(paths, found, strict=False) if p in expected} == expected
     assert skipped == []
 
 

@@ -112,8 +112,11 @@ def test_sqlite_file_and_its_wal_and_shm_are_private(tmp_path: Path) -> None:
         engine = indexer_db.open_index(str(path))
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT COUNT(*) FROM files")).all()
-            modes = {suffix: stat.S_IMODE(os.stat(f"{path}{suffix}").st_mode)
-                     for suffix in ("", "-wal", "-shm") if os.path.exists(f"{path}{suffix}")}
+            modes = {
+                suffix: stat.S_IMODE(os.stat(f"{path}{suffix}").st_mode)
+                for suffix in ("", "-wal", "-shm")
+                if os.path.exists(f"{path}{suffix}")
+            }
         engine.dispose()
     finally:
         os.umask(old)
@@ -148,7 +151,9 @@ def test_foreign_database_is_left_alone(db_url: str) -> None:
     with pytest.raises(DatabaseError, match="no indexer schema"):
         indexer_db.open_index(db_url)
     assert table_names(db_url) == {"someone_elses"}
-    code, _, err = _invoke("index", str(Path(__file__).parent / "data"), "--db", db_url, "-q", "-w", "2")
+    code, _, err = _invoke(
+        "index", str(Path(__file__).parent / "data"), "--db", db_url, "-q", "-w", "2"
+    )
     assert code == 1 and single_line(err) and "Traceback" not in err
     assert table_names(db_url) == {"someone_elses"}
 
@@ -163,7 +168,9 @@ def next_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[st
     head = indexer_db.head_revision()
     copy = tmp_path / "next_migrations"
     shutil.copytree(shipped, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    (copy / "versions" / f"{NEXT_REVISION}.py").write_text(_NEXT_MIGRATION.format(revision=NEXT_REVISION, down=head))
+    (copy / "versions" / f"{NEXT_REVISION}.py").write_text(
+        _NEXT_MIGRATION.format(revision=NEXT_REVISION, down=head)
+    )
     monkeypatch.setattr(indexer_db, "_migrations_dir", lambda: str(copy))
     monkeypatch.setattr(indexer_db, "HEAD_REVISION", NEXT_REVISION)  # the release's own constant
     assert indexer_db.head_revision() == NEXT_REVISION
@@ -181,7 +188,12 @@ def test_read_commands_ask_for_db_upgrade(db_url: str, request: pytest.FixtureRe
     with pytest.raises(DatabaseError, match=r"run `indexer db upgrade`"):
         indexer_db.open_index(db_url, create=False)
     code, out, err = _invoke("stats", "--db", db_url)
-    assert code == 1 and single_line(err) and "run `indexer db upgrade`" in err and "Traceback" not in err
+    assert (
+        code == 1
+        and single_line(err)
+        and "run `indexer db upgrade`" in err
+        and "Traceback" not in err
+    )
     assert _revision(db_url) == old_head  # a read command never migrates
     code, out, err = _invoke("db", "current", "--db", db_url)
     assert code == 0 and old_head in out and NEXT_REVISION in out
@@ -218,8 +230,9 @@ def test_real_older_revision_asks_for_db_upgrade(db_url: str, revision: str) -> 
     assert code == 0, err
 
 
-def test_index_upgrades_an_older_index_itself(db_url: str, request: pytest.FixtureRequest,
-                                              sample_dir: Path) -> None:
+def test_index_upgrades_an_older_index_itself(
+    db_url: str, request: pytest.FixtureRequest, sample_dir: Path
+) -> None:
     _index_at_current_head(db_url)
     request.getfixturevalue("next_release")
     code, _out, err = _invoke("index", str(sample_dir), "--db", db_url, "-q", "-w", "2")
@@ -247,7 +260,9 @@ def test_sqlite_location_that_cannot_be_created(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     for db in (str(blocker / "sub" / "index.db"), str(tmp_path)):  # below a file; a folder
-        code, _out, err = _invoke("index", str(Path(__file__).parent / "data"), "--db", db, "-q", "-w", "2")
+        code, _out, err = _invoke(
+            "index", str(Path(__file__).parent / "data"), "--db", db, "-q", "-w", "2"
+        )
         assert code == 1 and single_line(err) and "Traceback" not in err, (db, err)
 
 
@@ -268,8 +283,13 @@ def test_first_run_killed_during_schema_creation_recovers(db_url: str, sample_di
         "Operations.create_table = create_table\n"
         "db.open_index(sys.argv[1])\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code, db_url], capture_output=True, text=True, timeout=120,
-                          check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, db_url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == -9, proc.stderr
     assert table_names(db_url) <= {"alembic_version"}
     code_, _out, err = _invoke("index", str(sample_dir), "--db", db_url, "-q", "-w", "2")

@@ -28,8 +28,8 @@ from helpers import (
     set_mtime_ns,
 )
 
-from indexer.run import IndexReport, index_paths
 from indexer.db import open_index
+from indexer.run import IndexReport, index_paths
 
 # Files of the corpus used here (small, all DCMTK-readable): a 3-file GE series in two
 # series of one study, a Siemens file of another study, a file without Study UID,
@@ -40,18 +40,37 @@ GE = "dcm_qa_nih/20180918GE"
 def _select(manifest: list[dict[str, str]]) -> dict[str, str]:
     rows = {r["relpath"]: r for r in manifest}
     ge = sorted(r for r in rows if r.startswith(GE + "/") and r.endswith(".dcm"))[:3]
-    other_study = next(r["relpath"] for r in manifest if r["readable_by_dcmtk"] == "yes" and r["study_uid"]
-                       and r["series_uid"] and r["study_uid"] not in {rows[g]["study_uid"] for g in ge}
-                       and int(r["bytes"]) < 50_000 and r["patient_id"]
-                       and r["patient_id"] not in {rows[g]["patient_id"] for g in ge})
-    no_study = next(r["relpath"] for r in manifest if r["readable_by_dcmtk"] == "yes" and not r["study_uid"]
-                    and int(r["bytes"]) < 50_000)
-    return {"ge1": ge[0], "ge2": ge[1], "ge3": ge[2], "other": other_study, "no_study": no_study,
-            "truncated": "broken/pydicom/MR_truncated.dcm", "not_dicom": "broken/dcm_qa/nifti_named_as_dicom.dcm"}
+    other_study = next(
+        r["relpath"]
+        for r in manifest
+        if r["readable_by_dcmtk"] == "yes"
+        and r["study_uid"]
+        and r["series_uid"]
+        and r["study_uid"] not in {rows[g]["study_uid"] for g in ge}
+        and int(r["bytes"]) < 50_000
+        and r["patient_id"]
+        and r["patient_id"] not in {rows[g]["patient_id"] for g in ge}
+    )
+    no_study = next(
+        r["relpath"]
+        for r in manifest
+        if r["readable_by_dcmtk"] == "yes" and not r["study_uid"] and int(r["bytes"]) < 50_000
+    )
+    return {
+        "ge1": ge[0],
+        "ge2": ge[1],
+        "ge3": ge[2],
+        "other": other_study,
+        "no_study": no_study,
+        "truncated": "broken/pydicom/MR_truncated.dcm",
+        "not_dicom": "broken/dcm_qa/nifti_named_as_dicom.dcm",
+    }
 
 
 @pytest.fixture
-def tree(tmp_path: Path, corpus_dir: Path, corpus_manifest: list[dict[str, str]]) -> dict[str, Path]:
+def tree(
+    tmp_path: Path, corpus_dir: Path, corpus_manifest: list[dict[str, str]]
+) -> dict[str, Path]:
     """A small copy of the corpus in tmp_path; names the role of each file."""
     roles = _select(corpus_manifest)
     root = tmp_path / "tree"
@@ -68,11 +87,16 @@ def sources(corpus_dir: Path, corpus_manifest: list[dict[str, str]]) -> dict[str
 
 
 @pytest.fixture(scope="module", params=DB_KINDS)
-def databases(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+def databases(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str]]:
     """Two indexes (the one under test, and the fresh-index reference) per database kind and module."""
     server = server_for(request, request.param)
     folder = tmp_path_factory.mktemp("incremental-db")
-    with fresh_database(request.param, folder, server) as url, fresh_database(request.param, folder, server) as ref:
+    with (
+        fresh_database(request.param, folder, server) as url,
+        fresh_database(request.param, folder, server) as ref,
+    ):
         for made in (url, ref):
             open_index(made).dispose()
         yield url, ref
@@ -122,8 +146,16 @@ def test_rerun_skips_unchanged_files_before_parsing(index_url: str, tree: dict[s
     before = dump_index(index_url)
     again = index(tree["root"], index_url)
     assert diff_dumps(before, dump_index(index_url)) == ""
-    assert again.unchanged == again.files_seen == first.files_seen == len(regular_files(tree["root"]))
-    assert (again.indexed, again.partial, again.failed, again.skipped, again.elements) == (0, 0, 0, 0, 0)
+    assert (
+        again.unchanged == again.files_seen == first.files_seen == len(regular_files(tree["root"]))
+    )
+    assert (again.indexed, again.partial, again.failed, again.skipped, again.elements) == (
+        0,
+        0,
+        0,
+        0,
+        0,
+    )
 
     # Garbage of the same size with the same mtime: not read again, so the index keeps the old content.
     victim = tree["ge1"]
@@ -144,15 +176,18 @@ def test_touched_file_is_reread_with_the_same_result(index_url: str, tree: dict[
     assert report.indexed == 1 and report.unchanged == report.files_seen - 1
     after = dump_index(index_url)
     # Only the mtime of that one file row differs.
-    assert [r for r in before["files"] if r[0] != str(victim)] == [r for r in after["files"] if r[0] != str(victim)]
+    assert [r for r in before["files"] if r[0] != str(victim)] == [
+        r for r in after["files"] if r[0] != str(victim)
+    ]
     assert [r[2] for r in after["files"] if r[0] == str(victim)] == [victim.stat().st_mtime_ns]
     before.pop("files")
     after.pop("files")
     assert diff_dumps(before, after) == ""
 
 
-def test_changed_files_are_reindexed_in_place(index_url: str, reference: str, tree: dict[str, Path],
-                                              sources: dict[str, Path]) -> None:
+def test_changed_files_are_reindexed_in_place(
+    index_url: str, reference: str, tree: dict[str, Path], sources: dict[str, Path]
+) -> None:
     """Changed files are read again; what they held before (elements, instance, errors, hierarchy
     rows left empty) is gone, and the index equals a fresh index of the tree as it now is."""
     index(tree["root"], index_url)
@@ -166,20 +201,34 @@ def test_changed_files_are_reindexed_in_place(index_url: str, reference: str, tr
     # DICOM replaced by a non-DICOM file named .dcm.
     replace_content(tree["ge3"], sources["not_dicom"])
     # A truncated file replaced by a good one: its error rows must go.
-    assert query(index_url, "SELECT COUNT(*) FROM errors WHERE path = :p", p=str(tree["truncated"]))[0][0] >= 1
+    assert (
+        query(index_url, "SELECT COUNT(*) FROM errors WHERE path = :p", p=str(tree["truncated"]))[
+            0
+        ][0]
+        >= 1
+    )
     replace_content(tree["truncated"], sources["ge3"])
 
     report = index(tree["root"], index_url)
     assert report.unchanged == report.files_seen - 4
     assert (report.indexed, report.partial, report.failed, report.skipped) == (3, 0, 1, 0)
-    assert query(index_url, "SELECT status FROM files WHERE path = :p", p=str(tree["ge3"])) == [("not_dicom",)]
-    assert query(index_url, "SELECT COUNT(*) FROM errors WHERE path = :p", p=str(tree["truncated"])) == [(0,)]
+    assert query(index_url, "SELECT status FROM files WHERE path = :p", p=str(tree["ge3"])) == [
+        ("not_dicom",)
+    ]
+    assert query(
+        index_url, "SELECT COUNT(*) FROM errors WHERE path = :p", p=str(tree["truncated"])
+    ) == [(0,)]
     assert_equals_fresh_index(tree["root"], index_url, reference)
 
 
-def test_deleted_files_marked_missing_then_pruned(index_url: str, reference: str, tree: dict[str, Path]) -> None:
+def test_deleted_files_marked_missing_then_pruned(
+    index_url: str, reference: str, tree: dict[str, Path]
+) -> None:
     index(tree["root"], index_url)
-    gone, back = tree["other"], tree["ge2"]  # `other` is the only file of its patient, study and series
+    gone, back = (
+        tree["other"],
+        tree["ge2"],
+    )  # `other` is the only file of its patient, study and series
     keep = dump_index(index_url)
     saved, mtime = back.read_bytes(), back.stat().st_mtime_ns
     gone.unlink()
@@ -190,8 +239,13 @@ def test_deleted_files_marked_missing_then_pruned(index_url: str, reference: str
     assert {p for p, s in status.items() if s == "missing"} == {str(gone), str(back)}
     # Marking only: the files' content stays until --prune.
     marked = dump_index(index_url)
-    assert diff_dumps({k: v for k, v in keep.items() if k != "files"},
-                      {k: v for k, v in marked.items() if k != "files"}) == ""
+    assert (
+        diff_dumps(
+            {k: v for k, v in keep.items() if k != "files"},
+            {k: v for k, v in marked.items() if k != "files"},
+        )
+        == ""
+    )
     # A second run neither re-reads nor re-counts them.
     assert index(tree["root"], index_url).missing == 0
     # One comes back exactly as it was: indexed again.
@@ -199,7 +253,9 @@ def test_deleted_files_marked_missing_then_pruned(index_url: str, reference: str
     set_mtime_ns(back, mtime)
     report = index(tree["root"], index_url)
     assert (report.indexed, report.missing) == (1, 0)
-    assert query(index_url, "SELECT status FROM files WHERE path = :p", p=str(back)) == [("indexed",)]
+    assert query(index_url, "SELECT status FROM files WHERE path = :p", p=str(back)) == [
+        ("indexed",)
+    ]
     # --prune removes the other with all it held.
     pruned = index(tree["root"], index_url, prune=True)
     assert pruned.missing == 1
@@ -207,8 +263,9 @@ def test_deleted_files_marked_missing_then_pruned(index_url: str, reference: str
     assert_equals_fresh_index(tree["root"], index_url, reference)
 
 
-def test_prune_removes_files_and_folders_never_marked(index_url: str, reference: str,
-                                                     tree: dict[str, Path]) -> None:
+def test_prune_removes_files_and_folders_never_marked(
+    index_url: str, reference: str, tree: dict[str, Path]
+) -> None:
     index(tree["root"], index_url)
     shutil.rmtree(tree["root"] / GE)  # three files of one study
     for role in ("no_study", "truncated", "not_dicom"):
@@ -218,8 +275,9 @@ def test_prune_removes_files_and_folders_never_marked(index_url: str, reference:
     assert_equals_fresh_index(tree["root"], index_url, reference)
 
 
-def test_other_roots_are_left_alone(index_url: str, tmp_path: Path, corpus_dir: Path,
-                                    corpus_manifest: list[dict[str, str]]) -> None:
+def test_other_roots_are_left_alone(
+    index_url: str, tmp_path: Path, corpus_dir: Path, corpus_manifest: list[dict[str, str]]
+) -> None:
     """Indexing /x/a marks nothing under /x/ab or /x/a-b missing, though their paths share a prefix."""
     roles = _select(corpus_manifest)
     a, ab, a_b = tmp_path / "a", tmp_path / "ab", tmp_path / "a-b"
@@ -234,7 +292,10 @@ def test_other_roots_are_left_alone(index_url: str, tmp_path: Path, corpus_dir: 
     assert query(index_url, "SELECT COUNT(*) FROM files WHERE status = 'indexed'") == [(3,)]
     # Pruning a root that lost its files removes exactly those.
     assert index(ab, index_url, prune=True).missing == 1
-    left = {os.path.relpath(p, tmp_path).split(os.sep)[0] for (p,) in query(index_url, "SELECT path FROM files")}
+    left = {
+        os.path.relpath(p, tmp_path).split(os.sep)[0]
+        for (p,) in query(index_url, "SELECT path FROM files")
+    }
     assert left == {"a", "a-b"}
 
 

@@ -51,8 +51,8 @@ from helpers import (
 )
 from pydicom.errors import InvalidDicomError
 
-from indexer.run import IndexReport, index_paths
 from indexer.records import META
+from indexer.run import IndexReport, index_paths
 
 # Non-DICOM data files of the corpus, as listed in the `broken/` table of its README.md.
 NON_DICOM = {
@@ -96,11 +96,14 @@ class CorpusIndex:
 
 @pytest.fixture(
     scope="module",
-    params=[pytest.param("sqlite", id="sqlite"),
-            pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres)],
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
+    ],
 )
-def corpus_index(request: pytest.FixtureRequest, corpus_dir: Path,
-                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorpusIndex]:
+def corpus_index(
+    request: pytest.FixtureRequest, corpus_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[CorpusIndex]:
     """The full corpus indexed once (per database) straight from its read-only folder."""
     server = request.getfixturevalue("pg_url") if request.param == "postgresql" else None
     with fresh_database(request.param, tmp_path_factory.mktemp("corpus-db"), server) as url:
@@ -113,16 +116,26 @@ def _rel(ci: CorpusIndex, path: str) -> str:
 
 
 def _files(ci: CorpusIndex) -> dict[str, dict[str, object]]:
-    cols = ["path", "status", "element_count", "max_depth", "fragment_sequences", "fragments",
-            "transfer_syntax", "problem", "id"]
+    cols = [
+        "path",
+        "status",
+        "element_count",
+        "max_depth",
+        "fragment_sequences",
+        "fragments",
+        "transfer_syntax",
+        "problem",
+        "id",
+    ]
     rows = query(ci.url, f"SELECT {', '.join(cols)} FROM files")
-    return {_rel(ci, r[0]): dict(zip(cols, r)) for r in rows}
+    return {_rel(ci, r[0]): dict(zip(cols, r, strict=False)) for r in rows}
 
 
 def _errors(ci: CorpusIndex) -> dict[str, list[tuple[str, str, str, str]]]:
     out: dict[str, list[tuple[str, str, str, str]]] = defaultdict(list)
     for path, stage, reason, severity, message in query(
-            ci.url, "SELECT path, stage, reason, severity, message FROM errors"):
+        ci.url, "SELECT path, stage, reason, severity, message FROM errors"
+    ):
         out[_rel(ci, path)].append((stage, reason, severity, message))
     return out
 
@@ -147,33 +160,52 @@ def test_run_completes_and_every_file_gets_a_row(corpus_index: CorpusIndex) -> N
     assert report.indexed + report.partial + report.failed + report.skipped == len(on_disk)
     assert report.unchanged == 0 and report.missing == 0 and report.crawl_problems == 0
     assert set(_files(corpus_index)) == on_disk
-    runs = query(corpus_index.url, "SELECT outcome, files_seen, files_indexed, elements_written, "
-                                   "finished_at FROM runs")
+    runs = query(
+        corpus_index.url,
+        "SELECT outcome, files_seen, files_indexed, elements_written, finished_at FROM runs",
+    )
     assert len(runs) == 1
     outcome, seen, indexed, elements, finished = runs[0]
     assert (outcome, seen, indexed) == ("completed", len(on_disk), report.indexed + report.partial)
     assert finished is not None
-    assert elements == report.elements == query(corpus_index.url, "SELECT COUNT(*) FROM elements")[0][0]
+    assert (
+        elements
+        == report.elements
+        == query(corpus_index.url, "SELECT COUNT(*) FROM elements")[0][0]
+    )
 
 
-def test_element_figures_match_manifest(corpus_index: CorpusIndex, corpus_manifest: list[dict[str, str]]) -> None:
+def test_element_figures_match_manifest(
+    corpus_index: CorpusIndex, corpus_manifest: list[dict[str, str]]
+) -> None:
     """element_count, max_depth, fragment_sequences and fragments of every DCMTK-readable file."""
     files = _files(corpus_index)
     expected, actual = {}, {}
     for row in _readable(corpus_manifest):
         rel = row["relpath"]
-        figures = (int(row["element_count"]), int(row["max_sequence_depth"]),
-                   int(row["fragment_sequences"]), int(row["fragments"]))
+        figures = (
+            int(row["element_count"]),
+            int(row["max_sequence_depth"]),
+            int(row["fragment_sequences"]),
+            int(row["fragments"]),
+        )
         if rel == DICTIONARY_DEPENDENT:
             figures = pydicom_counts(corpus_index.root / rel) + figures[2:]
         expected[rel] = ("indexed",) + figures
         f = files[rel]
-        actual[rel] = (f["status"], f["element_count"], f["max_depth"], f["fragment_sequences"], f["fragments"])
+        actual[rel] = (
+            f["status"],
+            f["element_count"],
+            f["max_depth"],
+            f["fragment_sequences"],
+            f["fragments"],
+        )
     assert actual == expected
 
 
-def test_dictionary_dependent_file_differs_from_dcmtk(corpus_index: CorpusIndex,
-                                                      corpus_manifest: list[dict[str, str]]) -> None:
+def test_dictionary_dependent_file_differs_from_dcmtk(
+    corpus_index: CorpusIndex, corpus_manifest: list[dict[str, str]]
+) -> None:
     """The GH064 exception is real: pydicom's dictionary gives other figures than DCMTK's."""
     row = next(r for r in corpus_manifest if r["relpath"] == DICTIONARY_DEPENDENT)
     by_pydicom = pydicom_counts(corpus_index.root / DICTIONARY_DEPENDENT)
@@ -182,42 +214,68 @@ def test_dictionary_dependent_file_differs_from_dcmtk(corpus_index: CorpusIndex,
     assert (f["element_count"], f["max_depth"]) == by_pydicom
 
 
-def test_fragments_per_encapsulated_value_match_manifest(corpus_index: CorpusIndex,
-                                                         corpus_manifest: list[dict[str, str]]) -> None:
-    rows = query(corpus_index.url, "SELECT f.path, e.fragments, e.fragment_bytes, e.fragment_sizes "
-                                   "FROM encapsulated e JOIN files f ON f.id = e.file_id")
+def test_fragments_per_encapsulated_value_match_manifest(
+    corpus_index: CorpusIndex, corpus_manifest: list[dict[str, str]]
+) -> None:
+    rows = query(
+        corpus_index.url,
+        "SELECT f.path, e.fragments, e.fragment_bytes, e.fragment_sizes "
+        "FROM encapsulated e JOIN files f ON f.id = e.file_id",
+    )
     per_file: dict[str, tuple[int, int]] = defaultdict(lambda: (0, 0))
     for path, fragments, fragment_bytes, sizes in rows:
         size_list = [int(s) for s in sizes.split(",")] if sizes else []
         assert len(size_list) == fragments and sum(size_list) == fragment_bytes, path
         count, total = per_file[_rel(corpus_index, path)]
         per_file[_rel(corpus_index, path)] = (count + 1, total + fragments)
-    expected = {r["relpath"]: (int(r["fragment_sequences"]), int(r["fragments"]))
-                for r in _readable(corpus_manifest) if int(r["fragment_sequences"])}
-    actual = {rel: v for rel, v in per_file.items() if rel in {r["relpath"] for r in _readable(corpus_manifest)}}
+    expected = {
+        r["relpath"]: (int(r["fragment_sequences"]), int(r["fragments"]))
+        for r in _readable(corpus_manifest)
+        if int(r["fragment_sequences"])
+    }
+    actual = {
+        rel: v
+        for rel, v in per_file.items()
+        if rel in {r["relpath"] for r in _readable(corpus_manifest)}
+    }
     assert actual == expected
 
 
 def test_instance_element_count_equals_counted_element_rows(corpus_index: CorpusIndex) -> None:
     """instances.element_count = elements rows that are neither META nor ITEM, for every instance."""
     counted = counted_element_rows(corpus_index.url)
-    rows = query(corpus_index.url, "SELECT f.path, i.element_count, f.element_count FROM instances i "
-                                   "JOIN files f ON f.id = i.file_id")
+    rows = query(
+        corpus_index.url,
+        "SELECT f.path, i.element_count, f.element_count FROM instances i "
+        "JOIN files f ON f.id = i.file_id",
+    )
     assert rows
-    assert {p: (ic, fc) for p, ic, fc in rows} == {p: (counted.get(p, 0), counted.get(p, 0)) for p, _, _ in rows}
+    assert {p: (ic, fc) for p, ic, fc in rows} == {
+        p: (counted.get(p, 0), counted.get(p, 0)) for p, _, _ in rows
+    }
 
 
 def test_every_element_path_is_defined(corpus_index: CorpusIndex) -> None:
-    dangling = query(corpus_index.url, "SELECT COUNT(*) FROM elements e LEFT JOIN paths p ON p.id = e.path_id "
-                                       "WHERE p.id IS NULL")
-    orphans = query(corpus_index.url, "SELECT COUNT(*) FROM elements e LEFT JOIN files f ON f.id = e.file_id "
-                                      "WHERE f.id IS NULL")
+    dangling = query(
+        corpus_index.url,
+        "SELECT COUNT(*) FROM elements e LEFT JOIN paths p ON p.id = e.path_id WHERE p.id IS NULL",
+    )
+    orphans = query(
+        corpus_index.url,
+        "SELECT COUNT(*) FROM elements e LEFT JOIN files f ON f.id = e.file_id WHERE f.id IS NULL",
+    )
     assert dangling == [(0,)] and orphans == [(0,)]
 
 
-def test_transfer_syntax_matches_manifest(corpus_index: CorpusIndex, corpus_manifest: list[dict[str, str]]) -> None:
+def test_transfer_syntax_matches_manifest(
+    corpus_index: CorpusIndex, corpus_manifest: list[dict[str, str]]
+) -> None:
     files = _files(corpus_index)
-    expected = {r["relpath"]: r["transfer_syntax_uid"] for r in _readable(corpus_manifest) if r["transfer_syntax_uid"]}
+    expected = {
+        r["relpath"]: r["transfer_syntax_uid"]
+        for r in _readable(corpus_manifest)
+        if r["transfer_syntax_uid"]
+    }
     assert {rel: files[rel]["transfer_syntax"] for rel in expected} == expected
 
 
@@ -227,9 +285,12 @@ def test_transfer_syntax_matches_manifest(corpus_index: CorpusIndex, corpus_mani
 def _keys_from_elements(ci: CorpusIndex) -> dict[str, Keys]:
     """Top-level key elements of every file as stored in the elements table."""
     tags = ", ".join(f"'{t}'" for t in _KEY_TAGS)
-    rows = query(ci.url, "SELECT f.path, p.path, e.value FROM elements e JOIN files f ON f.id = e.file_id "
-                         f"JOIN paths p ON p.id = e.path_id WHERE p.depth = 0 AND p.path IN ({tags}) "
-                         f"AND (e.flags & {META}) = 0")
+    rows = query(
+        ci.url,
+        "SELECT f.path, p.path, e.value FROM elements e JOIN files f ON f.id = e.file_id "
+        f"JOIN paths p ON p.id = e.path_id WHERE p.depth = 0 AND p.path IN ({tags}) "
+        f"AND (e.flags & {META}) = 0",
+    )
     values: dict[str, dict[str, str]] = defaultdict(dict)
     for path, tag, value in rows:
         values[_rel(ci, path)][_KEY_TAGS[tag]] = (value or "").strip()
@@ -261,9 +322,15 @@ def truth_keys(corpus_index: CorpusIndex, corpus_manifest: list[dict[str, str]])
         issuer = _issuer_by_pydicom(corpus_index.root / rel)
         if issuer is None:  # pydicom cannot read it (GH177 big endian): the stored element decides
             issuer = from_elements.get(rel, Keys("", "", "", "", "")).issuer
-        out[rel] = Keys(row["patient_id"], issuer, row["study_uid"], row["series_uid"], row["sop_instance_uid"])
-    instance_files = {_rel(corpus_index, r[0]) for r in query(
-        corpus_index.url, "SELECT f.path FROM instances i JOIN files f ON f.id = i.file_id")}
+        out[rel] = Keys(
+            row["patient_id"], issuer, row["study_uid"], row["series_uid"], row["sop_instance_uid"]
+        )
+    instance_files = {
+        _rel(corpus_index, r[0])
+        for r in query(
+            corpus_index.url, "SELECT f.path FROM instances i JOIN files f ON f.id = i.file_id"
+        )
+    }
     for rel in instance_files - set(out):
         out[rel] = from_elements.get(rel, Keys("", "", "", "", ""))
     return out
@@ -305,7 +372,9 @@ def expected_hierarchy(keys: dict[str, Keys]) -> Hierarchy:
     return h
 
 
-def test_hierarchy_counts_from_manifest(corpus_index: CorpusIndex, truth_keys: dict[str, Keys]) -> None:
+def test_hierarchy_counts_from_manifest(
+    corpus_index: CorpusIndex, truth_keys: dict[str, Keys]
+) -> None:
     want = expected_hierarchy(truth_keys)
     url = corpus_index.url
     got = Hierarchy(
@@ -313,44 +382,77 @@ def test_hierarchy_counts_from_manifest(corpus_index: CorpusIndex, truth_keys: d
         studies={r[0] for r in query(url, "SELECT study_uid FROM studies")},
         series={r[0] for r in query(url, "SELECT series_uid FROM series")},
         instances=query(url, "SELECT COUNT(*) FROM instances")[0][0],
-        outside={_rel(corpus_index, r[0]) for r in query(
-            url, "SELECT f.path FROM instances i JOIN files f ON f.id = i.file_id WHERE i.series_ref IS NULL")},
+        outside={
+            _rel(corpus_index, r[0])
+            for r in query(
+                url,
+                "SELECT f.path FROM instances i JOIN files f ON f.id = i.file_id WHERE i.series_ref IS NULL",
+            )
+        },
     )
     assert got == want
-    counts = {t: query(url, f"SELECT COUNT(*) FROM {t}")[0][0] for t in ("patients", "studies", "series")}
-    assert counts == {"patients": len(want.patients), "studies": len(want.studies), "series": len(want.series)}
+    counts = {
+        t: query(url, f"SELECT COUNT(*) FROM {t}")[0][0] for t in ("patients", "studies", "series")
+    }
+    assert counts == {
+        "patients": len(want.patients),
+        "studies": len(want.studies),
+        "series": len(want.series),
+    }
 
 
-def test_instances_hang_under_their_manifest_uids(corpus_index: CorpusIndex, truth_keys: dict[str, Keys]) -> None:
+def test_instances_hang_under_their_manifest_uids(
+    corpus_index: CorpusIndex, truth_keys: dict[str, Keys]
+) -> None:
     """Each instance's SOP UID and its series -> study -> patient chain match the file's own keys."""
-    rows = query(corpus_index.url, """
+    rows = query(
+        corpus_index.url,
+        """
         SELECT f.path, i.sop_instance_uid, s.series_uid, st.study_uid, p.patient_id, p.issuer
         FROM instances i JOIN files f ON f.id = i.file_id
         LEFT JOIN series s ON s.id = i.series_ref LEFT JOIN studies st ON st.id = s.study_ref
-        LEFT JOIN patients p ON p.id = st.patient_ref""")
+        LEFT JOIN patients p ON p.id = st.patient_ref""",
+    )
     got = {_rel(corpus_index, r[0]): (r[1] or "", r[2] or "", r[3] or "", r[4], r[5]) for r in rows}
     want = {}
     for rel, k in truth_keys.items():
         in_series = bool(k.study_uid and k.series_uid)
-        want[rel] = (k.sop_instance_uid, k.series_uid if in_series else "", k.study_uid if in_series else "",
-                     k.patient_id if in_series else None, k.issuer if in_series else None)
+        want[rel] = (
+            k.sop_instance_uid,
+            k.series_uid if in_series else "",
+            k.study_uid if in_series else "",
+            k.patient_id if in_series else None,
+            k.issuer if in_series else None,
+        )
     assert got == want
 
 
-def test_studies_without_series_keep_their_patient(corpus_index: CorpusIndex, truth_keys: dict[str, Keys]) -> None:
-    rows = query(corpus_index.url, "SELECT st.study_uid, p.patient_id, p.issuer FROM studies st "
-                                   "JOIN patients p ON p.id = st.patient_ref")
+def test_studies_without_series_keep_their_patient(
+    corpus_index: CorpusIndex, truth_keys: dict[str, Keys]
+) -> None:
+    rows = query(
+        corpus_index.url,
+        "SELECT st.study_uid, p.patient_id, p.issuer FROM studies st "
+        "JOIN patients p ON p.id = st.patient_ref",
+    )
     got = {study: (pid, issuer) for study, pid, issuer in rows}
     want = {k.study_uid: (k.patient_id, k.issuer) for k in truth_keys.values() if k.study_uid}
     assert got == want
 
 
-def test_messy_archive_cases_are_stored(corpus_index: CorpusIndex, corpus_manifest: list[dict[str, str]],
-                                        truth_keys: dict[str, Keys]) -> None:
+def test_messy_archive_cases_are_stored(
+    corpus_index: CorpusIndex, corpus_manifest: list[dict[str, str]], truth_keys: dict[str, Keys]
+) -> None:
     url = corpus_index.url
-    instances = {_rel(corpus_index, r[0]): r[1:] for r in query(url, """
+    instances = {
+        _rel(corpus_index, r[0]): r[1:]
+        for r in query(
+            url,
+            """
         SELECT f.path, i.sop_instance_uid, i.series_ref, i.hierarchy_problem, i.rows, i.modality, f.status
-        FROM instances i JOIN files f ON f.id = i.file_id""")}
+        FROM instances i JOIN files f ON f.id = i.file_id""",
+        )
+    }
     readable = _readable(corpus_manifest)
 
     # The same SOP Instance UID in several files: every file keeps its own instance.
@@ -370,8 +472,11 @@ def test_messy_archive_cases_are_stored(corpus_index: CorpusIndex, corpus_manife
     # Empty or absent Patient ID: a patient row with "" as its ID holds the studies.
     empty_pid = {k.study_uid for k in truth_keys.values() if k.study_uid and not k.patient_id}
     assert empty_pid
-    rows = query(url, "SELECT st.study_uid FROM studies st JOIN patients p ON p.id = st.patient_ref "
-                      "WHERE p.patient_id = ''")
+    rows = query(
+        url,
+        "SELECT st.study_uid FROM studies st JOIN patients p ON p.id = st.patient_ref "
+        "WHERE p.patient_id = ''",
+    )
     assert {r[0] for r in rows} == empty_pid
 
     # A DICOMDIR is DICOM: indexed, an instance outside the hierarchy.
@@ -381,8 +486,11 @@ def test_messy_archive_cases_are_stored(corpus_index: CorpusIndex, corpus_manife
         assert instances[rel][5] == "indexed" and instances[rel][1] is None and instances[rel][2]
 
     # Valid DICOM that is no image (SR, waveforms): indexed in the hierarchy, no rows/columns.
-    non_images = [r["relpath"] for r in readable if r["modality"] in ("SR", "ECG") and r["series_uid"]
-                  and r["study_uid"]]
+    non_images = [
+        r["relpath"]
+        for r in readable
+        if r["modality"] in ("SR", "ECG") and r["series_uid"] and r["study_uid"]
+    ]
     assert non_images
     for rel in non_images:
         _sop, series_ref, problem, rows_, _modality, status = instances[rel]
@@ -392,35 +500,50 @@ def test_messy_archive_cases_are_stored(corpus_index: CorpusIndex, corpus_manife
 # -- files that are not (good) DICOM ------------------------------------------------------------
 
 
-def test_documentation_files_are_not_dicom_without_errors(corpus_index: CorpusIndex,
-                                                          corpus_manifest: list[dict[str, str]]) -> None:
+def test_documentation_files_are_not_dicom_without_errors(
+    corpus_index: CorpusIndex, corpus_manifest: list[dict[str, str]]
+) -> None:
     files = _files(corpus_index)
     docs = set(files) - {r["relpath"] for r in corpus_manifest}
     assert docs == {"README.md", "MANIFEST.tsv", "LICENSES.md"}
     assert {rel: files[rel]["status"] for rel in docs} == {rel: "not_dicom" for rel in docs}
     errors = _errors(corpus_index)
     assert {rel: errors.get(rel, []) for rel in docs} == {rel: [] for rel in docs}
-    assert query(corpus_index.url, "SELECT COUNT(*) FROM instances i JOIN files f ON f.id = i.file_id "
-                                   "WHERE f.status = 'not_dicom'") == [(0,)]
+    assert query(
+        corpus_index.url,
+        "SELECT COUNT(*) FROM instances i JOIN files f ON f.id = i.file_id "
+        "WHERE f.status = 'not_dicom'",
+    ) == [(0,)]
 
 
-def test_non_dicom_files_named_like_dicom_have_error_rows(corpus_index: CorpusIndex,
-                                                          corpus_manifest: list[dict[str, str]]) -> None:
+def test_non_dicom_files_named_like_dicom_have_error_rows(
+    corpus_index: CorpusIndex, corpus_manifest: list[dict[str, str]]
+) -> None:
     manifest = {r["relpath"]: r for r in corpus_manifest}
     assert all(manifest[rel]["readable_by_dcmtk"] == "no" for rel in NON_DICOM)
     files, errors = _files(corpus_index), _errors(corpus_index)
-    assert {rel: files[rel]["status"] for rel in NON_DICOM} == {rel: "not_dicom" for rel in NON_DICOM}
+    assert {rel: files[rel]["status"] for rel in NON_DICOM} == {
+        rel: "not_dicom" for rel in NON_DICOM
+    }
     named = {rel for rel in NON_DICOM if _named_like_dicom(rel)}
     assert named
-    got = {rel: [(stage, reason, severity) for stage, reason, severity, _ in errors.get(rel, [])] for rel in named}
+    got = {
+        rel: [(stage, reason, severity) for stage, reason, severity, _ in errors.get(rel, [])]
+        for rel in named
+    }
     assert got == {rel: [("read", "not_dicom", "error")] for rel in named}
 
 
-def test_broken_files_are_recorded_with_reasons(corpus_index: CorpusIndex,
-                                                corpus_manifest: list[dict[str, str]]) -> None:
+def test_broken_files_are_recorded_with_reasons(
+    corpus_index: CorpusIndex, corpus_manifest: list[dict[str, str]]
+) -> None:
     """Every file DCMTK rejects that is DICOM at all is in errors, with a reason and a message."""
     files, errors = _files(corpus_index), _errors(corpus_index)
-    broken = [r["relpath"] for r in corpus_manifest if r["readable_by_dcmtk"] == "no" and r["relpath"] not in NON_DICOM]
+    broken = [
+        r["relpath"]
+        for r in corpus_manifest
+        if r["readable_by_dcmtk"] == "no" and r["relpath"] not in NON_DICOM
+    ]
     assert len(broken) >= 5
     for rel in broken:
         rows = errors.get(rel, [])
@@ -430,27 +553,48 @@ def test_broken_files_are_recorded_with_reasons(corpus_index: CorpusIndex,
         if status == "partial":
             # the problem that stopped the read is the error row, word for word
             assert files[rel]["problem"] and ("walk", "error", files[rel]["problem"]) in [
-                (stage, severity, message) for stage, _, severity, message in rows], (rel, rows)
+                (stage, severity, message) for stage, _, severity, message in rows
+            ], (rel, rows)
         if status == "indexed":
             assert any(severity == "warning" for _, _, severity, _ in rows), (rel, rows)
 
 
-def test_readable_files_have_no_error_severity_rows(corpus_index: CorpusIndex,
-                                                    corpus_manifest: list[dict[str, str]]) -> None:
+def test_readable_files_have_no_error_severity_rows(
+    corpus_index: CorpusIndex, corpus_manifest: list[dict[str, str]]
+) -> None:
     errors = _errors(corpus_index)
-    bad = {r["relpath"]: errors[r["relpath"]] for r in _readable(corpus_manifest)
-           if any(sev == "error" for _, _, sev, _ in errors.get(r["relpath"], []))}
+    bad = {
+        r["relpath"]: errors[r["relpath"]]
+        for r in _readable(corpus_manifest)
+        if any(sev == "error" for _, _, sev, _ in errors.get(r["relpath"], []))
+    }
     assert bad == {}
 
 
-def test_messages_never_carry_patient_values(corpus_index: CorpusIndex, corpus_manifest: list[dict[str, str]]) -> None:
+def test_messages_never_carry_patient_values(
+    corpus_index: CorpusIndex, corpus_manifest: list[dict[str, str]]
+) -> None:
     # Short or all-digit IDs ("0010", "55555") also occur in tags and byte offsets: not evidence.
-    ids = {r["patient_id"] for r in corpus_manifest
-           if len(r["patient_id"]) >= 6 and not (r["patient_id"].isdigit() and len(r["patient_id"]) < 9)}
-    names = {r[0] for r in query(corpus_index.url, "SELECT patient_name FROM patients") if r[0] and len(r[0]) >= 4}
+    ids = {
+        r["patient_id"]
+        for r in corpus_manifest
+        if len(r["patient_id"]) >= 6
+        and not (r["patient_id"].isdigit() and len(r["patient_id"]) < 9)
+    }
+    names = {
+        r[0]
+        for r in query(corpus_index.url, "SELECT patient_name FROM patients")
+        if r[0] and len(r[0]) >= 4
+    }
     assert len(ids) >= 10 and len(names) >= 10
-    texts = [r[0] for r in query(corpus_index.url, "SELECT message FROM errors UNION ALL "
-                                                   "SELECT problem FROM files WHERE problem IS NOT NULL")]
+    texts = [
+        r[0]
+        for r in query(
+            corpus_index.url,
+            "SELECT message FROM errors UNION ALL "
+            "SELECT problem FROM files WHERE problem IS NOT NULL",
+        )
+    ]
     leaks = [(value, text) for text in texts for value in ids | names if value in text]
     assert leaks == []
 
@@ -487,11 +631,20 @@ def test_rerun_is_a_no_op(corpus_index: CorpusIndex) -> None:
     assert diff_dumps(before, after) == ""
     assert report.outcome == "completed"
     assert report.unchanged == report.files_seen == len(before["files"])
-    assert (report.indexed, report.partial, report.failed, report.skipped, report.elements) == (0, 0, 0, 0, 0)
+    assert (report.indexed, report.partial, report.failed, report.skipped, report.elements) == (
+        0,
+        0,
+        0,
+        0,
+        0,
+    )
     assert run_outcomes(corpus_index.url) == ["completed", "completed"]
     assert query(corpus_index.url, "SELECT DISTINCT last_run FROM files") == [(report.run_id,)]
-    assert query(corpus_index.url, "SELECT files_unchanged, files_indexed FROM runs WHERE id = :r",
-                 r=report.run_id) == [(len(before["files"]), 0)]
+    assert query(
+        corpus_index.url,
+        "SELECT files_unchanged, files_indexed FROM runs WHERE id = :r",
+        r=report.run_id,
+    ) == [(len(before["files"]), 0)]
 
 
 # -- small trees: discovery by content, crawl problems ----------------------------------------------
@@ -510,25 +663,41 @@ def _pick(manifest: list[dict[str, str]], n: int) -> list[str]:
     return out
 
 
-def test_files_are_found_by_content_not_name(db_url: str, tmp_path: Path, corpus_dir: Path,
-                                             corpus_manifest: list[dict[str, str]]) -> None:
+def test_files_are_found_by_content_not_name(
+    db_url: str, tmp_path: Path, corpus_dir: Path, corpus_manifest: list[dict[str, str]]
+) -> None:
     picked = _pick(corpus_manifest, 3)
     tree = tmp_path / "tree"
     tree.mkdir()
     names = ["scan.txt", "IMAGE0001", "photo.jpg"]
-    for rel, name in zip(picked, names):
+    for rel, name in zip(picked, names, strict=False):
         (tree / name).write_bytes((corpus_dir / rel).read_bytes())
     (tree / "notes.dcm").write_text("not DICOM at all\n")
     (tree / "readme.txt").write_text("not DICOM either\n")
     report = index_paths([tree], db_url, workers=2)
     status = {os.path.basename(p): s for p, s in query(db_url, "SELECT path, status FROM files")}
-    assert status == {"scan.txt": "indexed", "IMAGE0001": "indexed", "photo.jpg": "indexed",
-                      "notes.dcm": "not_dicom", "readme.txt": "not_dicom"}
+    assert status == {
+        "scan.txt": "indexed",
+        "IMAGE0001": "indexed",
+        "photo.jpg": "indexed",
+        "notes.dcm": "not_dicom",
+        "readme.txt": "not_dicom",
+    }
     manifest = {r["relpath"]: r for r in corpus_manifest}
-    sops = {os.path.basename(p): uid for p, uid in query(
-        db_url, "SELECT f.path, i.sop_instance_uid FROM instances i JOIN files f ON f.id = i.file_id")}
-    assert sops == {name: manifest[rel]["sop_instance_uid"] for rel, name in zip(picked, names)}
-    errs = [(os.path.basename(p), reason) for p, reason in query(db_url, "SELECT path, reason FROM errors")]
+    sops = {
+        os.path.basename(p): uid
+        for p, uid in query(
+            db_url,
+            "SELECT f.path, i.sop_instance_uid FROM instances i JOIN files f ON f.id = i.file_id",
+        )
+    }
+    assert sops == {
+        name: manifest[rel]["sop_instance_uid"] for rel, name in zip(picked, names, strict=False)
+    }
+    errs = [
+        (os.path.basename(p), reason)
+        for p, reason in query(db_url, "SELECT path, reason FROM errors")
+    ]
     assert errs == [("notes.dcm", "not_dicom")]
     assert (report.indexed, report.failed, report.skipped) == (3, 1, 1)
 
@@ -543,24 +712,43 @@ def _copy_with_uids(source: Path, target: Path, **uids: str) -> None:
 
 
 @pytest.mark.parametrize("order", ["together", "separately"])
-def test_series_claimed_by_two_studies_is_flagged(db_url: str, tmp_path: Path, corpus_dir: Path,
-                                                  corpus_manifest: list[dict[str, str]], order: str) -> None:
+def test_series_claimed_by_two_studies_is_flagged(
+    db_url: str, tmp_path: Path, corpus_dir: Path, corpus_manifest: list[dict[str, str]], order: str
+) -> None:
     """Two files of one Series Instance UID that name different studies: both are stored, the
     series hangs under one study, and the instance that names the other study is flagged,
     whether the files arrive in one batch or in separate runs."""
-    source = corpus_dir / next(r["relpath"] for r in sorted(_readable(corpus_manifest), key=lambda r: int(r["bytes"]))
-                               if r["readable_by_pydicom"] == "yes" and r["transfer_syntax_uid"] and r["study_uid"])
+    source = corpus_dir / next(
+        r["relpath"]
+        for r in sorted(_readable(corpus_manifest), key=lambda r: int(r["bytes"]))
+        if r["readable_by_pydicom"] == "yes" and r["transfer_syntax_uid"] and r["study_uid"]
+    )
     a, b = tmp_path / "a" / "a.dcm", tmp_path / "b" / "b.dcm"
-    _copy_with_uids(source, a, StudyInstanceUID="2.25.1001", SeriesInstanceUID="2.25.2001", SOPInstanceUID="2.25.3001")
-    _copy_with_uids(source, b, StudyInstanceUID="2.25.1002", SeriesInstanceUID="2.25.2001", SOPInstanceUID="2.25.3002")
+    _copy_with_uids(
+        source,
+        a,
+        StudyInstanceUID="2.25.1001",
+        SeriesInstanceUID="2.25.2001",
+        SOPInstanceUID="2.25.3001",
+    )
+    _copy_with_uids(
+        source,
+        b,
+        StudyInstanceUID="2.25.1002",
+        SeriesInstanceUID="2.25.2001",
+        SOPInstanceUID="2.25.3002",
+    )
     if order == "together":
         index_paths([tmp_path], db_url, workers=2)
     else:
         index_paths([a.parent], db_url, workers=2)
         index_paths([a.parent, b.parent], db_url, workers=2)
-    rows = query(db_url, """
+    rows = query(
+        db_url,
+        """
         SELECT i.sop_instance_uid, st.study_uid, i.hierarchy_problem FROM instances i
-        LEFT JOIN series s ON s.id = i.series_ref LEFT JOIN studies st ON st.id = s.study_ref""")
+        LEFT JOIN series s ON s.id = i.series_ref LEFT JOIN studies st ON st.id = s.study_ref""",
+    )
     assert len(rows) == 2
     owner = {study for _, study, _ in rows if study}
     assert len(owner) == 1, rows  # one series row, under one study
@@ -569,8 +757,9 @@ def test_series_claimed_by_two_studies_is_flagged(db_url: str, tmp_path: Path, c
     assert flagged == {sop for sop in claims if claims[sop] not in owner}, rows
 
 
-def test_crawl_problems_are_recorded_and_skipped(db_url: str, tmp_path: Path, corpus_dir: Path,
-                                                 corpus_manifest: list[dict[str, str]]) -> None:
+def test_crawl_problems_are_recorded_and_skipped(
+    db_url: str, tmp_path: Path, corpus_dir: Path, corpus_manifest: list[dict[str, str]]
+) -> None:
     tree = tmp_path / "tree"
     copy_files(corpus_dir, _pick(corpus_manifest, 2), tree / "data")
     (tree / "loop").symlink_to(tree)  # a folder that contains itself
@@ -583,10 +772,16 @@ def test_crawl_problems_are_recorded_and_skipped(db_url: str, tmp_path: Path, co
     finally:
         sock.close()
     assert report.outcome == "completed" and report.indexed == 2
-    got = sorted((os.path.relpath(p, tree), stage, reason) for p, stage, reason in
-                 query(db_url, "SELECT path, stage, reason FROM errors"))
-    assert got == [("dangling", "crawl", "os_error"), ("fifo", "crawl", "not_regular"),
-                   ("loop", "crawl", "symlink_loop"), ("sock", "crawl", "not_regular")]
+    got = sorted(
+        (os.path.relpath(p, tree), stage, reason)
+        for p, stage, reason in query(db_url, "SELECT path, stage, reason FROM errors")
+    )
+    assert got == [
+        ("dangling", "crawl", "os_error"),
+        ("fifo", "crawl", "not_regular"),
+        ("loop", "crawl", "symlink_loop"),
+        ("sock", "crawl", "not_regular"),
+    ]
     assert report.crawl_problems == 4
     # Nothing but the two regular files became a files row.
     assert query(db_url, "SELECT COUNT(*) FROM files") == [(2,)]
@@ -595,8 +790,9 @@ def test_crawl_problems_are_recorded_and_skipped(db_url: str, tmp_path: Path, co
     assert query(db_url, "SELECT COUNT(*) FROM errors") == [(4,)]
 
 
-def test_unreadable_folder_is_recorded(tmp_path: Path, corpus_dir: Path,
-                                       corpus_manifest: list[dict[str, str]]) -> None:
+def test_unreadable_folder_is_recorded(
+    tmp_path: Path, corpus_dir: Path, corpus_manifest: list[dict[str, str]]
+) -> None:
     """An unreadable folder: errors row (crawl, permission_denied), the rest is indexed.
 
     Root reads any folder, so as root the run happens in a forked child that drops
@@ -637,8 +833,10 @@ def test_unreadable_folder_is_recorded(tmp_path: Path, corpus_dir: Path,
                 os._exit(code)
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
-        errs = [(os.path.relpath(p, base / "tree"), stage, reason)
-                for p, stage, reason in query(db, "SELECT path, stage, reason FROM errors")]
+        errs = [
+            (os.path.relpath(p, base / "tree"), stage, reason)
+            for p, stage, reason in query(db, "SELECT path, stage, reason FROM errors")
+        ]
         assert errs == [("locked", "crawl", "permission_denied")]
         files = [os.path.relpath(p, base / "tree") for (p,) in query(db, "SELECT path FROM files")]
         assert files == [os.path.join("a", picked[0])]
@@ -662,8 +860,9 @@ index_paths([tree], third, workers=2)
 """
 
 
-def test_runs_into_several_databases_from_one_process(tmp_path: Path, corpus_dir: Path,
-                                                      corpus_manifest: list[dict[str, str]]) -> None:
+def test_runs_into_several_databases_from_one_process(
+    tmp_path: Path, corpus_dir: Path, corpus_manifest: list[dict[str, str]]
+) -> None:
     """A library user indexing into several databases from one process gets complete indexes.
 
     In-process (workers=0) and with worker processes forked from a process that
@@ -673,18 +872,27 @@ def test_runs_into_several_databases_from_one_process(tmp_path: Path, corpus_dir
     tree = tmp_path / "tree"
     copy_files(corpus_dir, _pick(corpus_manifest, 3), tree)
     urls = [f"sqlite:///{tmp_path / name}.db" for name in ("first", "second", "third")]
-    proc = subprocess.run([sys.executable, "-c", _THREE_RUNS, str(tree), *urls],
-                          capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", _THREE_RUNS, str(tree), *urls],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     first = dump_index(urls[0])
     for url in urls[1:]:
-        assert query(url, "SELECT COUNT(*) FROM elements e LEFT JOIN paths p ON p.id = e.path_id "
-                          "WHERE p.id IS NULL") == [(0,)], url
+        assert query(
+            url,
+            "SELECT COUNT(*) FROM elements e LEFT JOIN paths p ON p.id = e.path_id "
+            "WHERE p.id IS NULL",
+        ) == [(0,)], url
         assert diff_dumps(first, dump_index(url)) == "", url
 
 
-def test_index_summary_json_matches_database(tmp_path: Path, corpus_dir: Path,
-                                             corpus_manifest: list[dict[str, str]]) -> None:
+def test_index_summary_json_matches_database(
+    tmp_path: Path, corpus_dir: Path, corpus_manifest: list[dict[str, str]]
+) -> None:
     """The installed command, as a user runs it: the JSON summary agrees with the tables."""
     tree = tmp_path / "tree"
     copy_files(corpus_dir, _pick(corpus_manifest, 4) + sorted(NON_DICOM), tree)
@@ -696,6 +904,11 @@ def test_index_summary_json_matches_database(tmp_path: Path, corpus_dir: Path,
     assert summary["files seen"] == len(regular_files(tree))
     assert summary["indexed"] == status.get("indexed", 0) == 4
     assert summary["errors"] + summary["not DICOM (skipped)"] == status.get("not_dicom", 0)
-    assert summary["errors"] == query(f"sqlite:///{db}", "SELECT COUNT(DISTINCT path) FROM errors")[0][0]
+    assert (
+        summary["errors"]
+        == query(f"sqlite:///{db}", "SELECT COUNT(DISTINCT path) FROM errors")[0][0]
+    )
     assert "Traceback" not in proc.stderr
-    assert by_path(query(f"sqlite:///{db}", "SELECT path FROM files")).keys() == {str(p) for p in regular_files(tree)}
+    assert by_path(query(f"sqlite:///{db}", "SELECT path FROM files")).keys() == {
+        str(p) for p in regular_files(tree)
+    }

@@ -92,7 +92,9 @@ def test_every_revision_steps_up_and_down(db_url: str) -> None:
         _alembic(db_url, "downgrade", previous)
         assert _current(db_url) == (None if previous == "base" else previous)
         if previous == "base":
-            assert table_names(db_url) <= {"alembic_version"}  # the first revision drops all it made
+            assert table_names(db_url) <= {
+                "alembic_version"
+            }  # the first revision drops all it made
         _alembic(db_url, "upgrade", revision)
         previous = revision
     assert _differences(db_url) == []
@@ -110,7 +112,11 @@ def test_names_follow_the_naming_convention(db_url: str) -> None:
                 want_uq = {c.name for c in table.constraints if isinstance(c, sa.UniqueConstraint)}
                 want_fk = {c.name for c in table.foreign_key_constraints}
                 # PostgreSQL also lists the index behind each unique constraint
-                got_ix = {ix["name"] for ix in insp.get_indexes(table.name) if "duplicates_constraint" not in ix}
+                got_ix = {
+                    ix["name"]
+                    for ix in insp.get_indexes(table.name)
+                    if "duplicates_constraint" not in ix
+                }
                 got_uq = {uq["name"] for uq in insp.get_unique_constraints(table.name)}
                 got_fk = {fk["name"] for fk in insp.get_foreign_keys(table.name)}
                 assert (got_ix, got_uq, got_fk) == (want_ix, want_uq, want_fk), table.name
@@ -127,8 +133,15 @@ def test_alembic_command_in_a_checkout_uses_the_same_migrations(tmp_path: Path) 
     alembic_bin = Path(sys.executable).with_name("alembic")
     args = [str(alembic_bin)] if alembic_bin.exists() else [sys.executable, "-m", "alembic"]
     env = dict(os.environ, INDEXER_DB=db_url)
-    proc = subprocess.run([*args, "-c", str(REPO_ROOT / "alembic.ini"), "upgrade", "head"], cwd=REPO_ROOT,
-                          env=env, capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [*args, "-c", str(REPO_ROOT / "alembic.ini"), "upgrade", "head"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert _current(db_url) == indexer_db.head_revision()
     assert _differences(db_url) == []
@@ -138,9 +151,16 @@ def test_concurrent_first_commands_create_the_schema_once(db_url: str) -> None:
     """Several indexer commands starting on a new database at once: all succeed, one schema."""
     indexer = Path(sys.executable).with_name("indexer")
     env = {k: v for k, v in os.environ.items() if k != "INDEXER_DB"}
-    procs = [subprocess.Popen([str(indexer), "db", "upgrade", "--db", db_url], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [str(indexer), "db", "upgrade", "--db", db_url],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     results = [(p.wait(timeout=120), p.communicate()[1]) for p in procs]
     assert [code for code, _ in results] == [0] * len(procs), results
     assert _current(db_url) == indexer_db.head_revision()

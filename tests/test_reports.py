@@ -29,13 +29,20 @@ from pydicom.multival import MultiValue
 from sqlalchemy.pool import NullPool
 
 from indexer import reports, summaries
-from indexer.run import index_paths
 from indexer.db import connect
 from indexer.reports import QueryError, ReportError
+from indexer.run import index_paths
 
 pytestmark = pytest.mark.corpus
 
-SUMMARY_TABLES = ("usage_groups", "tag_keys", "path_keys", "tag_usage", "tag_values", "instance_groups")
+SUMMARY_TABLES = (
+    "usage_groups",
+    "tag_keys",
+    "path_keys",
+    "tag_usage",
+    "tag_values",
+    "instance_groups",
+)
 # fo-dicom/GH064 and GH179A: element counts depend on the reader (see the corpus README).
 COUNT_EXCEPTIONS = {"fo-dicom/GH064.dcm", "fo-dicom/GH179A.dcm"}
 
@@ -58,8 +65,10 @@ def summary_dump(url: str) -> dict[str, list[tuple[Any, ...]]]:
     engine = sa.create_engine(url, poolclass=NullPool)
     try:
         with engine.connect() as conn:
-            return {t: sorted(tuple(r) for r in conn.execute(sa.text(f"SELECT * FROM {t}")))
-                    for t in SUMMARY_TABLES}
+            return {
+                t: sorted(tuple(r) for r in conn.execute(sa.text(f"SELECT * FROM {t}")))
+                for t in SUMMARY_TABLES
+            }
     finally:
         engine.dispose()
 
@@ -71,8 +80,13 @@ def test_stats_match_the_manifest(corpus_index: str, corpus_manifest: list[dict[
     rows = readable_rows(corpus_manifest)
     with connect(corpus_index) as conn:
         stats = reports.collect_stats(conn)
-        counts_in_index = dict(conn.execute(sa.text(
-            "SELECT f.path, i.element_count FROM instances i JOIN files f ON f.id = i.file_id")).all())
+        counts_in_index = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT f.path, i.element_count FROM instances i JOIN files f ON f.id = i.file_id"
+                )
+            ).all()
+        )
 
     with_study = [r for r in rows if r["study_uid"]]
     assert stats["instances"] == len(rows)
@@ -83,29 +97,38 @@ def test_stats_match_the_manifest(corpus_index: str, corpus_manifest: list[dict[
     assert stats["files_by_status"] == {"indexed": len(rows)}
     assert stats["bytes"] == sum(int(r["bytes"]) for r in rows)
     assert stats["instances_outside_hierarchy"] == len(rows) - len(
-        [r for r in with_study if r["series_uid"] and r["sop_instance_uid"]])
+        [r for r in with_study if r["series_uid"] and r["sop_instance_uid"]]
+    )
     assert stats["errors"] == 0 and stats["missing_files"] == 0
 
     # Elements: DCMTK's counts, except the two files whose count depends on the reader.
     expected_counts = []
     for r in rows:
         if r["relpath"] in COUNT_EXCEPTIONS:
-            expected_counts.append(next(n for p, n in counts_in_index.items() if p.endswith(r["relpath"])))
+            expected_counts.append(
+                next(n for p, n in counts_in_index.items() if p.endswith(r["relpath"]))
+            )
         else:
             expected_counts.append(int(r["element_count"]))
     assert stats["elements"] == sum(expected_counts)
     median = statistics.median(expected_counts)
     assert stats["elements_per_instance"] == {
-        "min": min(expected_counts), "median": int(median) if median == int(median) else median,
-        "max": max(expected_counts)}
+        "min": min(expected_counts),
+        "median": int(median) if median == int(median) else median,
+        "max": max(expected_counts),
+    }
 
     uid_counts = Counter(r["sop_instance_uid"] for r in rows if r["sop_instance_uid"])
     duplicated = {u: n for u, n in uid_counts.items() if n > 1}
-    assert stats["duplicate_sop_instance_uids"] == len(duplicated) == 3  # the corpus README's 3 groups
+    assert (
+        stats["duplicate_sop_instance_uids"] == len(duplicated) == 3
+    )  # the corpus README's 3 groups
     assert stats["instances_with_duplicate_uid"] == sum(duplicated.values())
 
 
-def test_stats_breakdowns_match_the_manifest(corpus_index: str, corpus_manifest: list[dict[str, str]]) -> None:
+def test_stats_breakdowns_match_the_manifest(
+    corpus_index: str, corpus_manifest: list[dict[str, str]]
+) -> None:
     rows = readable_rows(corpus_manifest)
     with connect(corpus_index) as conn:
         by_modality = reports.collect_breakdown(conn, "modality")
@@ -116,13 +139,21 @@ def test_stats_breakdowns_match_the_manifest(corpus_index: str, corpus_manifest:
         with pytest.raises(ReportError):
             reports.collect_breakdown(conn, "colour")
 
-    assert {r["modality"]: r["instances"] for r in by_modality} == Counter(r["modality"] or None for r in rows)
+    assert {r["modality"]: r["instances"] for r in by_modality} == Counter(
+        r["modality"] or None for r in rows
+    )
     series_rows = [r for r in rows if r["study_uid"] and r["series_uid"]]
     mr_series = {r["series_uid"] for r in series_rows if r["modality"] == "MR"}
-    assert {r["modality"]: r["series"] for r in by_modality}["MR"] <= len(mr_series)  # series' own modality
-    assert [r["instances"] for r in by_modality] == sorted((r["instances"] for r in by_modality), reverse=True)
+    assert {r["modality"]: r["series"] for r in by_modality}["MR"] <= len(
+        mr_series
+    )  # series' own modality
+    assert [r["instances"] for r in by_modality] == sorted(
+        (r["instances"] for r in by_modality), reverse=True
+    )
 
-    assert {r["sop_class_uid"]: r["instances"] for r in by_class} == Counter(r["sop_class_uid"] or None for r in rows)
+    assert {r["sop_class_uid"]: r["instances"] for r in by_class} == Counter(
+        r["sop_class_uid"] or None for r in rows
+    )
     names = {r["sop_class_uid"]: r["name"] for r in by_class}
     assert names["1.2.840.10008.5.1.4.1.1.2"] == "CT Image Storage"
     assert names["1.2.840.10008.5.1.4.1.1.4"] == "MR Image Storage"
@@ -143,7 +174,9 @@ def test_stats_breakdowns_match_the_manifest(corpus_index: str, corpus_manifest:
     in_hierarchy = len([r for r in rows if r["study_uid"] and r["series_uid"]])
     assert sum(r["instances"] for r in by_maker) == in_hierarchy
     assert sum(r["instances"] for r in by_year) == in_hierarchy
-    assert sum(r["studies"] for r in by_year) == len({r["study_uid"] for r in rows if r["study_uid"] and r["series_uid"]})
+    assert sum(r["studies"] for r in by_year) == len(
+        {r["study_uid"] for r in rows if r["study_uid"] and r["series_uid"]}
+    )
     assert all(r["year"] is None or (len(r["year"]) == 4 and r["year"].isdigit()) for r in by_year)
 
 
@@ -158,16 +191,20 @@ def test_stats_on_an_empty_index(db_url: str) -> None:
     assert stats["by_modality"] == []
 
 
-def test_stats_count_errors_and_missing_files(db_url: str, corpus_dir: Path,
-                                              corpus_manifest: list[dict[str, str]], tmp_path: Path) -> None:
+def test_stats_count_errors_and_missing_files(
+    db_url: str, corpus_dir: Path, corpus_manifest: list[dict[str, str]], tmp_path: Path
+) -> None:
     broken = tmp_path / "broken"
     shutil.copytree(corpus_dir / "broken", broken)
     index_paths([broken], db_url, workers=0)
     # Files DCMTK cannot read and whose name promises DICOM are errors, except
     # broken/pydicom/SC_rgb_jpeg.dcm, which is read with a warning (the corpus README:
     # the meta header says explicit VR, the data set is implicit; readers switch).
-    unreadable = [r["relpath"] for r in corpus_manifest
-                  if r["relpath"].startswith("broken/") and r["readable_by_dcmtk"] == "no"]
+    unreadable = [
+        r["relpath"]
+        for r in corpus_manifest
+        if r["relpath"].startswith("broken/") and r["readable_by_dcmtk"] == "no"
+    ]
     named_like_dicom = [p for p in unreadable if p.endswith(".dcm") or "." not in Path(p).name]
     expected_errors = [p for p in named_like_dicom if p != "broken/pydicom/SC_rgb_jpeg.dcm"]
     with connect(db_url) as conn:
@@ -199,8 +236,9 @@ MANIFEST_TAGS = {
 }
 
 
-def test_tag_usage_counts_instances_that_have_a_tag(corpus_index: str,
-                                                    corpus_manifest: list[dict[str, str]]) -> None:
+def test_tag_usage_counts_instances_that_have_a_tag(
+    corpus_index: str, corpus_manifest: list[dict[str, str]]
+) -> None:
     rows = readable_rows(corpus_manifest)
     with connect(corpus_index) as conn:
         usage = reports.tag_usage(conn)
@@ -221,29 +259,42 @@ def test_tag_usage_counts_instances_that_have_a_tag(corpus_index: str,
     assert modality["distinct_values_complete"] is True
     assert modality["distinct_values"] == len({r["modality"] for r in rows if r["modality"]})
     top = Counter(r["modality"] for r in rows if r["modality"]).most_common(1)[0]
-    assert modality["top_values"][0] == {"value": top[0], "instances": top[1], "occurrences": top[1]}
+    assert modality["top_values"][0] == {
+        "value": top[0],
+        "instances": top[1],
+        "occurrences": top[1],
+    }
     # UIDs are not counted in the summary: no distinct count, no values.
     assert by_tag["(0008,0018)"]["distinct_values"] is None
     assert by_tag["(0008,0018)"]["top_values"] == []
     # Patient values stay hidden unless asked for.
-    assert by_tag["(0010,0020)"]["values_hidden"] is True and by_tag["(0010,0020)"]["top_values"] is None
+    assert (
+        by_tag["(0010,0020)"]["values_hidden"] is True
+        and by_tag["(0010,0020)"]["top_values"] is None
+    )
 
 
 def test_tag_usage_equals_a_group_by_over_the_elements(corpus_index: str) -> None:
     """Every top-level public tag: the summary's instance and occurrence counts, recomputed in SQL."""
     expected = {
         (f"({tag >> 16:04X},{tag & 0xFFFF:04X})", n, o)
-        for tag, n, o in sql_rows(corpus_index, """
+        for tag, n, o in sql_rows(
+            corpus_index,
+            """
             SELECT p.tag, COUNT(DISTINCT e.file_id), COUNT(*)
             FROM elements e JOIN paths p ON p.id = e.path_id
             WHERE p.depth = 0 AND (e.flags & 3) = 0 AND p.private_creator IS NULL
               AND (p.tag / 65536) % 2 = 0
-            GROUP BY p.tag""")
+            GROUP BY p.tag""",
+        )
     }
     with connect(corpus_index) as conn:
         usage = reports.tag_usage(conn)
-    got = {(t["tag"], t["instances"], t["occurrences"]) for t in usage["tags"]
-           if t["depth"] == 0 and t["private_creator"] is None and not int(t["tag"][1:5], 16) & 1}
+    got = {
+        (t["tag"], t["instances"], t["occurrences"])
+        for t in usage["tags"]
+        if t["depth"] == 0 and t["private_creator"] is None and not int(t["tag"][1:5], 16) & 1
+    }
     assert got == expected
     # And the total of all occurrences is the number of counted element rows.
     total = sql_rows(corpus_index, "SELECT COUNT(*) FROM elements WHERE (flags & 3) = 0")[0][0]
@@ -258,14 +309,19 @@ def _pydicom_private_usage(paths: list[Path], group: int, creator: str, low: int
             continue
         for block in range(0x10, 0x100):
             tag = (group << 16) | block
-            if tag in ds and str(ds[tag].value).strip() == creator and ((group << 16) | (block << 8) | low) in ds:
+            if (
+                tag in ds
+                and str(ds[tag].value).strip() == creator
+                and ((group << 16) | (block << 8) | low) in ds
+            ):
                 found += 1
                 break
     return found
 
 
-def test_private_tags_are_counted_by_creator_across_blocks(corpus_index: str, corpus_dir: Path,
-                                                           corpus_manifest: list[dict[str, str]]) -> None:
+def test_private_tags_are_counted_by_creator_across_blocks(
+    corpus_index: str, corpus_dir: Path, corpus_manifest: list[dict[str, str]]
+) -> None:
     """(0029,xx10) of "SIEMENS CSA HEADER" is one tag whichever block the creator got."""
     siemens = [corpus_dir / r["relpath"] for r in readable_rows(corpus_manifest)]
     expected = _pydicom_private_usage(siemens, 0x0029, "SIEMENS CSA HEADER", 0x10)
@@ -278,11 +334,14 @@ def test_private_tags_are_counted_by_creator_across_blocks(corpus_index: str, co
     assert by_tag['(0029,"SIEMENS CSA HEADER",10)']["name"] == "CSA Image Header Info"
     assert all(int(t["tag"][1:5], 16) & 1 for t in usage["tags"])
     assert drill["instances"] == expected and drill["source"] == "elements"
-    assert drill["values"] == [{"value": None, "instances": expected, "occurrences": expected}]  # binary
+    assert drill["values"] == [
+        {"value": None, "instances": expected, "occurrences": expected}
+    ]  # binary
 
 
-def test_tag_usage_filters_by_modality_and_sop_class(corpus_index: str,
-                                                     corpus_manifest: list[dict[str, str]]) -> None:
+def test_tag_usage_filters_by_modality_and_sop_class(
+    corpus_index: str, corpus_manifest: list[dict[str, str]]
+) -> None:
     rows = readable_rows(corpus_manifest)
     mr = [r for r in rows if r["modality"] == "MR"]
     ct_class = [r for r in rows if r["sop_class_uid"] == "1.2.840.10008.5.1.4.1.1.2"]
@@ -317,15 +376,17 @@ def test_drill_down_into_one_tag(corpus_index: str, corpus_manifest: list[dict[s
     assert modality == same
     assert uids["source"] == "elements"  # UIDs are counted on demand
     assert {v["value"]: v["instances"] for v in uids["values"]} == Counter(
-        r["sop_instance_uid"] for r in rows if r["sop_instance_uid"])
+        r["sop_instance_uid"] for r in rows if r["sop_instance_uid"]
+    )
     assert hidden["values_hidden"] is True and hidden["values"] is None
     assert hidden["distinct_values"] == shown["distinct_values"]
     with_patient = Counter(r["patient_id"] for r in rows if r["patient_id"])
     assert {v["value"]: v["instances"] for v in shown["values"] if v["value"]} == with_patient
 
 
-def test_nested_tags_are_keyed_by_their_sequence(corpus_index: str, corpus_dir: Path,
-                                                 corpus_manifest: list[dict[str, str]]) -> None:
+def test_nested_tags_are_keyed_by_their_sequence(
+    corpus_index: str, corpus_dir: Path, corpus_manifest: list[dict[str, str]]
+) -> None:
     files = [corpus_dir / r["relpath"] for r in readable_rows(corpus_manifest)]
     holders: Counter[str] = Counter()
     values: Counter[str] = Counter()
@@ -351,8 +412,9 @@ def test_nested_tags_are_keyed_by_their_sequence(corpus_index: str, corpus_dir: 
 # -- find ---------------------------------------------------------------------------------------
 
 
-def test_find_by_patient_and_uids(corpus_index: str, corpus_dir: Path,
-                                  corpus_manifest: list[dict[str, str]]) -> None:
+def test_find_by_patient_and_uids(
+    corpus_index: str, corpus_dir: Path, corpus_manifest: list[dict[str, str]]
+) -> None:
     rows = [r for r in readable_rows(corpus_manifest) if r["study_uid"] and r["series_uid"]]
     study = Counter(r["study_uid"] for r in rows).most_common(1)[0][0]
     in_study = [r for r in rows if r["study_uid"] == study]
@@ -363,21 +425,33 @@ def test_find_by_patient_and_uids(corpus_index: str, corpus_dir: Path,
         series = reports.find(conn, "series", [("StudyInstanceUID", study)])
         found = reports.find(conn, "instances", [("SeriesInstanceUID", series_uid)])
         by_tag = reports.find(conn, "instances", [("(0020,000E)", series_uid)])
-    assert {s["study_instance_uid"] for s in studies} == {r["study_uid"] for r in rows if r["patient_id"] == patient}
+    assert {s["study_instance_uid"] for s in studies} == {
+        r["study_uid"] for r in rows if r["patient_id"] == patient
+    }
     assert all(s["patient_id"] == patient for s in studies)
     this = next(s for s in studies if s["study_instance_uid"] == study)
     assert this["instances"] == len(in_study)
     assert this["series"] == len({r["series_uid"] for r in in_study})
-    assert {s["series_instance_uid"]: s["instances"] for s in series} == Counter(r["series_uid"] for r in in_study)
+    assert {s["series_instance_uid"]: s["instances"] for s in series} == Counter(
+        r["series_uid"] for r in in_study
+    )
     expected = [r for r in rows if r["series_uid"] == series_uid]
-    assert sorted(i["sop_instance_uid"] for i in found) == sorted(r["sop_instance_uid"] for r in expected)
-    assert sorted(os.path.relpath(i["path"], corpus_dir) for i in found) == sorted(r["relpath"] for r in expected)
+    assert sorted(i["sop_instance_uid"] for i in found) == sorted(
+        r["sop_instance_uid"] for r in expected
+    )
+    assert sorted(os.path.relpath(i["path"], corpus_dir) for i in found) == sorted(
+        r["relpath"] for r in expected
+    )
     assert found == by_tag
 
 
-def test_find_with_wildcards_modality_and_limit(corpus_index: str, corpus_manifest: list[dict[str, str]]) -> None:
+def test_find_with_wildcards_modality_and_limit(
+    corpus_index: str, corpus_manifest: list[dict[str, str]]
+) -> None:
     rows = readable_rows(corpus_manifest)
-    ids = sorted({r["patient_id"] for r in rows if r["patient_id"] and r["study_uid"] and r["series_uid"]})
+    ids = sorted(
+        {r["patient_id"] for r in rows if r["patient_id"] and r["study_uid"] and r["series_uid"]}
+    )
     prefix = Counter(p[:2] for p in ids).most_common(1)[0][0]
     with connect(corpus_index) as conn:
         wild = reports.find(conn, "studies", [("PatientID", prefix + "*")])
@@ -392,7 +466,10 @@ def test_find_with_wildcards_modality_and_limit(corpus_index: str, corpus_manife
     assert ids[0] in {s["patient_id"] for s in one_char}
     assert len(ct) == len([r for r in rows if r["modality"] == "CT"])
     assert {s["series_instance_uid"] for s in ct_series} == {
-        r["series_uid"] for r in rows if r["modality"] == "CT" and r["series_uid"] and r["study_uid"]}
+        r["series_uid"]
+        for r in rows
+        if r["modality"] == "CT" and r["series_uid"] and r["study_uid"]
+    }
     assert limited == ct[:2]
     assert nothing == []
 
@@ -409,14 +486,16 @@ def _study_dates(corpus_dir: Path, rows: list[dict[str, str]]) -> dict[str, str]
     return dates
 
 
-def test_find_by_study_date_range(corpus_index: str, corpus_dir: Path,
-                                  corpus_manifest: list[dict[str, str]]) -> None:
+def test_find_by_study_date_range(
+    corpus_index: str, corpus_dir: Path, corpus_manifest: list[dict[str, str]]
+) -> None:
     dates = _study_dates(corpus_dir, readable_rows(corpus_manifest))
     with connect(corpus_index) as conn:
         in_2018 = reports.find(conn, "studies", [("StudyDate", "20180101-20181231")])
         since = reports.find(conn, "studies", [("StudyDate", "2019-")])
         until = reports.find(conn, "studies", [("StudyDate", "-2004")])
         exact = reports.find(conn, "studies", [("StudyDate", "20180918")])
+
     def known(found: list[dict[str, Any]]) -> set[str]:
         return {s["study_instance_uid"] for s in found} & dates.keys()
 
@@ -427,18 +506,25 @@ def test_find_by_study_date_range(corpus_index: str, corpus_dir: Path,
     assert in_2018 and since and until and exact
 
 
-def test_find_by_a_tag_inside_a_sequence(corpus_index: str, corpus_dir: Path,
-                                         corpus_manifest: list[dict[str, str]]) -> None:
+def test_find_by_a_tag_inside_a_sequence(
+    corpus_index: str, corpus_dir: Path, corpus_manifest: list[dict[str, str]]
+) -> None:
     mr_class = "1.2.840.10008.5.1.4.1.1.4"
     expected = set()
     for r in readable_rows(corpus_manifest):
-        found = pydicom_nested(corpus_dir / r["relpath"], "ReferencedImageSequence", "ReferencedSOPClassUID")
+        found = pydicom_nested(
+            corpus_dir / r["relpath"], "ReferencedImageSequence", "ReferencedSOPClassUID"
+        )
         if found and mr_class in found:
             expected.add(r["relpath"])
     assert expected
     with connect(corpus_index) as conn:
-        found = reports.find(conn, "instances", [("ReferencedImageSequence.ReferencedSOPClassUID", mr_class)])
-        wild = reports.find(conn, "instances", [("ReferencedImageSequence.ReferencedSOPClassUID", "*.4")])
+        found = reports.find(
+            conn, "instances", [("ReferencedImageSequence.ReferencedSOPClassUID", mr_class)]
+        )
+        wild = reports.find(
+            conn, "instances", [("ReferencedImageSequence.ReferencedSOPClassUID", "*.4")]
+        )
         with pytest.raises(ReportError, match="nothing can match"):
             reports.find(conn, "instances", [("(0009,9999)", "x")])
     relpaths = {os.path.relpath(i["path"], corpus_dir) for i in found}
@@ -446,8 +532,9 @@ def test_find_by_a_tag_inside_a_sequence(corpus_index: str, corpus_dir: Path,
     assert {os.path.relpath(i["path"], corpus_dir) for i in wild} >= expected
 
 
-def test_find_matches_one_value_of_a_multi_valued_element(corpus_index: str, corpus_dir: Path,
-                                                          corpus_manifest: list[dict[str, str]]) -> None:
+def test_find_matches_one_value_of_a_multi_valued_element(
+    corpus_index: str, corpus_dir: Path, corpus_manifest: list[dict[str, str]]
+) -> None:
     expected = set()
     unread = set()
     for r in readable_rows(corpus_manifest):
@@ -475,23 +562,30 @@ def _counts(url: str) -> tuple[int, int]:
 
 def test_run_query_reads(corpus_index: str, corpus_manifest: list[dict[str, str]]) -> None:
     with connect(corpus_index) as conn:
-        result = reports.run_query(conn, "SELECT modality, COUNT(*) AS n FROM instances GROUP BY modality")
+        result = reports.run_query(
+            conn, "SELECT modality, COUNT(*) AS n FROM instances GROUP BY modality"
+        )
         twice = reports.run_query(conn, "-- a comment\nSELECT 1 AS a, 2 AS a;")
     assert result.columns == ["modality", "n"]
-    assert dict(result.rows) == Counter(r["modality"] or None for r in readable_rows(corpus_manifest))
+    assert dict(result.rows) == Counter(
+        r["modality"] or None for r in readable_rows(corpus_manifest)
+    )
     assert twice.records() == [{"a": 1, "a_2": 2}]
 
 
-@pytest.mark.parametrize("statement", [
-    "UPDATE files SET size = 0",
-    "DELETE FROM elements",
-    "SELECT 1; DROP TABLE files",
-    "SELECT 1; DELETE FROM files",
-    "WITH gone AS (SELECT 1) DELETE FROM files",
-    "DROP TABLE files",
-    "CREATE TABLE x (a int)",
-    "INSERT INTO runs (id) VALUES (99)",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE files SET size = 0",
+        "DELETE FROM elements",
+        "SELECT 1; DROP TABLE files",
+        "SELECT 1; DELETE FROM files",
+        "WITH gone AS (SELECT 1) DELETE FROM files",
+        "DROP TABLE files",
+        "CREATE TABLE x (a int)",
+        "INSERT INTO runs (id) VALUES (99)",
+    ],
+)
 def test_run_query_cannot_write(corpus_index: str, statement: str) -> None:
     before = _counts(corpus_index)
     with connect(corpus_index) as conn, pytest.raises(QueryError):
@@ -505,8 +599,11 @@ def test_run_query_refuses_attach_and_vacuum_into(corpus_index: str, tmp_path: P
         pytest.skip("SQLite statements")
     target = tmp_path / "copy.db"
     with connect(corpus_index) as conn:
-        for statement in (f"ATTACH DATABASE '{target}' AS other", f"VACUUM INTO '{target}'",
-                          "SELECT 1; ATTACH DATABASE ':memory:' AS m"):
+        for statement in (
+            f"ATTACH DATABASE '{target}' AS other",
+            f"VACUUM INTO '{target}'",
+            "SELECT 1; ATTACH DATABASE ':memory:' AS m",
+        ):
             with pytest.raises(QueryError):
                 reports.run_query(conn, statement)
     assert not target.exists()
@@ -516,9 +613,12 @@ def test_run_query_connection_is_read_only_even_past_the_keyword_check(corpus_in
     """The first-keyword check is a courtesy: the connection itself refuses writes."""
     before = _counts(corpus_index)
     with connect(corpus_index) as conn, pytest.raises(QueryError):
-        reports.run_query(conn, "WITH x AS (DELETE FROM files RETURNING id) SELECT COUNT(*) FROM x"
-                              if corpus_index.startswith("postgresql")
-                              else "WITH x AS (SELECT 1) UPDATE files SET size = 0")
+        reports.run_query(
+            conn,
+            "WITH x AS (DELETE FROM files RETURNING id) SELECT COUNT(*) FROM x"
+            if corpus_index.startswith("postgresql")
+            else "WITH x AS (SELECT 1) UPDATE files SET size = 0",
+        )
     assert _counts(corpus_index) == before
 
 
@@ -532,8 +632,10 @@ def test_summaries_equal_a_rebuild_from_the_elements(corpus_index: str) -> None:
         with engine.connect() as conn:
             trans = conn.begin()
             counted = summaries.rebuild(conn)
-            rebuilt = {t: sorted(tuple(r) for r in conn.execute(sa.text(f"SELECT * FROM {t}")))
-                       for t in SUMMARY_TABLES}
+            rebuilt = {
+                t: sorted(tuple(r) for r in conn.execute(sa.text(f"SELECT * FROM {t}")))
+                for t in SUMMARY_TABLES
+            }
             trans.rollback()
     finally:
         engine.dispose()
@@ -549,16 +651,19 @@ def _rebuilt(url: str) -> dict[str, list[tuple[Any, ...]]]:
         with engine.connect() as conn:
             trans = conn.begin()
             summaries.rebuild(conn)
-            rebuilt = {t: sorted(tuple(r) for r in conn.execute(sa.text(f"SELECT * FROM {t}")))
-                       for t in SUMMARY_TABLES}
+            rebuilt = {
+                t: sorted(tuple(r) for r in conn.execute(sa.text(f"SELECT * FROM {t}")))
+                for t in SUMMARY_TABLES
+            }
             trans.rollback()
             return rebuilt
     finally:
         engine.dispose()
 
 
-def test_instance_groups_stay_exact_when_files_of_a_series_disagree(db_url: str, sample_dir: Path,
-                                                                    tmp_path: Path) -> None:
+def test_instance_groups_stay_exact_when_files_of_a_series_disagree(
+    db_url: str, sample_dir: Path, tmp_path: Path
+) -> None:
     """Two files of one series name different manufacturers; the series row keeps the smaller
     name, which changes when the second file is written. Instances are counted by their own
     values, so adding and removing them in any order keeps the counts exact."""
@@ -577,14 +682,20 @@ def test_instance_groups_stay_exact_when_files_of_a_series_disagree(db_url: str,
     assert sql_rows(db_url, "SELECT manufacturer FROM series") == [("AA Maker",)]
     assert summary_dump(db_url) == _rebuilt(db_url)
     with connect(db_url) as conn:
-        by_maker = {r["manufacturer"]: r["instances"] for r in reports.collect_breakdown(conn, "manufacturer")}
+        by_maker = {
+            r["manufacturer"]: r["instances"]
+            for r in reports.collect_breakdown(conn, "manufacturer")
+        }
     assert by_maker == {"AA Maker": 1, "ZZ Maker": 1}
 
     (first / "image.dcm").unlink()
     index_paths([first], db_url, workers=0, prune=True)  # the "ZZ Maker" instance goes
     assert summary_dump(db_url) == _rebuilt(db_url)
     with connect(db_url) as conn:
-        by_maker = {r["manufacturer"]: r["instances"] for r in reports.collect_breakdown(conn, "manufacturer")}
+        by_maker = {
+            r["manufacturer"]: r["instances"]
+            for r in reports.collect_breakdown(conn, "manufacturer")
+        }
     assert by_maker == {"AA Maker": 1}
 
 
@@ -593,8 +704,9 @@ def _tree(src: Path, dst: Path) -> Path:
     return dst
 
 
-def test_summaries_stay_exact_under_reindex_and_prune(db_url: str, other_url: str, sample_dir: Path,
-                                                     tmp_path: Path) -> None:
+def test_summaries_stay_exact_under_reindex_and_prune(
+    db_url: str, other_url: str, sample_dir: Path, tmp_path: Path
+) -> None:
     tree = _tree(sample_dir, tmp_path / "tree")
     index_paths([tree], db_url, workers=0)
     files = sorted(p for p in tree.rglob("*") if p.is_file())
@@ -615,7 +727,9 @@ def test_summaries_stay_exact_under_reindex_and_prune(db_url: str, other_url: st
     assert set(expected["tag_keys"]) <= set(after["tag_keys"])
 
 
-def test_summary_deltas_are_dropped_on_rollback(db_url: str, sample_dir: Path, tmp_path: Path) -> None:
+def test_summary_deltas_are_dropped_on_rollback(
+    db_url: str, sample_dir: Path, tmp_path: Path
+) -> None:
     tree = _tree(sample_dir, tmp_path / "tree")
     index_paths([tree], db_url, workers=0)
     before = summary_dump(db_url)
@@ -633,7 +747,9 @@ def test_summary_deltas_are_dropped_on_rollback(db_url: str, sample_dir: Path, t
 
 
 @pytest.mark.postgres
-def test_two_writers_take_summary_locks_without_deadlock(pg_url: str, sample_dir: Path, tmp_path: Path) -> None:
+def test_two_writers_take_summary_locks_without_deadlock(
+    pg_url: str, sample_dir: Path, tmp_path: Path
+) -> None:
     """Two transactions re-count (remove, then add) overlapping files at the same time.
 
     Both hold their remove step until the other has done its own, then add: counters
@@ -674,8 +790,9 @@ def test_two_writers_take_summary_locks_without_deadlock(pg_url: str, sample_dir
         assert summary_dump(url) == before
 
 
-def test_migration_counts_an_index_written_before_the_summaries(db_url: str, sample_dir: Path,
-                                                                tmp_path: Path) -> None:
+def test_migration_counts_an_index_written_before_the_summaries(
+    db_url: str, sample_dir: Path, tmp_path: Path
+) -> None:
     """Upgrading an index from revision 0001 (no summary tables) fills them from its elements."""
     from alembic import command
 

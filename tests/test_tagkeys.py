@@ -49,7 +49,11 @@ def test_round_trip(tag: int, creator: str | None) -> None:
 
 
 def test_normalized_tag_ignores_the_block() -> None:
-    assert tagkeys.normalized_tag(0x002911FF, "X") == tagkeys.normalized_tag(0x002910FF, "X") == 0x002910FF
+    assert (
+        tagkeys.normalized_tag(0x002911FF, "X")
+        == tagkeys.normalized_tag(0x002910FF, "X")
+        == 0x002910FF
+    )
     assert tagkeys.normalized_tag(0x00290011, "X") == 0x00290010
     assert tagkeys.normalized_tag(0x00080060, None) == 0x00080060
 

@@ -78,7 +78,9 @@ def data_set_bytes(ds: Dataset, *, implicit: bool = False, little: bool = True) 
     return fp.getvalue()
 
 
-def walk_built(ds: Dataset, prefix: str = "", depth: int = 0) -> Iterator[tuple[str, int, DataElement | None]]:
+def walk_built(
+    ds: Dataset, prefix: str = "", depth: int = 0
+) -> Iterator[tuple[str, int, DataElement | None]]:
     """(path, depth, element) of what was built, items as (path, depth, None), in file order."""
     for elem in ds:
         path = f"{prefix}({elem.tag.group:04X},{elem.tag.element:04X})"
@@ -143,7 +145,11 @@ def implicit_le(tag: int, value: bytes, length: int | None = None) -> bytes:
 
 def item_le(content: bytes, undefined: bool = False) -> bytes:
     if undefined:
-        return struct.pack("<HHI", 0xFFFE, 0xE000, UNDEFINED) + content + struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
+        return (
+            struct.pack("<HHI", 0xFFFE, 0xE000, UNDEFINED)
+            + content
+            + struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
+        )
     return struct.pack("<HHI", 0xFFFE, 0xE000, len(content)) + content
 
 
@@ -154,7 +160,12 @@ def meta_header(syntax: str) -> bytes:
     """A 128-byte preamble, "DICM" and a minimal meta group (explicit VR little endian)."""
     uid = syntax.encode() + (b"\0" if len(syntax) % 2 else b"")
     elements = explicit_le(0x00020001, b"OB", b"\0\1") + explicit_le(0x00020010, b"UI", uid)
-    return b"\0" * 128 + b"DICM" + explicit_le(0x00020000, b"UL", struct.pack("<I", len(elements))) + elements
+    return (
+        b"\0" * 128
+        + b"DICM"
+        + explicit_le(0x00020000, b"UL", struct.pack("<I", len(elements)))
+        + elements
+    )
 
 
 # -- nesting, empty sequences and items, defined and undefined lengths -------------------------------
@@ -178,8 +189,12 @@ def nested_dataset(undefined: bool) -> Dataset:
     ds.ContentSequence = Sequence([container, Dataset()])  # the second item is empty
     ds.ReferencedStudySequence = Sequence([])  # empty sequence
     if undefined:
-        for seq_owner, keyword in ((ds, "ContentSequence"), (container, "ContentSequence"),
-                                   (inner, "ConceptNameCodeSequence"), (ds, "ReferencedStudySequence")):
+        for seq_owner, keyword in (
+            (ds, "ContentSequence"),
+            (container, "ContentSequence"),
+            (inner, "ConceptNameCodeSequence"),
+            (ds, "ReferencedStudySequence"),
+        ):
             seq_owner[keyword].is_undefined_length = True
         for item in (container, inner, text, code, ds.ContentSequence[1]):
             item.is_undefined_length_sequence_item = True
@@ -202,7 +217,12 @@ def test_nested_sequences(tmp_path: Path, syntax: str, undefined: bool) -> None:
     found = by_path(record)
     deepest = found["(0040,A730)[0].(0040,A730)[0].(0040,A043)[0].(0008,0104)"]
     assert (deepest.depth, deepest.vr, deepest.vm, deepest.value, deepest.keyword) == (
-        3, "LO", 1, "Finding", "CodeMeaning")
+        3,
+        "LO",
+        1,
+        "Finding",
+        "CodeMeaning",
+    )
     assert found["(0040,A730)[0].(0040,A730)[1].(0040,A160)"].value == "level two"
     assert found["(0040,A730)[0].(0040,A040)"].value == "CONTAINER"
     empty_item = found["(0040,A730)[1]"]
@@ -260,14 +280,23 @@ def test_private_blocks(tmp_path: Path, syntax: str) -> None:
     assert_matches_built(record, ds)
     found = by_path(record)
     creator = found["(0029,0011)"]
-    assert (creator.vr, creator.value, creator.name) == ("LO", "SIEMENS CSA HEADER", "Private Creator")
-    assert creator.flags & PRIVATE and creator.private_creator == "SIEMENS CSA HEADER"  # its own block
+    assert (creator.vr, creator.value, creator.name) == (
+        "LO",
+        "SIEMENS CSA HEADER",
+        "Private Creator",
+    )
+    assert (
+        creator.flags & PRIVATE and creator.private_creator == "SIEMENS CSA HEADER"
+    )  # its own block
 
     csa_type = found["(0029,1108)"]
     dict_vr, _vm, dict_name, _retired = get_private_entry(0x00291008, "SIEMENS CSA HEADER")
     assert csa_type.private_creator == "SIEMENS CSA HEADER"
-    assert (csa_type.vr, csa_type.name, csa_type.keyword) == (dict_vr, dict_name, "") == (
-        "CS", "CSA Image Header Type", "")
+    assert (
+        (csa_type.vr, csa_type.name, csa_type.keyword)
+        == (dict_vr, dict_name, "")
+        == ("CS", "CSA Image Header Type", "")
+    )
     assert csa_type.value == "IMAGE NUM 4" and csa_type.flags & PRIVATE
     csa_info = found["(0029,1110)"]
     assert csa_info.vr == "OB" and csa_info.flags & BINARY and csa_info.length == 8
@@ -371,7 +400,12 @@ def test_empty_numbers(tmp_path: Path) -> None:
     record = read_file(save(ds, tmp_path / "empty.dcm"))
     found = {r.tag: r for r in body(record)}
     for tag in (0x00280106, 0x00280009):
-        assert (found[tag].length, found[tag].vm, found[tag].value, found[tag].number) == (0, 0, "", None)
+        assert (found[tag].length, found[tag].vm, found[tag].value, found[tag].number) == (
+            0,
+            0,
+            "",
+            None,
+        )
 
 
 def test_long_values_are_cut(tmp_path: Path) -> None:
@@ -390,7 +424,12 @@ def test_long_values_are_cut(tmp_path: Path) -> None:
     found = {r.tag: r for r in body(record)}
 
     lt = found[0x00324000]
-    assert lt.value == text[:DEFAULT_VALUE_LIMIT] and lt.length == 3000 and lt.flags & CUT and lt.vm == 1
+    assert (
+        lt.value == text[:DEFAULT_VALUE_LIMIT]
+        and lt.length == 3000
+        and lt.flags & CUT
+        and lt.vm == 1
+    )
     utf = found[0x00204000]
     assert utf.value == accented[:DEFAULT_VALUE_LIMIT] and utf.length == 5000 and utf.flags & CUT
     ds_values = found[0x30060050]
@@ -402,7 +441,11 @@ def test_long_values_are_cut(tmp_path: Path) -> None:
     assert us.vm == 2000 and us.length == 4000 and us.flags & CUT
     assert us.value == "\\".join(map(str, range(2000)))[:DEFAULT_VALUE_LIMIT]
     at = found[0x00209165]
-    assert at.vm == 300 and at.flags & CUT and at.value == "\\".join(["(0020,0032)"] * 300)[:DEFAULT_VALUE_LIMIT]
+    assert (
+        at.vm == 300
+        and at.flags & CUT
+        and at.value == "\\".join(["(0020,0032)"] * 300)[:DEFAULT_VALUE_LIMIT]
+    )
     ow = found[0x00281201]
     assert ow.flags & BINARY and not ow.flags & CUT and ow.value is None and ow.length == 4000
 
@@ -481,10 +524,12 @@ def test_misspelt_character_set_is_a_warning(tmp_path: Path) -> None:
 
 
 def test_invalid_vr_bytes_read_like_dcmtk(tmp_path: Path) -> None:
-    data = (explicit_le(0x00080060, b"CS", b"OT")
-            + explicit_le(0x00280103, b"US", struct.pack("<H", 1))
-            + explicit_le(0x00280120, b"  ", struct.pack("<h", -2))  # Pixel Padding Value, VR "  "
-            + explicit_le(0x00280301, b"CS", b"NO"))
+    data = (
+        explicit_le(0x00080060, b"CS", b"OT")
+        + explicit_le(0x00280103, b"US", struct.pack("<H", 1))
+        + explicit_le(0x00280120, b"  ", struct.pack("<h", -2))  # Pixel Padding Value, VR "  "
+        + explicit_le(0x00280301, b"CS", b"NO")
+    )
     path = tmp_path / "badvr.dcm"
     path.write_bytes(meta_header(ExplicitVRLittleEndian) + data)
     record = read_file(path)
@@ -500,10 +545,12 @@ def test_invalid_vr_bytes_read_like_dcmtk(tmp_path: Path) -> None:
 def test_known_sequence_stored_as_un(tmp_path: Path) -> None:
     item = implicit_le(0x00081150, b"1.2.3\0") + implicit_le(0x00081155, b"1.2.3.4\0")
     sequence_value = item_le(item)
-    data = (explicit_le(0x00080060, b"CS", b"OT")
-            + explicit_le(0x00081140, b"UN", sequence_value)  # ReferencedImageSequence as UN
-            + explicit_le(0x00091001, b"UN", b"\1\2\3\4")  # unknown private, UN: stays binary
-            + explicit_le(0x00100010, b"PN", b"A^B "))
+    data = (
+        explicit_le(0x00080060, b"CS", b"OT")
+        + explicit_le(0x00081140, b"UN", sequence_value)  # ReferencedImageSequence as UN
+        + explicit_le(0x00091001, b"UN", b"\1\2\3\4")  # unknown private, UN: stays binary
+        + explicit_le(0x00100010, b"PN", b"A^B ")
+    )
     path = tmp_path / "un.dcm"
     path.write_bytes(meta_header(ExplicitVRLittleEndian) + data)
     record = read_file(path)
@@ -517,24 +564,33 @@ def test_known_sequence_stored_as_un(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("big_endian", [False, True], ids=["little", "big"])
-def test_undefined_length_un_is_a_sequence_of_implicit_items(tmp_path: Path, big_endian: bool) -> None:
+def test_undefined_length_un_is_a_sequence_of_implicit_items(
+    tmp_path: Path, big_endian: bool
+) -> None:
     """CP-246: an UN of undefined length is a sequence whose items are implicit VR little endian,
     whatever the transfer syntax (fo-dicom GH177 in big endian)."""
     element = explicit_be if big_endian else explicit_le
     inner = implicit_le(0x00100010, b"In^Side ") + implicit_le(0x00100020, b"ID01")
     un_value = item_le(inner, undefined=True) + item_le(b"") + SEQUENCE_END_LE
-    data = (element(0x00090010, b"LO", b"ACME")
-            + element(0x00091001, b"UN", un_value, length=UNDEFINED)
-            + element(0x00100020, b"LO", b"AFTER "))
+    data = (
+        element(0x00090010, b"LO", b"ACME")
+        + element(0x00091001, b"UN", un_value, length=UNDEFINED)
+        + element(0x00100020, b"LO", b"AFTER ")
+    )
     syntax = ExplicitVRBigEndian if big_endian else ExplicitVRLittleEndian
     path = tmp_path / "un_sequence.dcm"
     path.write_bytes(meta_header(syntax) + data)
     record = read_file(path)
     assert record.problem is None
     assert [(r.path, r.depth) for r in body(record)] == [
-        ("(0009,0010)", 0), ("(0009,1001)", 0), ("(0009,1001)[0]", 1),
-        ("(0009,1001)[0].(0010,0010)", 1), ("(0009,1001)[0].(0010,0020)", 1),
-        ("(0009,1001)[1]", 1), ("(0010,0020)", 0)]
+        ("(0009,0010)", 0),
+        ("(0009,1001)", 0),
+        ("(0009,1001)[0]", 1),
+        ("(0009,1001)[0].(0010,0010)", 1),
+        ("(0009,1001)[0].(0010,0020)", 1),
+        ("(0009,1001)[1]", 1),
+        ("(0010,0020)", 0),
+    ]
     found = by_path(record)
     assert found["(0009,1001)"].vr == "SQ" and found["(0009,1001)"].private_creator == "ACME"
     assert found["(0009,1001)[0].(0010,0010)"].value == "In^Side"
@@ -544,8 +600,9 @@ def test_undefined_length_un_is_a_sequence_of_implicit_items(tmp_path: Path, big
 
 
 @pytest.mark.parametrize("pixel_representation,vr,value", [(0, "US", "65531"), (1, "SS", "-5")])
-def test_implicit_vr_us_or_ss_follows_pixel_representation(tmp_path: Path, pixel_representation: int,
-                                                             vr: str, value: str) -> None:
+def test_implicit_vr_us_or_ss_follows_pixel_representation(
+    tmp_path: Path, pixel_representation: int, vr: str, value: str
+) -> None:
     ds = new_dataset()
     ds.PixelRepresentation = pixel_representation
     ds.add_new(0x00280106, "SS", -5)  # SmallestImagePixelValue: "US or SS" in the dictionary
@@ -575,8 +632,14 @@ def pixel_dataset(pixel_data: bytes, *, after: bool = True) -> Dataset:
     return ds
 
 
-AFTER_PIXELS = ["(7FE1,0010)", "(7FE1,1001)", "(FFFA,FFFA)", "(FFFA,FFFA)[0]",
-                "(FFFA,FFFA)[0].(0400,0005)", "(FFFC,FFFC)"]
+AFTER_PIXELS = [
+    "(7FE1,0010)",
+    "(7FE1,1001)",
+    "(FFFA,FFFA)",
+    "(FFFA,FFFA)[0]",
+    "(FFFA,FFFA)[0].(0400,0005)",
+    "(FFFC,FFFC)",
+]
 
 
 @pytest.mark.parametrize("syntax", ["explicit-le", "implicit-le", "explicit-be", "deflated"])
@@ -586,7 +649,7 @@ def test_native_pixel_data_and_elements_after_it(tmp_path: Path, syntax: str) ->
     record = read_file(save(ds, tmp_path / "native.dcm", SYNTAXES[syntax]))
     assert_matches_built(record, ds)
     paths = [r.path for r in body(record)]
-    assert paths[paths.index("(7FE0,0010)") + 1:] == AFTER_PIXELS
+    assert paths[paths.index("(7FE0,0010)") + 1 :] == AFTER_PIXELS
     pixel = by_path(record)["(7FE0,0010)"]
     assert pixel.length == 100 and pixel.value is None and pixel.flags & BINARY
     assert not pixel.flags & ENCAPSULATED and pixel.fragments is None
@@ -600,7 +663,9 @@ def test_native_pixel_data_and_elements_after_it(tmp_path: Path, syntax: str) ->
     assert record.fragment_sequences == record.fragments == 0
 
 
-@pytest.mark.parametrize("has_bot", [True, False], ids=["with-offset-table", "without-offset-table"])
+@pytest.mark.parametrize(
+    "has_bot", [True, False], ids=["with-offset-table", "without-offset-table"]
+)
 @pytest.mark.parametrize("per_frame", [1, 3])
 def test_encapsulated_pixel_data(tmp_path: Path, has_bot: bool, per_frame: int) -> None:
     frames = [b"\1" * 100, b"\2" * 301, b"\3" * 64]  # 301: padded to an even fragment
@@ -623,14 +688,16 @@ def test_encapsulated_pixel_data(tmp_path: Path, has_bot: bool, per_frame: int) 
         assert offsets == ([0, 108, 418] if has_bot else [])
     assert (record.fragment_sequences, record.fragments) == (1, 3 * per_frame)
     paths = [r.path for r in body(record)]
-    assert paths[paths.index("(7FE0,0010)") + 1:] == AFTER_PIXELS
+    assert paths[paths.index("(7FE0,0010)") + 1 :] == AFTER_PIXELS
 
 
 def test_encapsulated_pixel_data_in_implicit_vr_is_ob(tmp_path: Path) -> None:
     # Not conformant (encapsulation needs explicit VR) but written by some devices.
-    data = (implicit_le(0x00080060, b"OT")
-            + implicit_le(0x7FE00010, item_le(b"") + item_le(b"\xff\xd8\xff\xd9"), length=UNDEFINED)
-            + SEQUENCE_END_LE)
+    data = (
+        implicit_le(0x00080060, b"OT")
+        + implicit_le(0x7FE00010, item_le(b"") + item_le(b"\xff\xd8\xff\xd9"), length=UNDEFINED)
+        + SEQUENCE_END_LE
+    )
     path = tmp_path / "implicit_encapsulated.dcm"
     path.write_bytes(meta_header(ImplicitVRLittleEndian) + data)
     record = read_file(path)
@@ -657,8 +724,11 @@ def test_encapsulated_pixel_data_inside_an_item(tmp_path: Path) -> None:
 # -- files without preamble or meta header -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("implicit,little", [(True, True), (False, True), (False, False)],
-                         ids=["implicit-le", "explicit-le", "explicit-be"])
+@pytest.mark.parametrize(
+    "implicit,little",
+    [(True, True), (False, True), (False, False)],
+    ids=["implicit-le", "explicit-le", "explicit-be"],
+)
 def test_data_set_without_preamble_or_meta(tmp_path: Path, implicit: bool, little: bool) -> None:
     ds = nested_dataset(undefined=False)
     ds.Modality = "OT"
@@ -695,7 +765,11 @@ def test_bare_data_set_starting_with_a_command_group(tmp_path: Path) -> None:
     group = data_set_bytes(command, implicit=True)
     ds = new_dataset()
     ds.Modality = "OT"
-    data = implicit_le(0x00000000, struct.pack("<I", len(group))) + group + data_set_bytes(ds, implicit=True)
+    data = (
+        implicit_le(0x00000000, struct.pack("<I", len(group)))
+        + group
+        + data_set_bytes(ds, implicit=True)
+    )
     path = tmp_path / "command.dcm"
     path.write_bytes(data)
     record = read_file(path)
@@ -750,13 +824,16 @@ def read_or_error(path: Path) -> FileRecord | DicomReadError:
         return err
 
 
-@pytest.mark.parametrize("where,marker,shift", [
-    ("meta group", b"DICM", 30),
-    ("element value", b"MIDVALUE", 50),
-    ("sequence", b"1.2.3.4.5.6.7", 5),
-    ("fragment", b"SECONDFR", 24),
-    ("last element", b"LASTVALUE", 3),
-])
+@pytest.mark.parametrize(
+    "where,marker,shift",
+    [
+        ("meta group", b"DICM", 30),
+        ("element value", b"MIDVALUE", 50),
+        ("sequence", b"1.2.3.4.5.6.7", 5),
+        ("fragment", b"SECONDFR", 24),
+        ("last element", b"LASTVALUE", 3),
+    ],
+)
 def test_truncated_file(tmp_path: Path, where: str, marker: bytes, shift: int) -> None:
     full = save(truncation_dataset(), tmp_path / "full.dcm", RLELossless).read_bytes()
     cut = full.index(marker) + shift
@@ -822,8 +899,10 @@ def test_value_length_past_the_end_of_the_file(tmp_path: Path) -> None:
     path = tmp_path / "long_length.dcm"
     path.write_bytes(bytes(full))
     record = read_file(path)
-    assert record.problem == (f"(0032,4000) at byte {at} declares {0x7FFFFFF0} bytes "
-                              f"but the file ends at byte {len(full)}")
+    assert record.problem == (
+        f"(0032,4000) at byte {at} declares {0x7FFFFFF0} bytes "
+        f"but the file ends at byte {len(full)}"
+    )
     assert record.problem_offset == at
     # The element whose length points past the end is recorded (cut, length as stored); the
     # walk stops there.
@@ -833,8 +912,12 @@ def test_value_length_past_the_end_of_the_file(tmp_path: Path) -> None:
 
 
 def test_element_running_past_its_item(tmp_path: Path) -> None:
-    item = explicit_le(0x00081150, b"UI", b"1.2\0") + explicit_le(0x00081155, b"UI", b"1.2.3.4\0", length=40)
-    data = explicit_le(0x00081140, b"SQ", item_le(item)) + explicit_le(0x00100010, b"PN", b"A^B " * 10)
+    item = explicit_le(0x00081150, b"UI", b"1.2\0") + explicit_le(
+        0x00081155, b"UI", b"1.2.3.4\0", length=40
+    )
+    data = explicit_le(0x00081140, b"SQ", item_le(item)) + explicit_le(
+        0x00100010, b"PN", b"A^B " * 10
+    )
     path = tmp_path / "overrun.dcm"
     path.write_bytes(meta_header(ExplicitVRLittleEndian) + data)
     record = read_file(path)
@@ -845,9 +928,11 @@ def test_undefined_length_item_ends_with_its_sequence(tmp_path: Path) -> None:
     # An item of undefined length whose delimiter is missing must not swallow the elements
     # that follow its sequence (fo-dicom GH626 read 13 000 junk elements that way).
     item = struct.pack("<HHI", 0xFFFE, 0xE000, UNDEFINED) + explicit_le(0x00081150, b"UI", b"1.2\0")
-    data = (explicit_le(0x00081140, b"SQ", item)
-            + explicit_le(0x00100010, b"PN", b"A^B ")
-            + struct.pack("<HHI", 0xFFFE, 0xE00D, 0))
+    data = (
+        explicit_le(0x00081140, b"SQ", item)
+        + explicit_le(0x00100010, b"PN", b"A^B ")
+        + struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
+    )
     path = tmp_path / "no_item_end.dcm"
     path.write_bytes(meta_header(ExplicitVRLittleEndian) + data)
     record = read_file(path)
@@ -859,8 +944,9 @@ def test_undefined_sequence_running_past_its_item(tmp_path: Path) -> None:
     inner_sequence = explicit_le(0x00081199, b"SQ", b"", length=UNDEFINED) + item_le(b"")
     # The outer item's declared length ends inside the inner sequence; its delimiter is after.
     outer_item = struct.pack("<HHI", 0xFFFE, 0xE000, len(inner_sequence)) + inner_sequence
-    data = (explicit_le(0x00081140, b"SQ", outer_item + SEQUENCE_END_LE, length=len(outer_item) + 8)
-            + explicit_le(0x00100010, b"PN", b"A^B "))
+    data = explicit_le(
+        0x00081140, b"SQ", outer_item + SEQUENCE_END_LE, length=len(outer_item) + 8
+    ) + explicit_le(0x00100010, b"PN", b"A^B ")
     path = tmp_path / "inner_overrun.dcm"
     path.write_bytes(meta_header(ExplicitVRLittleEndian) + data)
     record = read_file(path)
@@ -868,7 +954,11 @@ def test_undefined_sequence_running_past_its_item(tmp_path: Path) -> None:
 
 
 def test_item_tag_where_an_element_belongs(tmp_path: Path) -> None:
-    data = explicit_le(0x00080060, b"CS", b"OT") + item_le(b"") + explicit_le(0x00100010, b"PN", b"A^B ")
+    data = (
+        explicit_le(0x00080060, b"CS", b"OT")
+        + item_le(b"")
+        + explicit_le(0x00100010, b"PN", b"A^B ")
+    )
     path = tmp_path / "stray_item.dcm"
     path.write_bytes(meta_header(ExplicitVRLittleEndian) + data)
     record = read_file(path)
@@ -876,8 +966,11 @@ def test_item_tag_where_an_element_belongs(tmp_path: Path) -> None:
     assert [r.tag for r in body(record)] == [0x00080060]
 
 
-@pytest.mark.parametrize("tail,problem", [(b"\0\0\0", False), (b"\x08\x00\x20", True)],
-                         ids=["zero-padding", "cut-header"])
+@pytest.mark.parametrize(
+    "tail,problem",
+    [(b"\0\0\0", False), (b"\x08\x00\x20", True)],
+    ids=["zero-padding", "cut-header"],
+)
 def test_bytes_after_the_last_element(tmp_path: Path, tail: bytes, problem: bool) -> None:
     ds = new_dataset()
     full = save(ds, tmp_path / "full.dcm").read_bytes()

@@ -195,7 +195,10 @@ def shared_missing(reference: Dump, actual: Dump) -> str:
 
 def good_content_diff(reference: Dump, actual: Dump, good_prefix: str = "good/") -> str:
     """How the good files' content in `actual` differs from a clean run over them alone ("" when equal)."""
-    keep = lambda path: isinstance(path, str) and path.startswith(good_prefix)
+
+    def keep(path):
+        return isinstance(path, str) and path.startswith(good_prefix)
+
     return "\n".join(
         filter(
             None,

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from helpers import Dump, query
 
-from indexer.run import index_paths
 from indexer.errors import IndexerError
+from indexer.run import index_paths
 
 from .build import dicom_file, el, identity, meta, uid_for
 from .cases import Case, all_cases
