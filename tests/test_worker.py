@@ -36,10 +36,5 @@ def test_worker_side_of_backends_imports_no_sqlalchemy(module: str) -> None:
     assert _loaded_after(module) == "[]"
 
 
-@pytest.mark.xfail(
-    reason="indexer.summaries (worker-side counting, imported by rows) still "
-    "imports SQLAlchemy until the summaries package lands",
-    strict=False,
-)
 def test_worker_imports_no_sqlalchemy() -> None:
     assert _loaded_after("indexer.worker") == "[]"
