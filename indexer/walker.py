@@ -682,30 +682,26 @@ def _uri(walk: _Walk, vpos: int, vend: int, vr: str, level: _Level) -> _Rendered
     return value, None, 1 if value else 0, 0
 
 
-def _text(walk: _Walk, vpos: int, vend: int, vr: str, level: _Level) -> _Rendered:
-    """SH LO UC: text in the Specific Character Set, multi-valued."""
-    if vend - vpos > walk.cap:
-        return walk.long_text(vpos, vend, vr, level)
-    value = decode(walk.buf[vpos:vend], level.encodings, False).rstrip(" \x00")
-    if "\x00" in value:
-        value = value.replace("\x00", "\ufffd")
-    vm = value.count("\\") + 1 if value else 0
-    if len(value) > walk.limit:
-        return value[: walk.limit], None, vm, CUT
-    return value, None, vm, 0
+def _multi_valued_text(person_names: bool) -> _Renderer:
+    """SH LO UC (person_names False) and PN (True: its own delimiters): text in the Specific
+    Character Set, multi-valued. One renderer per kind, so the hot path tests no flag."""
+
+    def render(walk: _Walk, vpos: int, vend: int, vr: str, level: _Level) -> _Rendered:
+        if vend - vpos > walk.cap:
+            return walk.long_text(vpos, vend, vr, level)
+        value = decode(walk.buf[vpos:vend], level.encodings, person_names).rstrip(" \x00")
+        if "\x00" in value:
+            value = value.replace("\x00", "\ufffd")
+        vm = value.count("\\") + 1 if value else 0
+        if len(value) > walk.limit:
+            return value[: walk.limit], None, vm, CUT
+        return value, None, vm, 0
+
+    return render
 
 
-def _person_name(walk: _Walk, vpos: int, vend: int, vr: str, level: _Level) -> _Rendered:
-    """PN: text in the Specific Character Set, multi-valued, with its own delimiters."""
-    if vend - vpos > walk.cap:
-        return walk.long_text(vpos, vend, vr, level)
-    value = decode(walk.buf[vpos:vend], level.encodings, True).rstrip(" \x00")
-    if "\x00" in value:
-        value = value.replace("\x00", "\ufffd")
-    vm = value.count("\\") + 1 if value else 0
-    if len(value) > walk.limit:
-        return value[: walk.limit], None, vm, CUT
-    return value, None, vm, 0
+_text = _multi_valued_text(False)
+_person_name = _multi_valued_text(True)
 
 
 def _long_text(walk: _Walk, vpos: int, vend: int, vr: str, level: _Level) -> _Rendered:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import shutil
 import statistics
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -744,50 +743,6 @@ def test_summary_deltas_are_dropped_on_rollback(
     finally:
         engine.dispose()
     assert summary_dump(db_url) == before
-
-
-@pytest.mark.postgres
-def test_two_writers_take_summary_locks_without_deadlock(
-    pg_url: str, sample_dir: Path, tmp_path: Path
-) -> None:
-    """Two transactions re-count (remove, then add) overlapping files at the same time.
-
-    Both hold their remove step until the other has done its own, then add: counters
-    written as each step runs would leave each transaction waiting for rows the other
-    holds (a deadlock, or a barrier that times out here). The summaries touch their
-    rows only at commit, in key order, so the two commits merely queue.
-    """
-    tree = _tree(sample_dir, tmp_path / "tree")
-    with pg_database(pg_url) as url:
-        index_paths([tree], url, workers=0)
-        before = summary_dump(url)
-        ids = [r[0] for r in sql_rows(url, "SELECT file_id FROM instances ORDER BY file_id")]
-        halves = [ids[0::2], ids[1::2]]  # both halves hold the common tags (Modality, ...)
-        removed, added = threading.Barrier(2, timeout=20), threading.Barrier(2, timeout=20)
-        failures: list[Exception] = []
-        engine = sa.create_engine(url, poolclass=NullPool)
-
-        def recount(file_ids: list[int]) -> None:
-            try:
-                with engine.connect() as conn, conn.begin():
-                    deltas = summaries.remove_files(conn, file_ids)
-                    removed.wait()
-                    summaries.add_files(conn, file_ids, deltas)
-                    added.wait()
-                    summaries.apply(conn, deltas)
-            except (threading.BrokenBarrierError, sa.exc.DBAPIError) as err:
-                failures.append(err)
-
-        try:
-            threads = [threading.Thread(target=recount, args=(half,)) for half in halves]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(timeout=120)
-        finally:
-            engine.dispose()
-        assert not failures, failures
-        assert summary_dump(url) == before
 
 
 def test_migration_counts_an_index_written_before_the_summaries(
