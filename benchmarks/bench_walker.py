@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(walker, str):
         print(f"skipping (b): {walker}")
     else:
-        variants.append(("(b) walker.read_file", walker))
+        variants.append(("(b) reader.read_file", walker))
 
     best: dict[str, Result] = {}
     counts: dict[str, dict[str, int]] = {}
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, _ in variants:
         print(best[name].line())
     a = best["(a) dcmread + touch values"]
-    b = best.get("(b) walker.read_file")
+    b = best.get("(b) reader.read_file")
     if b is not None:
         ratio = b.seconds / a.seconds
         verdict = "met" if ratio <= TARGET_RATIO else "NOT met"
@@ -202,14 +202,14 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"\nratio time(b)/time(a): n/a (target <= {TARGET_RATIO})")
 
-    for name in ("(a) dcmread + touch values", "(b) walker.read_file"):
+    for name in ("(a) dcmread + touch values", "(b) reader.read_file"):
         if name in counts and expected:
             diff = mismatches(counts[name], expected)
             print(f"{name}: {len(diff)} file(s) whose count differs from MANIFEST.tsv")
             for line in diff[:10]:
                 print(f"    {line}")
     if b is not None and "(a) dcmread + touch values" in counts:
-        ca, cb = counts["(a) dcmread + touch values"], counts["(b) walker.read_file"]
+        ca, cb = counts["(a) dcmread + touch values"], counts["(b) reader.read_file"]
         differ = [p for p in cb if p in ca and ca[p] != cb[p]]
         print(f"(b) vs (a): {len(differ)} file(s) counted differently")
         for p in differ[:10]:

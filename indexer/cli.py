@@ -63,27 +63,27 @@ def _main(
 
 
 @contextmanager
-def reported_errors() -> Iterator[None]:
-    """Library errors (IndexerError, a database error while reading the index) become one
-    line on stderr and exit code 1; any other exception keeps its traceback."""
+def reported_errors(doing: str = "read the index") -> Iterator[None]:
+    """Library errors (IndexerError, a database error while the command does `doing`) become
+    one line on stderr and exit code 1; any other exception keeps its traceback."""
     try:
         yield
     except Exception as err:
-        message = _error_line(err)
+        message = _error_line(err, doing)
         if message is None:
             raise
         typer.echo(f"error: {message}", err=True)
         raise typer.Exit(code=1) from None
 
 
-def _error_line(err: Exception) -> str | None:
+def _error_line(err: Exception, doing: str) -> str | None:
     if isinstance(err, IndexerError):
         return str(err)
     sqlalchemy_exc = sys.modules.get("sqlalchemy.exc")  # not imported: no database was used
     if sqlalchemy_exc is not None and isinstance(err, sqlalchemy_exc.SQLAlchemyError):
         from .db import first_line
 
-        return f"cannot read the index: {first_line(err)}"
+        return f"cannot {doing}: {first_line(err)}"
     return None
 
 
@@ -119,7 +119,7 @@ def index(
 
     progress = _ProgressBar(shown=not quiet and sys.stderr.isatty())
     try:
-        with reported_errors():
+        with reported_errors("write the index"):
             report = index_paths(
                 [str(p) for p in paths],
                 db,
@@ -705,7 +705,7 @@ def db_upgrade(db: DbOption = None) -> None:
     """Create the index schema, or bring an older one up to date."""
     from .db import describe_url, open_index, resolve_url
 
-    with reported_errors():
+    with reported_errors("upgrade the index"):
         engine = open_index(db, create=True, migrate=True)
         engine.dispose()
     typer.echo(f"{describe_url(resolve_url(db))}: schema up to date")

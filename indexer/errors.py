@@ -11,6 +11,13 @@ class Reason(str, Enum):
     The values are what the `errors.reason` column and the reports show.
     """
 
+    # Print as the plain value ("not_dicom"), as the reason strings did before the enum.
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
     NOT_DICOM = "not_dicom"  # not a DICOM file at all (text, JPEG, random bytes)
     EMPTY = "empty"  # a file of zero bytes
     UNREADABLE = "unreadable"  # the operating system refused to open or read it

@@ -212,7 +212,8 @@ elements = Table(
     Column("flags", Integer, nullable=False),
     # Deliberately no index on path_id: with thousands of distinct paths each batch would touch
     # thousands of index pages and halve the write rate. Tag questions are answered from the
-    # summary tables the writer keeps (summaries.py); a file's rows are found by the primary key.
+    # summary tables the writer keeps (indexer/summaries/); a file's rows are found by the
+    # primary key.
     sqlite_with_rowid=False,
 )
 
@@ -228,7 +229,7 @@ encapsulated = Table(
     sqlite_with_rowid=False,
 )
 
-# -- summaries (indexer/summaries.py): kept at write time for `indexer tags` ---------------------
+# -- summaries (indexer/summaries/): kept at write time for `indexer tags` ---------------------
 #
 # A "tag key" names a tag the way the reports count it: public tags by tag, private tags by
 # group + private creator + the element's low byte (the block byte differs between files),

@@ -62,5 +62,6 @@ def __getattr__(name: str) -> Any:
     if name in _DELTAS_NAMES:
         from . import deltas
 
-        return getattr(deltas, name)
+        value = globals()[name] = getattr(deltas, name)  # later look-ups skip this hook
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

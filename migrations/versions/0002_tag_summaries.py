@@ -1,4 +1,4 @@
-"""report summaries (indexer/summaries.py) and the indexes of `indexer stats` and `find`
+"""report summaries (indexer/summaries/) and the indexes of `indexer stats` and `find`
 
 Revision ID: 0002
 Revises: 0001
