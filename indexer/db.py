@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, make_url
@@ -16,6 +16,8 @@ from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
 from .backends import require_driver
 from .errors import DatabaseError
+
+_T = TypeVar("_T")
 
 DEFAULT_DB = "dicom-index.db"
 ENV_VAR = "INDEXER_DB"
@@ -263,6 +265,13 @@ def first_line(err: Exception) -> str:
         )
     text_ = str(getattr(err, "orig", None) or err).split("(Background on this error at:")[0]
     return text_.strip().splitlines()[0] if text_.strip() else type(err).__name__
+
+
+def chunks(items: Sequence[_T], size: int) -> Iterator[list[_T]]:
+    """`items` in lists of at most `size`: statements over many ids stay within the
+    databases' parameter limits."""
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
 
 
 def marks(conn: Connection, n: int) -> str:

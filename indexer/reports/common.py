@@ -7,6 +7,8 @@ from typing import Any
 
 from sqlalchemy import ARRAY, Connection, any_, func, literal, select
 
+from ..db import chunks
+
 
 def lookup(
     conn: Connection, table: Any, key: Any, ids: Iterable[Any], *columns: Any
@@ -45,8 +47,3 @@ def binds_arrays(conn: Connection) -> bool:
     parse a statement of hundreds of placeholders anew for every chunk), else as IN lists of
     500 (SQLite's parameter limit)."""
     return conn.dialect.name == "postgresql"
-
-
-def chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

@@ -18,10 +18,11 @@ from sqlalchemy import Connection, Engine, delete, insert, update
 from .. import summaries
 from ..backends.base import Backend
 from ..crawler import Skipped
+from ..db import chunks
 from ..errors import Reason
 from ..rows import FailedFile, IndexedFile, Outcome, stored_path
 from ..schema import encapsulated, errors, files, paths
-from .contents import chunks, delete_contents, with_contents
+from .contents import delete_contents, with_contents
 from .hierarchy import Hierarchy
 
 _PATH_COLUMNS = ("id", "path", "location", "tag", "depth", "keyword", "name", "private_creator")

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from sqlalchemy import Engine, and_, delete, or_, select, update
 
 from .. import summaries
-from ..db import fetch_in
+from ..db import chunks, fetch_in
 from ..rows import stored_path
 from ..schema import errors, files
-from .contents import chunks, delete_contents
+from .contents import delete_contents
 
 Found = tuple[str, int, int]  # path, size, mtime_ns
 

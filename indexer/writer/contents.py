@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import TypeVar
-
 from sqlalchemy import Connection, delete, select
 
 from .. import summaries
-from ..db import fetch_in
+from ..db import chunks, fetch_in
 from ..schema import elements, encapsulated, instances, patients, series, studies
-
-_T = TypeVar("_T")
-
-
-def chunks(items: Sequence[_T], size: int) -> Iterator[list[_T]]:
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])
 
 
 def with_contents(conn: Connection, file_ids: list[int]) -> list[int]:

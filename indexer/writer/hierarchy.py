@@ -9,9 +9,9 @@ from sqlalchemy import Connection, Table, and_, case, or_, select
 
 from .. import summaries
 from ..backends.base import Backend
+from ..db import chunks
 from ..rows import IndexedFile
 from ..schema import patients, series, studies
-from .contents import chunks
 
 PatientKey = tuple[str, str]
 _HIERARCHY_KEYS = ("patient_id", "issuer", "study_uid", "series_uid")
