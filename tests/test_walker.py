@@ -488,7 +488,8 @@ def pydicom_text(vr: str, value: Any) -> str:
         return repr(float(value))
     if vr == "AT":
         return f"{int(value):08X}"
-    return str(value)
+    # pydicom 3 leaves GB 2312's escape sequence in the text; it is no part of the value.
+    return str(value).replace("\x1b$)A", "")
 
 
 def as_float(value: Any) -> float:
