@@ -44,7 +44,7 @@ from indexer.records import BINARY, CUT, DEFAULT_VALUE_LIMIT, ITEM, UNDEFINED
 
 SINGLE_VALUED = {"LT", "ST", "UT", "UR"}  # a backslash is text, not a separator
 BINARY_NUMBERS = {"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD"}
-BINARY_VRS = {"OB", "OW", "OF", "OD", "OL", "OV", "UN"}
+BINARY_VRS = {"OB", "OW", "OF", "OD", "OL", "OV", "UN", "??"}
 SKIPPED_NAMES = {"MANIFEST.tsv", "README.md", "LICENSES.md"}
 
 # One (Difference class, location, our value, their value) per element that differs.
@@ -54,8 +54,12 @@ Difference = tuple[str, str, str, str]
 # -- DCMTK ---------------------------------------------------------------------------------------
 
 _LINE = re.compile(r"^( *)\(([0-9a-f]{4}),([0-9a-f]{4})\) (\S\S) (.*)$")
-_TAIL = re.compile(r"^(.*?) *# +(\d+|u/l), (\d+) ([^#]*)$")
+_TAIL = re.compile(r"^(.*?) *# +(\d+|u/l), *(\d+) ([^#]*)$")
 _ENTITY = re.compile(r"&(#\d+|amp|lt|gt|quot|apos);")
+_AT = re.compile(r"^\([0-9a-f]{4},[0-9a-f]{4}\)")
+# dcmdump's internal VRs: "up" a DICOMDIR offset (UL), "xs" US or SS, "ox" OB or OW, "lt" OW
+# or a LUT, "??" a tag DCMTK does not know in an implicit VR stream (its bytes, as hex).
+_DCMTK_VRS = {"up": ("UL",), "xs": ("US", "SS"), "ox": ("OB", "OW"), "lt": ("OW", "US", "SS")}
 _NAMED = {"amp": "&", "lt": "<", "gt": ">", "quot": '"', "apos": "'"}
 
 
@@ -82,7 +86,8 @@ def dcmdump(path: Path) -> tuple[dict[str, Dumped] | None, bool]:
     None when DCMTK does not read the file. Very long values (over 1 MB: pixel data) are not
     loaded (``-M +R 1024``): they print their length, which is all that is compared for them.
     """
-    base = ["dcmdump", "-q", "+L", "+Qn", "-Un", "-M", "+R", "1024"]
+    # +uc: an explicit UN of a known tag is read with its dictionary VR, as the indexer does.
+    base = ["dcmdump", "-q", "+L", "+Qn", "-Un", "+uc", "-M", "+R", "1024"]
     for utf8 in (True, False):
         done = subprocess.run(
             [*base, *(["+U8"] if utf8 else []), str(path)], capture_output=True, check=False
@@ -128,6 +133,8 @@ def parse_dcmdump(output: str, utf8: bool) -> dict[str, Dumped]:
             text: str | None = None
         elif value.startswith("[") and value.endswith("]"):
             text = _unquote(value[1:-1], utf8)
+        elif _AT.match(value):
+            text = value
         elif value.startswith("("):  # (no value available), (not loaded), (PixelSequence #=2)
             text = "" if value == "(no value available)" else None
         else:
@@ -144,10 +151,10 @@ def pydicom_elements(path: Path) -> dict[str, DataElement | None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds = pydicom.dcmread(path, force=True)
-    found: dict[str, DataElement | None] = {}
-    for elem in ds.file_meta:
-        found[f"({elem.tag.group:04X},{elem.tag.element:04X})"] = elem
-    _walk(ds, "", found)
+        found: dict[str, DataElement | None] = {}
+        for elem in ds.file_meta:
+            found[f"({elem.tag.group:04X},{elem.tag.element:04X})"] = elem
+        _walk(ds, "", found)  # elements are converted while iterated: under catch_warnings too
     return found
 
 
@@ -180,7 +187,7 @@ def _pydicom_text(vr: str, value: Any) -> str:
     if vr in ("FL", "FD"):
         return repr(float(value))
     if vr == "AT":
-        return f"{int(value):08X}"
+        return f"({int(value) >> 16:04X},{int(value) & 0xFFFF:04X})"
     return str(value)
 
 
@@ -218,7 +225,9 @@ def classify_text(vr: str, ours: list[str], theirs: list[str], cut: bool) -> str
     if [v.rstrip(" \x00") for v in ours] == [v.rstrip(" \x00") for v in theirs]:
         return "differs only by padding at the end of one of several values"
     if "\x1b" in joined_ours or "\x1b" in joined_theirs:
-        return f"escape sequence left in the text ({'ours' if chr(27) in joined_ours else 'theirs'})"
+        return (
+            f"escape sequence left in the text ({'ours' if chr(27) in joined_ours else 'theirs'})"
+        )
     if vr == "PN" and joined_ours.rstrip("=") == joined_theirs.rstrip("="):
         return "PN trailing '=' (empty component groups)"
     if vr in ("DS", "IS", *BINARY_NUMBERS) and _numbers_equal(ours, theirs, 1e-6):
@@ -249,11 +258,17 @@ def compare_file(root: Path, path: Path) -> tuple[str, Counter[str], list[Differ
     ours = {r.path: r for r in record.elements}
     for name, theirs in (("pydicom", theirs_py), ("dcmtk", dumped)):
         for missing in sorted(theirs.keys() - ours.keys()):
+            if name == "dcmtk" and utf8 and missing == "(0008,0005)":
+                continue  # added by +U8 (see below)
             kind = "item" if missing.endswith("]") else "element"
-            differences.append((f"{name}: {kind} the indexer does not have", f"{relpath} {missing}", "", ""))
+            differences.append(
+                (f"{name}: {kind} the indexer does not have", f"{relpath} {missing}", "", "")
+            )
         for extra in sorted(ours.keys() - theirs.keys()):
             kind = "item" if extra.endswith("]") else "element"
-            differences.append((f"{name}: {kind} only the indexer has", f"{relpath} {extra}", "", ""))
+            differences.append(
+                (f"{name}: {kind} only the indexer has", f"{relpath} {extra}", "", "")
+            )
     for path_text, r in ours.items():
         if r.flags & ITEM:
             continue
@@ -304,12 +319,38 @@ def _against_pydicom(r: Any, elem: DataElement) -> tuple[str, str, str] | None:
 
 
 def _against_dcmtk(r: Any, dump: Dumped, utf8: bool) -> tuple[str, str, str] | None:
+    if utf8 and r.tag == 0x00080005:
+        return "(0008,0005) rewritten or added by +U8 (it names UTF-8, not the file's set)", "", ""
+    if dump.vr in _DCMTK_VRS and r.vr in _DCMTK_VRS[dump.vr]:
+        dump = Dumped(r.vr, dump.text, dump.length, dump.vm)
+    if dump.vr == "??" and not r.flags & BINARY:
+        return (
+            "implicit VR private tag: the indexer takes its VR from its private dictionary, DCMTK does not know it (??)",
+            "",
+            "",
+        )
     if r.vr == "SQ" or dump.vr == "SQ":
+        if r.vr != dump.vr and dump.vr == "UN":
+            return (
+                "stored as UN: the indexer reads it with its dictionary's VR, DCMTK keeps UN",
+                "",
+                "",
+            )
         return None if r.vr == dump.vr else (f"VR {r.vr} here, {dump.vr} in DCMTK", "", "")
     if r.flags & BINARY or dump.vr in BINARY_VRS:
+        if not r.flags & BINARY and dump.vr == "UN":
+            return (
+                "stored as UN: the indexer reads it with its dictionary's VR, DCMTK keeps UN",
+                "",
+                "",
+            )
         if not r.flags & BINARY:
             return f"{r.vr} text here, binary {dump.vr} in DCMTK", r.value or "", ""
-        return None if r.length == dump.length else (f"{dump.vr} length differs", str(r.length), str(dump.length))
+        if r.length == dump.length:
+            return None
+        if r.length % 2 and dump.length == r.length + 1:
+            return "odd length, reported padded to even by DCMTK", str(r.length), str(dump.length)
+        return f"{dump.vr} length differs", str(r.length), str(dump.length)
     if dump.text is None:
         return "value not printed by dcmdump", r.value or "", ""
     if r.vr != dump.vr:
@@ -318,11 +359,13 @@ def _against_dcmtk(r: Any, dump: Dumped, utf8: bool) -> tuple[str, str, str] | N
     theirs = our_values(r.vr, dump.text.rstrip(" \x00"))
     if r.vr in BINARY_NUMBERS:
         if r.flags & CUT:
-            ours, theirs = ours[:-1], theirs[: max(len(ours) - 1, 0)]  # the last kept may be partial
+            ours, theirs = (
+                ours[:-1],
+                theirs[: max(len(ours) - 1, 0)],
+            )  # the last kept may be partial
         if _numbers_equal(ours, theirs, 1e-6 if r.vr == "FL" else 1e-9):
             return None
     if r.vr == "AT":
-        theirs = [t[1:5] + t[6:10] if t.startswith("(") else t for t in theirs]
         theirs = [t.upper() for t in theirs]
     kind = classify_text(r.vr, ours, theirs, bool(r.flags & CUT))
     if kind is not None and not utf8 and any(ord(c) > 127 or c == "\x1b" for c in dump.text):
@@ -348,7 +391,9 @@ def _job(args: tuple[Path, Path]) -> tuple[str, Counter[str], list[Difference]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("root", nargs="?", default=os.environ.get("INDEXER_CORPUS"))
-    parser.add_argument("--values", action="store_true", help="print the two values of each example")
+    parser.add_argument(
+        "--values", action="store_true", help="print the two values of each example"
+    )
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--examples", type=int, default=1, help="locations shown per class")
     args = parser.parse_args(argv)
@@ -360,17 +405,26 @@ def main(argv: list[str] | None = None) -> int:
     statuses: Counter[str] = Counter()
     totals: Counter[str] = Counter()
     classes: Counter[str] = Counter()
+    class_files: dict[str, set[str]] = {}
     examples: dict[str, list[Difference]] = {}
-    with Pool(args.jobs) as pool:
-        for status, counts, differences in pool.imap(_job, files, chunksize=4):
+    pool = Pool(args.jobs) if args.jobs > 1 else None
+    results = pool.imap(_job, files, chunksize=4) if pool else map(_job, files)
+    try:
+        for status, counts, differences in results:
             statuses[status] += 1
             totals.update(counts)
             for difference in differences:
                 classes[difference[0]] += 1
+                class_files.setdefault(difference[0], set()).add(difference[1].split(" ", 1)[0])
                 kept = examples.setdefault(difference[0], [])
                 if len(kept) < args.examples:
                     kept.append(difference)
-    print(f"files found: {len(files)}; " + ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items())))
+    finally:
+        if pool:
+            pool.close()
+    print(
+        f"files found: {len(files)}; " + ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items()))
+    )
     print(f"elements (the indexer's, items excluded): {totals['elements']}")
     for name in ("pydicom", "dcmtk"):
         compared, equal = totals[f"{name} compared"], totals[f"{name} equal"]
@@ -378,9 +432,10 @@ def main(argv: list[str] | None = None) -> int:
     print("differences by class (count, first location):")
     for kind, count in sorted(classes.items(), key=lambda kv: (kv[0].split(":")[0], -kv[1], kv[0])):
         for _kind, where, ours, theirs in examples[kind]:
-            print(f"  {count:7d}  {kind}  at {where}")
+            files_with = len(class_files[kind])
+            print(f"  {count:7d}  {kind}  in {files_with} file(s), first at {where}")
             if args.values:
-                print(f"           indexer: {ours!r}\n           other:   {theirs!r}")
+                print(f"           indexer value: {ours!r}\n           other value:   {theirs!r}")
     print(f"took {time.perf_counter() - started:.1f} s")
     return 0
 
