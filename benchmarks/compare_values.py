@@ -1,11 +1,13 @@
 """Compare every element value the indexer reads with pydicom and with DCMTK, over a whole corpus.
 
-    python benchmarks/compare_values.py [ROOT] [--values] [--jobs N] [--examples N]
+    python benchmarks/compare_values.py [ROOT] [--index DB] [--values] [--jobs N] [--examples N]
 
 ROOT defaults to $INDEXER_CORPUS. Every file that both pydicom (``dcmread``) and DCMTK
 (``dcmdump``) read is compared, element by element at every depth, File Meta group included:
 
-* the indexer: ``indexer.read_file`` (the walker the index is built from), values as stored;
+* the indexer: ``indexer.read_file`` (the walker the index is built from), or with
+  ``--index DB`` the rows of an index that ``index_paths`` builds (or brings up to date) at
+  DB, read back from the database: what ``find`` and ``sql`` see;
 * pydicom: every element of ``dcmread``, each value rendered as the indexer renders it
   (DS/IS original strings, FL/FD ``repr``, AT as GGGGEEEE, values joined by ``\\``);
 * DCMTK: ``dcmdump +U8 +L +Qn -Un`` (text converted to UTF-8, long values in full, non-ASCII
@@ -32,7 +34,7 @@ from collections import Counter
 from collections.abc import Iterator
 from multiprocessing import Pool
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pydicom
 from pydicom.dataelem import DataElement
@@ -49,6 +51,47 @@ SKIPPED_NAMES = {"MANIFEST.tsv", "README.md", "LICENSES.md"}
 
 # One (Difference class, location, our value, their value) per element that differs.
 Difference = tuple[str, str, str, str]
+
+
+class Stored(NamedTuple):
+    """One element row of an index, with what the comparison needs of an ElementRecord."""
+
+    path: str
+    tag: int
+    vr: str
+    vm: int
+    length: int
+    value: str | None
+    flags: int
+
+
+_engines: dict[str, Any] = {}
+
+
+def stored_elements(url: str, path: Path) -> list[Stored] | None:
+    """The element rows the index at `url` holds for the file, None when it holds none."""
+    from sqlalchemy import create_engine, select
+
+    from indexer.schema import elements, files, paths
+
+    engine = _engines.get(url)
+    if engine is None:
+        engine = _engines[url] = create_engine(url)
+    with engine.connect() as connection:
+        file_id = connection.execute(
+            select(files.c.id).where(files.c.path == os.path.abspath(path))
+        ).scalar()
+        if file_id is None:
+            return None
+        query = (
+            select(paths.c.path, paths.c.tag, elements.c.vr, elements.c.vm, elements.c.length)
+            .add_columns(elements.c.value, elements.c.flags)
+            .join(paths, paths.c.id == elements.c.path_id)
+            .where(elements.c.file_id == file_id)
+            .order_by(elements.c.ordinal)
+        )
+        found = [Stored(*row) for row in connection.execute(query)]
+    return found or None
 
 
 # -- DCMTK ---------------------------------------------------------------------------------------
@@ -239,14 +282,24 @@ def classify_text(vr: str, ours: list[str], theirs: list[str], cut: bool) -> str
     return "value text differs"
 
 
-def compare_file(root: Path, path: Path) -> tuple[str, Counter[str], list[Difference]]:
-    """Compare one file; returns (status, counters, differences)."""
+def compare_file(
+    root: Path, path: Path, url: str | None = None
+) -> tuple[str, Counter[str], list[Difference]]:
+    """Compare one file (with the rows of the index at `url` if given); returns (status,
+    counters, differences)."""
     relpath = str(path.relative_to(root))
     counts: Counter[str] = Counter()
-    try:
-        record = read_file(path)
-    except IndexerError:
-        return "not DICOM for the indexer", counts, []
+    records: list[Any]
+    if url is None:
+        try:
+            records = read_file(path).elements
+        except IndexerError:
+            return "not DICOM for the indexer", counts, []
+    else:
+        stored = stored_elements(url, path)
+        if stored is None:
+            return "not DICOM for the indexer", counts, []
+        records = stored
     try:
         theirs_py = pydicom_elements(path)
     except Exception:  # any failure of pydicom means "pydicom does not read it"
@@ -255,7 +308,7 @@ def compare_file(root: Path, path: Path) -> tuple[str, Counter[str], list[Differ
     if dumped is None:
         return "not read by DCMTK", counts, []
     differences: list[Difference] = []
-    ours = {r.path: r for r in record.elements}
+    ours = {r.path: r for r in records}
     for name, theirs in (("pydicom", theirs_py), ("dcmtk", dumped)):
         for missing in sorted(theirs.keys() - ours.keys()):
             if name == "dcmtk" and utf8 and missing == "(0008,0005)":
@@ -384,7 +437,7 @@ def corpus_files(root: Path) -> Iterator[Path]:
                 yield Path(folder) / name
 
 
-def _job(args: tuple[Path, Path]) -> tuple[str, Counter[str], list[Difference]]:
+def _job(args: tuple[Path, Path, str | None]) -> tuple[str, Counter[str], list[Difference]]:
     return compare_file(*args)
 
 
@@ -394,6 +447,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--values", action="store_true", help="print the two values of each example"
     )
+    parser.add_argument(
+        "--index", metavar="DB", help="build or update an index at DB; compare its rows"
+    )
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--examples", type=int, default=1, help="locations shown per class")
     args = parser.parse_args(argv)
@@ -401,7 +457,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give ROOT or set INDEXER_CORPUS")
     root = Path(args.root)
     started = time.perf_counter()
-    files = [(root, p) for p in corpus_files(root)]
+    url = None
+    if args.index:
+        from indexer import index_paths, resolve_url
+        from indexer.db import describe_url
+
+        report = index_paths([root], args.index)
+        url = resolve_url(args.index)
+        print(
+            f"index {describe_url(url)}: {report.indexed + report.partial} files indexed, {report.unchanged} unchanged"
+        )
+    files = [(root, p, url) for p in corpus_files(root)]
     statuses: Counter[str] = Counter()
     totals: Counter[str] = Counter()
     classes: Counter[str] = Counter()

@@ -65,3 +65,22 @@ def test_run_counts_and_keeps_values_out(
     assert module.main([str(tmp_path), "--jobs", "1", "--values"]) == 0
     out = capsys.readouterr().out
     assert "indexer value:" in out and "XiaoDong" in out  # chrX1: Wang^XiaoDong, PN class
+
+
+def test_index_rows_compare_like_the_walker(
+    db_url: str, sample_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --index builds the index and reads the values back from the database: the figures must
+    # be those of read_file (no value changed on its way through either database).
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    for relpath in ("pydicom/charset_files/chrX1.dcm", "pydicom/charset_files/chrH32.dcm"):
+        shutil.copy(sample_dir / relpath, archive / Path(relpath).name)
+    module = _module()
+    assert module.main([str(archive), "--jobs", "1"]) == 0
+    walked = capsys.readouterr().out
+    assert module.main([str(archive), "--jobs", "1", "--index", db_url]) == 0
+    stored = capsys.readouterr().out
+    assert "2 files indexed" in stored
+    figures = [line for line in walked.splitlines() if "compared" in line]
+    assert figures and figures == [line for line in stored.splitlines() if "compared" in line]
