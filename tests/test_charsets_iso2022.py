@@ -176,3 +176,9 @@ def test_gb2312_patient_name_of_the_issue(corpus_dir: Path) -> None:
     record = read_file(corpus_dir / "fo-dicom/charset/chrGB2312.dcm")
     name = next(r for r in record.elements if r.path == "(0010,0010)")
     assert name.value == "Zhang^XiaoDong=张^小东="
+
+
+def test_jis_x_0212_in_g0() -> None:
+    # ISO 2022 IR 159 (ESC $ ( D): supplementary kanji, two 7-bit bytes each, then back to ASCII.
+    raw = b"Yamada=" + ESC + b"$(D0!" + ESC + b"(B^Taro"
+    assert decoded(raw, "\\ISO 2022 IR 87\\ISO 2022 IR 159", True) == "Yamada=丂^Taro"
