@@ -1,9 +1,11 @@
 """Compare every element value the indexer reads with pydicom and with DCMTK, over a whole corpus.
 
-    python benchmarks/compare_values.py [ROOT] [--index DB] [--values] [--jobs N] [--examples N]
+    python benchmarks/compare_values.py [ROOT] [--index DB] [--damaged] [--values]
+                                        [--jobs N] [--examples N]
 
 ROOT defaults to $INDEXER_CORPUS. Every file that both pydicom (``dcmread``) and DCMTK
-(``dcmdump``) read is compared, element by element at every depth, File Meta group included:
+(``dcmdump``) read is compared, element by element at every depth, File Meta group included
+(with ``--damaged``, also what ``dcmdump +E`` prints of files it cannot read to the end):
 
 * the indexer: ``indexer.read_file`` (the walker the index is built from), or with
   ``--index DB`` the rows of an index that ``index_paths`` builds (or brings up to date) at
@@ -123,20 +125,26 @@ def _unquote(text: str, utf8: bool) -> str:
     return raw.decode("utf-8", "replace") if utf8 else raw.decode("latin-1")
 
 
-def dcmdump(path: Path) -> tuple[dict[str, Dumped] | None, bool]:
+def dcmdump(path: Path, damaged: bool = False) -> tuple[dict[str, Dumped] | None, bool]:
     """Tag path -> element for one file, and whether its text was converted to UTF-8.
 
-    None when DCMTK does not read the file. Very long values (over 1 MB: pixel data) are not
-    loaded (``-M +R 1024``): they print their length, which is all that is compared for them.
+    None when DCMTK does not read the file; with `damaged`, what dcmdump's ``+E`` prints of a
+    file it cannot read to the end (a cut value is filled with NULs, dropped as padding).
+    Very long values (over 1 MB: pixel data) are not loaded (``-M +R 1024``): they print
+    their length, which is all that is compared for them.
     """
     # +uc: an explicit UN of a known tag is read with its dictionary VR, as the indexer does.
     base = ["dcmdump", "-q", "+L", "+Qn", "-Un", "+uc", "-M", "+R", "1024"]
+    if damaged:
+        base.append("+E")
     for utf8 in (True, False):
         done = subprocess.run(
             [*base, *(["+U8"] if utf8 else []), str(path)], capture_output=True, check=False
         )
-        if done.returncode == 0:
-            return parse_dcmdump(done.stdout.decode("latin-1"), utf8), utf8
+        if done.returncode == 0 or (damaged and b"# Dicom-Data-Set" in done.stdout):
+            found = parse_dcmdump(done.stdout.decode("latin-1"), utf8)
+            if found:
+                return found, utf8
     return None, False
 
 
@@ -283,10 +291,10 @@ def classify_text(vr: str, ours: list[str], theirs: list[str], cut: bool) -> str
 
 
 def compare_file(
-    root: Path, path: Path, url: str | None = None
+    root: Path, path: Path, url: str | None = None, damaged: bool = False
 ) -> tuple[str, Counter[str], list[Difference]]:
-    """Compare one file (with the rows of the index at `url` if given); returns (status,
-    counters, differences)."""
+    """Compare one file (with the rows of the index at `url` if given; with `damaged`, also
+    a file DCMTK reads only with +E); returns (status, counters, differences)."""
     relpath = str(path.relative_to(root))
     counts: Counter[str] = Counter()
     records: list[Any]
@@ -304,7 +312,11 @@ def compare_file(
         theirs_py = pydicom_elements(path)
     except Exception:  # any failure of pydicom means "pydicom does not read it"
         return "not read by pydicom", counts, []
+    status = "compared"
     dumped, utf8 = dcmdump(path)
+    if dumped is None and damaged:
+        dumped, utf8 = dcmdump(path, damaged=True)
+        status = "compared, DCMTK reading a damaged file (+E)"
     if dumped is None:
         return "not read by DCMTK", counts, []
     differences: list[Difference] = []
@@ -343,7 +355,7 @@ def compare_file(
                 counts["dcmtk equal"] += 1
             else:
                 differences.append((f"dcmtk: {found[0]}", where, found[1], found[2]))
-    return "compared", counts, differences
+    return status, counts, differences
 
 
 def _against_pydicom(r: Any, elem: DataElement) -> tuple[str, str, str] | None:
@@ -437,7 +449,9 @@ def corpus_files(root: Path) -> Iterator[Path]:
                 yield Path(folder) / name
 
 
-def _job(args: tuple[Path, Path, str | None]) -> tuple[str, Counter[str], list[Difference]]:
+def _job(
+    args: tuple[Path, Path, str | None, bool],
+) -> tuple[str, Counter[str], list[Difference]]:
     return compare_file(*args)
 
 
@@ -449,6 +463,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--index", metavar="DB", help="build or update an index at DB; compare its rows"
+    )
+    parser.add_argument(
+        "--damaged",
+        action="store_true",
+        help="also compare files DCMTK reads only with +E (truncated or broken files)",
     )
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--examples", type=int, default=1, help="locations shown per class")
@@ -467,21 +486,26 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"index {describe_url(url)}: {report.indexed + report.partial} files indexed, {report.unchanged} unchanged"
         )
-    files = [(root, p, url) for p in corpus_files(root)]
+    files = [(root, p, url, args.damaged) for p in corpus_files(root)]
     statuses: Counter[str] = Counter()
     totals: Counter[str] = Counter()
     classes: Counter[str] = Counter()
     class_files: dict[str, set[str]] = {}
     examples: dict[str, list[Difference]] = {}
+    skipped: list[str] = []
     pool = Pool(args.jobs) if args.jobs > 1 else None
     results = pool.imap(_job, files, chunksize=4) if pool else map(_job, files)
     try:
-        for status, counts, differences in results:
+        for (_root, path, _url, _damaged), (status, counts, differences) in zip(
+            files, results, strict=True
+        ):
             statuses[status] += 1
+            if not status.startswith("compared"):
+                skipped.append(f"{status}: {path.relative_to(root)}")
             totals.update(counts)
             for difference in differences:
                 classes[difference[0]] += 1
-                class_files.setdefault(difference[0], set()).add(difference[1].split(" ", 1)[0])
+                class_files.setdefault(difference[0], set()).add(difference[1].rsplit(" ", 1)[0])
                 kept = examples.setdefault(difference[0], [])
                 if len(kept) < args.examples:
                     kept.append(difference)
@@ -491,6 +515,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"files found: {len(files)}; " + ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items()))
     )
+    for line in sorted(skipped):
+        print(f"  not compared, {line}")
     print(f"elements (the indexer's, items excluded): {totals['elements']}")
     for name in ("pydicom", "dcmtk"):
         compared, equal = totals[f"{name} compared"], totals[f"{name} equal"]
