@@ -142,7 +142,8 @@ def iso2022_files(root: Path) -> list[Path]:
 @pytest.mark.corpus
 def test_every_iso2022_corpus_file_agrees_with_dcmtk(corpus_dir: Path) -> None:
     if shutil.which("dcmdump") is None:
-        pytest.fail("dcmdump (DCMTK) is needed for this test")
+        # CI installs DCMTK (.ci/run) and must not pass by skipping; elsewhere, skip.
+        (pytest.fail if os.environ.get("CI") else pytest.skip)("needs DCMTK's dcmdump")
     compare = _compare_values()
     files = iso2022_files(corpus_dir)
     assert any(p.name == "chrGB2312.dcm" for p in files) and len(files) >= 5
