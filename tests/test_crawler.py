@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import skip_unless_nobody_reaches_the_code
+from helpers import in_child_obeying_permissions
 
 from indexer.crawler import SPECIAL_FS_TYPES, FoundFile, Skipped, _read_mount_types, iter_files
 
@@ -216,57 +214,24 @@ def test_device_is_not_regular() -> None:
 
 
 def test_unreadable_folder(tmp_path: Path) -> None:
+    """A folder nobody may list: permission_denied, and the walk goes on. As root too: the crawl
+    runs in a child without root's power to ignore permission bits, wherever the clone sits."""
     touch(tmp_path / "a")
     locked = tmp_path / "locked"
     touch(locked / "secret")
     touch(tmp_path / "z")
     locked.chmod(0)
     try:
-        if os.geteuid() == 0:
-            pytest.skip("root ignores permissions: chmod 000 cannot make a folder unreadable")
-        found, skipped = crawl(tmp_path)
+        (found, skipped), as_root = in_child_obeying_permissions(
+            lambda: (crawl(tmp_path), crawl(locked))
+        )
     finally:
         locked.chmod(0o755)
 
+    denied = Skipped(str(locked), "permission_denied", "[Errno 13] Permission denied")
     assert rel(found, tmp_path) == ["a", "z"]
-    assert [(s.path, s.reason) for s in skipped] == [(str(locked), "permission_denied")]
-    assert skipped[0].detail.startswith("[Errno 13]")
-
-
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="only needed as root")
-def test_unreadable_folder_in_unprivileged_child() -> None:
-    """As root, check permission_denied for real: crawl in a forked child that drops to nobody."""
-    skip_unless_nobody_reaches_the_code()
-    # Not under tmp_path: its parents are 0700, so user "nobody" could not reach it.
-    base = tempfile.mkdtemp(prefix="crawler-perm-")
-    try:
-        os.chmod(base, 0o755)
-        for name in ("a", "locked", "z"):
-            touch(Path(base, name, "f"))
-        os.chmod(Path(base, "locked"), 0)
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # child: never return into pytest
-            code = 1
-            try:
-                os.setgid(65534)
-                os.setuid(65534)
-                found, skipped = crawl(base)
-                out = [os.path.relpath(f.path, base) for f in found]
-                out += [f"{s.reason}:{os.path.relpath(s.path, base)}:{s.detail}" for s in skipped]
-                os.write(w, "\n".join(out).encode())
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(w)
-        with os.fdopen(r, "rb") as fh:
-            lines = fh.read().decode().splitlines()
-        assert os.waitpid(pid, 0)[1] == 0
-    finally:
-        if os.path.isdir(Path(base, "locked")):
-            os.chmod(Path(base, "locked"), 0o755)
-        shutil.rmtree(base)
-    assert lines == ["a/f", "z/f", "permission_denied:locked:[Errno 13] Permission denied"]
+    assert skipped == [denied]
+    assert as_root == ([], [denied])  # the folder named as a root
 
 
 def test_unreadable_file_is_still_yielded(tmp_path: Path) -> None:
