@@ -135,7 +135,7 @@ def test_follow_links_follows_them(db_url: str, tmp_path: Path, sample_dir: Path
     assert report.missing == 2
 
 
-@pytest.mark.parametrize("target", ["/proc", "/sys", "/dev", "/proc/self", "/proc/1"])
+@pytest.mark.parametrize("target", ["/proc", "/sys", "/dev", "/proc/self"])
 def test_links_into_special_file_systems_never_entered(
     db_url: str, tmp_path: Path, sample_dir: Path, target: str
 ) -> None:
