@@ -189,7 +189,7 @@ class _Crawl:
             if not is_dir and not stat.S_ISREG(mode):
                 self.skip(Skipped(path, "not_regular", _kind(mode)))
             elif self._is_special(st.st_dev, real):
-                self.skip(Skipped(path, "special_fs", self._fs_type(st.st_dev)))
+                self.skip(Skipped(path, "special_fs", self._special_detail(st.st_dev)))
             else:
                 candidates.append(
                     _Root(path, real, is_dir, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
@@ -253,7 +253,7 @@ class _Crawl:
                     )
                     continue
                 if st.st_dev != dev and self._is_special(st.st_dev, entry.path):
-                    skip(Skipped(entry.path, "special_fs", self._fs_type(st.st_dev)))
+                    skip(Skipped(entry.path, "special_fs", self._special_detail(st.st_dev)))
                     continue
                 if is_reg:
                     yield FoundFile(entry.path, st.st_size, st.st_mtime_ns)
@@ -294,6 +294,9 @@ class _Crawl:
                     special = False
             self.special[dev] = special
         return special
+
+    def _special_detail(self, dev: int) -> str:
+        return f"{self._fs_type(dev) or 'special'} file system"
 
     def _fs_type(self, dev: int) -> str:
         if self.mount_types is None or dev not in self.mount_types:
