@@ -104,6 +104,13 @@ def index(
         bool, typer.Option(help="Delete files gone from PATHS instead of marking them missing.")
     ] = False,
     value_limit: Annotated[int, typer.Option(min=16, help="Characters of each value kept.")] = 1024,
+    follow_links: Annotated[
+        bool,
+        typer.Option(
+            "--follow-links",
+            help="Also follow symlinks that lead outside PATHS (never into /proc, /sys, /dev).",
+        ),
+    ] = False,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")
     ] = False,
@@ -127,6 +134,7 @@ def index(
                 prune=prune,
                 value_limit=value_limit,
                 progress=progress,
+                follow_links=follow_links,
             )
     except KeyboardInterrupt:
         progress.close()

@@ -91,13 +91,16 @@ class _Feed:
     value_limit: int
     sink: SinkSpec  # where the workers put element rows
     run_key: str  # unique per run, even across databases and processes
+    follow_links: bool = False  # follow symlinks that lead outside the roots
     skipped: list[Skipped] = field(default_factory=list)
     unchanged: list[int] = field(default_factory=list)
     seen: int = 0
 
     def chunks(self) -> Iterator[list[Task]]:
         batch: list[tuple[str, int, int]] = []
-        for found in iter_files(self.roots, on_skip=self.skipped.append):
+        for found in iter_files(
+            self.roots, follow_outside=self.follow_links, on_skip=self.skipped.append
+        ):
             batch.append((found.path, found.size, found.mtime_ns))
             if len(batch) >= CHECK_CHUNK:
                 yield from self._check(batch)
@@ -160,6 +163,7 @@ class _Options:
     value_limit: int
     prune: bool
     progress: Callable[[IndexReport], None] | None
+    follow_links: bool = False
 
 
 def index_paths(
@@ -172,6 +176,7 @@ def index_paths(
     value_limit: int = DEFAULT_VALUE_LIMIT,
     prune: bool = False,
     progress: Callable[[IndexReport], None] | None = None,
+    follow_links: bool = False,
 ) -> IndexReport:
     """Index every DICOM file under `roots` into the index `db` (see db.resolve_url).
 
@@ -185,6 +190,10 @@ def index_paths(
     workers:
         Processes that read and walk files; default: the number of CPUs. 0 reads in
         this process (for debugging).
+    follow_links:
+        Also follow symlinks that lead outside the roots (by default they are recorded
+        as skipped, reason outside_roots). Special file systems (/proc, /sys, /dev) are
+        never entered, and every folder is walked once.
     progress:
         Called with the running report after each batch, and at least every second.
 
@@ -199,6 +208,7 @@ def index_paths(
         value_limit,
         prune,
         progress,
+        follow_links,
     )
     threshold = gc.get_threshold()
     gc.set_threshold(*_GC_THRESHOLD)
@@ -248,7 +258,14 @@ def _index(roots: list[str], db: str | None, options: _Options) -> IndexReport:
         )
         writer = BatchWriter(engine, backend, report.run_id)
         catalog = Catalog(engine, report.run_id)
-        feed = _Feed(roots, catalog, options.value_limit, backend.sink_spec(), uuid.uuid4().hex)
+        feed = _Feed(
+            roots,
+            catalog,
+            options.value_limit,
+            backend.sink_spec(),
+            uuid.uuid4().hex,
+            options.follow_links,
+        )
         try:
             _Pipeline(executor, feed, writer, report, options, started).run()
         except BaseException as err:

@@ -20,7 +20,7 @@ import struct
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -371,15 +371,80 @@ def pydicom_nested(path: Path, sequence: str, keyword: str) -> list[str] | None:
     return [str(item[keyword].value) for item in ds.get(sequence, None) or [] if keyword in item]
 
 
-def skip_unless_nobody_reaches_the_code() -> None:
-    """Skip when user nobody (a root test's forked child drops to it) cannot enter every folder
-    above the indexer package: a clone in a 0700 folder (mktemp -d, /root). The child could not
-    import what it has not imported yet, and a pool of such workers would never start."""
-    import indexer
+_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH = 1, 2  # linux/capability.h
+_PR_CAPBSET_DROP = 24
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
-    for folder in Path(indexer.__file__).resolve().parents:
-        if not os.stat(folder).st_mode & 0o001:
-            pytest.skip(f"user nobody cannot enter {folder} (above the indexer package)")
+
+def obey_permission_bits() -> None:
+    """Make this process, and what it forks or executes, subject to permission bits, as root too.
+
+    Root keeps uid 0, so it still reaches the code, the test's files and its databases (it owns
+    them) wherever the clone sits, a 0700 `mktemp -d` folder or /root: dropping to user nobody
+    could not. It only gives up CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH, the capabilities that
+    let root ignore permission bits: from the bounding set (so they stay gone after exec) and
+    from the effective, permitted and inheritable sets (gone now, and in forked workers). For
+    any other user this does nothing: permission bits already bind. Call it in a forked child
+    or as a `preexec_fn`. Raises OSError where the capabilities cannot be dropped.
+    """
+    if os.geteuid() != 0:
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH):
+        if libc.prctl(_PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+    header = (ctypes.c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, 0)  # this process
+    # effective, permitted, inheritable for capabilities 0-31, then the same for 32-63
+    data = (ctypes.c_uint32 * 6)()
+    if libc.capget(header, data) != 0:
+        raise OSError(ctypes.get_errno(), "capget")
+    keep = ~((1 << _CAP_DAC_OVERRIDE) | (1 << _CAP_DAC_READ_SEARCH)) & 0xFFFFFFFF
+    for i in range(3):
+        data[i] &= keep
+    if libc.capset(header, data) != 0:
+        raise OSError(ctypes.get_errno(), "capset")
+
+
+def in_child_obeying_permissions(work: Callable[[], Any]) -> Any:
+    """Run `work` in a forked child that obeys permission bits (obey_permission_bits) and return
+    its result (pickled back through a pipe). A failure in the child fails the caller, with the
+    child's traceback. Skips only where root cannot give up the capabilities (not Linux)."""
+    import pickle
+    import traceback
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        code = 1
+        try:
+            os.close(r)
+            try:
+                obey_permission_bits()
+            except OSError as err:
+                os.write(w, pickle.dumps(("skip", str(err))))
+                code = 0
+            else:
+                try:
+                    result = ("ok", work())
+                except BaseException:  # noqa: BLE001 - reported to the parent
+                    result = ("error", traceback.format_exc())
+                os.write(w, pickle.dumps(result))
+                code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as fh:
+        data = fh.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0 and data, "the child died"
+    kind, value = pickle.loads(data)
+    if kind == "skip":
+        pytest.skip(f"root cannot give up the capabilities that bypass permission bits: {value}")
+    if kind == "error":
+        raise AssertionError(f"in the child obeying permission bits:\n{value}")
+    return value
 
 
 def by_path(rows: Iterable[Row]) -> dict[str, Row]:

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import skip_unless_nobody_reaches_the_code
+from helpers import in_child_obeying_permissions
 
-from indexer.crawler import FoundFile, Skipped, iter_files
+from indexer.crawler import SPECIAL_FS_TYPES, FoundFile, Skipped, _read_mount_types, iter_files
 
 
 def crawl(
@@ -216,57 +214,24 @@ def test_device_is_not_regular() -> None:
 
 
 def test_unreadable_folder(tmp_path: Path) -> None:
+    """A folder nobody may list: permission_denied, and the walk goes on. As root too: the crawl
+    runs in a child without root's power to ignore permission bits, wherever the clone sits."""
     touch(tmp_path / "a")
     locked = tmp_path / "locked"
     touch(locked / "secret")
     touch(tmp_path / "z")
     locked.chmod(0)
     try:
-        if os.geteuid() == 0:
-            pytest.skip("root ignores permissions: chmod 000 cannot make a folder unreadable")
-        found, skipped = crawl(tmp_path)
+        (found, skipped), as_root = in_child_obeying_permissions(
+            lambda: (crawl(tmp_path), crawl(locked))
+        )
     finally:
         locked.chmod(0o755)
 
+    denied = Skipped(str(locked), "permission_denied", "[Errno 13] Permission denied")
     assert rel(found, tmp_path) == ["a", "z"]
-    assert [(s.path, s.reason) for s in skipped] == [(str(locked), "permission_denied")]
-    assert skipped[0].detail.startswith("[Errno 13]")
-
-
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="only needed as root")
-def test_unreadable_folder_in_unprivileged_child() -> None:
-    """As root, check permission_denied for real: crawl in a forked child that drops to nobody."""
-    skip_unless_nobody_reaches_the_code()
-    # Not under tmp_path: its parents are 0700, so user "nobody" could not reach it.
-    base = tempfile.mkdtemp(prefix="crawler-perm-")
-    try:
-        os.chmod(base, 0o755)
-        for name in ("a", "locked", "z"):
-            touch(Path(base, name, "f"))
-        os.chmod(Path(base, "locked"), 0)
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # child: never return into pytest
-            code = 1
-            try:
-                os.setgid(65534)
-                os.setuid(65534)
-                found, skipped = crawl(base)
-                out = [os.path.relpath(f.path, base) for f in found]
-                out += [f"{s.reason}:{os.path.relpath(s.path, base)}:{s.detail}" for s in skipped]
-                os.write(w, "\n".join(out).encode())
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(w)
-        with os.fdopen(r, "rb") as fh:
-            lines = fh.read().decode().splitlines()
-        assert os.waitpid(pid, 0)[1] == 0
-    finally:
-        if os.path.isdir(Path(base, "locked")):
-            os.chmod(Path(base, "locked"), 0o755)
-        shutil.rmtree(base)
-    assert lines == ["a/f", "z/f", "permission_denied:locked:[Errno 13] Permission denied"]
+    assert skipped == [denied]
+    assert as_root == ([], [denied])  # the folder named as a root
 
 
 def test_unreadable_file_is_still_yielded(tmp_path: Path) -> None:
@@ -385,3 +350,179 @@ def test_sample_data(sample_dir: Path, sample_manifest: list[dict[str, str]]) ->
 @pytest.mark.corpus
 def test_real_corpus(corpus_dir: Path, corpus_manifest: list[dict[str, str]]) -> None:
     _check_against_manifest(corpus_dir, corpus_manifest)
+
+
+# -- overlapping roots: each file once ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["d", "d/sub/f2"],  # a folder and a file inside it
+        ["d/sub/f2", "d"],  # the same, file first
+        ["d/sub/f2", "d/sub/f2"],  # one file twice
+        ["d", "d"],  # one folder twice
+        ["d/sub", "d"],  # a folder and its parent
+        ["d", "d/sub", "d/./sub/../sub"],  # spelt differently
+        ["alias", "d"],  # a symlink to a root, and the root
+        ["d", "alias/sub/f2"],  # a file root reached through a link, inside a folder root
+    ],
+)
+def test_overlapping_roots_yield_each_file_once(tmp_path: Path, names: list[str]) -> None:
+    touch(tmp_path / "d" / "f1")
+    touch(tmp_path / "d" / "sub" / "f2")
+    (tmp_path / "alias").symlink_to(tmp_path / "d", target_is_directory=True)
+
+    found, skipped = crawl(*(tmp_path / name for name in names))
+
+    real = [os.path.relpath(os.path.realpath(f.path), tmp_path) for f in found]
+    expected = ["d/sub/f2"] if all(n.endswith("f2") for n in names) else ["d/f1", "d/sub/f2"]
+    assert sorted(real) == expected
+    assert skipped == []  # an overlap is not a problem of the file system
+
+
+def test_overlapping_roots_keep_the_outer_root_where_it_was_named(tmp_path: Path) -> None:
+    touch(tmp_path / "a" / "x")
+    touch(tmp_path / "d" / "sub" / "f")
+    found, _ = crawl(tmp_path / "d" / "sub", tmp_path / "a", tmp_path / "d")
+    assert rel(found, tmp_path) == ["a/x", "d/sub/f"]
+
+
+def test_link_into_another_root_is_walked_once_under_that_root(tmp_path: Path) -> None:
+    touch(tmp_path / "r1" / "f")
+    touch(tmp_path / "r2" / "g")
+    (tmp_path / "r1" / "to_r2").symlink_to(tmp_path / "r2", target_is_directory=True)
+    found, skipped = crawl(tmp_path / "r1", tmp_path / "r2")
+    assert rel(found, tmp_path) == ["r1/f", "r2/g"]
+    assert [(s.path, s.reason) for s in skipped] == [(str(tmp_path / "r1/to_r2"), "symlink_loop")]
+
+
+def test_link_inside_a_root_nested_in_a_link_root(tmp_path: Path) -> None:
+    """Roots are compared by real path: a root named through a link still holds its files."""
+    touch(tmp_path / "store" / "sub" / "f")
+    (tmp_path / "view").mkdir()
+    (tmp_path / "view" / "s").symlink_to(tmp_path / "store", target_is_directory=True)
+    found, skipped = crawl(tmp_path / "view", tmp_path / "view" / "s" / "sub")
+    # "view/s" leads outside the real path of "view"; the second root is its own.
+    assert rel(found, tmp_path) == ["view/s/sub/f"]
+    assert [(s.path, s.reason) for s in skipped] == [(str(tmp_path / "view/s"), "outside_roots")]
+
+
+# -- the crawl stays where it was sent ---------------------------------------------------------
+
+
+def _outside_tree(tmp_path: Path) -> tuple[Path, Path]:
+    root = tmp_path / "root"
+    outside = tmp_path / "outside"
+    touch(root / "in.dcm")
+    touch(outside / "deep" / "out.dcm", b"xyz")
+    (root / "to_folder").symlink_to(outside, target_is_directory=True)
+    (root / "to_file.dcm").symlink_to(outside / "deep" / "out.dcm")
+    (root / "inner").symlink_to(root / "in.dcm")  # inside the root: followed as before
+    return root, outside
+
+
+def test_links_outside_the_roots_are_not_followed(tmp_path: Path) -> None:
+    root, _ = _outside_tree(tmp_path)
+    found, skipped = crawl(root)
+    assert rel(found, root) == ["in.dcm", "inner"]
+    assert skipped == [
+        Skipped(str(root / "to_file.dcm"), "outside_roots", "symlink to a file outside the roots"),
+        Skipped(str(root / "to_folder"), "outside_roots", "symlink to a folder outside the roots"),
+    ]
+
+
+def test_links_outside_the_roots_are_followed_when_asked(tmp_path: Path) -> None:
+    root, _ = _outside_tree(tmp_path)
+    (tmp_path / "outside" / "back").symlink_to(root, target_is_directory=True)  # a loop
+    skipped: list[Skipped] = []
+    found = list(iter_files([root], follow_outside=True, on_skip=skipped.append))
+    assert rel(found, root) == ["in.dcm", "inner", "to_file.dcm", "to_folder/deep/out.dcm"]
+    assert [(os.path.relpath(s.path, root), s.reason) for s in skipped] == [
+        ("to_folder/back", "symlink_loop")
+    ]
+
+
+def test_link_to_a_second_root_is_inside(tmp_path: Path) -> None:
+    root, outside = _outside_tree(tmp_path)
+    found, skipped = crawl(root, outside)
+    assert rel(found, tmp_path) == [
+        "root/in.dcm",
+        "root/inner",
+        "root/to_file.dcm",
+        "outside/deep/out.dcm",
+    ]
+    assert [(s.path, s.reason) for s in skipped] == [(str(root / "to_folder"), "symlink_loop")]
+
+
+def test_mount_table_names_proc() -> None:
+    if not os.path.exists("/proc/self/mountinfo"):
+        pytest.skip("no /proc/self/mountinfo")
+    types = _read_mount_types()
+    assert types[os.stat("/proc").st_dev] == "proc"
+
+
+@pytest.mark.parametrize("target", ["/proc", "/sys", "/dev", "/proc/1", "/sys/kernel"])
+@pytest.mark.parametrize("follow", [False, True])
+def test_special_file_systems_are_never_entered(tmp_path: Path, target: str, follow: bool) -> None:
+    if not os.path.isdir(target):
+        pytest.skip(f"no {target}")
+    touch(tmp_path / "f")
+    (tmp_path / "link").symlink_to(target, target_is_directory=True)
+    found, skipped = crawl_with_timeout_follow(tmp_path, follow)
+    assert rel(found, tmp_path) == ["f"]
+    reason = "special_fs" if follow else "outside_roots"
+    assert [(s.path, s.reason) for s in skipped] == [(str(tmp_path / "link"), reason)]
+    if follow:
+        assert skipped[0].detail.removesuffix(" file system") in SPECIAL_FS_TYPES
+
+
+def crawl_with_timeout_follow(
+    root: Path, follow: bool, timeout: float = 20.0
+) -> tuple[list[FoundFile], list[Skipped]]:
+    result: list[tuple[list[FoundFile], list[Skipped]]] = []
+
+    def run() -> None:
+        skipped: list[Skipped] = []
+        found = list(iter_files([root], follow_outside=follow, on_skip=skipped.append))
+        result.append((found, skipped))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        pytest.fail(f"crawl of {root} still running after {timeout}s")
+    assert result, "crawl thread raised"
+    return result[0]
+
+
+@pytest.mark.parametrize("root", ["/proc", "/sys", "/proc/self/status", "/sys/kernel"])
+def test_special_file_system_as_root(root: str) -> None:
+    if not os.path.exists(root):
+        pytest.skip(f"no {root}")
+    found, skipped = crawl(root)
+    assert found == []
+    assert [(s.path, s.reason) for s in skipped] == [(root, "special_fs")]
+
+
+def test_link_to_proc_self_followed_stays_out_of_proc(tmp_path: Path) -> None:
+    """The issue's case: through /proc/N a crawl reached other processes' folders (cwd, root)."""
+    touch(tmp_path / "f")
+    (tmp_path / "me").symlink_to("/proc/self", target_is_directory=True)
+    found, skipped = crawl_with_timeout_follow(tmp_path, True)
+    assert rel(found, tmp_path) == ["f"]
+    assert [(s.path, s.reason) for s in skipped] == [(str(tmp_path / "me"), "special_fs")]
+
+
+def test_device_file_and_fifo_behind_links_outside(tmp_path: Path) -> None:
+    (tmp_path / "null").symlink_to("/dev/null")
+    fifo_dir = tmp_path.parent / (tmp_path.name + "-fifo")
+    fifo_dir.mkdir()
+    os.mkfifo(fifo_dir / "p")
+    (tmp_path / "pipe").symlink_to(fifo_dir / "p")
+    found, skipped = crawl_with_timeout(tmp_path)
+    assert found == []
+    assert [(os.path.basename(s.path), s.reason) for s in skipped] == [
+        ("null", "not_regular"),
+        ("pipe", "not_regular"),
+    ]

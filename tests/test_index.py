@@ -18,15 +18,12 @@ PostgreSQL) and every expectation is computed independently of the indexer:
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
-import shutil
 import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -42,12 +39,12 @@ from helpers import (
     diff_dumps,
     dump_index,
     fresh_database,
+    in_child_obeying_permissions,
     pydicom_counts,
     query,
     regular_files,
     run_cli,
     run_outcomes,
-    skip_unless_nobody_reaches_the_code,
 )
 from pydicom.errors import InvalidDicomError
 
@@ -791,60 +788,36 @@ def test_crawl_problems_are_recorded_and_skipped(
 
 
 def test_unreadable_folder_is_recorded(
-    tmp_path: Path, corpus_dir: Path, corpus_manifest: list[dict[str, str]]
+    db_url: str, tmp_path: Path, corpus_dir: Path, corpus_manifest: list[dict[str, str]]
 ) -> None:
     """An unreadable folder: errors row (crawl, permission_denied), the rest is indexed.
 
-    Root reads any folder, so as root the run happens in a forked child that drops
-    to user nobody, in a folder outside tmp_path (whose 0700 parents nobody cannot
-    enter). The child cannot import what it could not read, so this process first
-    runs the same code once (an empty folder into a throwaway database) and imports the walker. The crawl
-    does not depend on the database: SQLite only.
+    As root, the run happens in a forked child that gives up root's power to ignore permission
+    bits but stays uid 0 (helpers.obey_permission_bits), so it runs from any folder, a 0700
+    clone included.
     """
-    as_root = os.geteuid() == 0
-    if as_root:
-        skip_unless_nobody_reaches_the_code()
-    base = Path(tempfile.mkdtemp(prefix="indexer-perm-")) if as_root else tmp_path / "perm"
-    base.mkdir(exist_ok=True)
+    tree = tmp_path / "tree"
     picked = _pick(corpus_manifest, 2)
-    copy_files(corpus_dir, picked[:1], base / "tree" / "a")
-    copy_files(corpus_dir, picked[1:], base / "tree" / "locked")
-    for folder, _dirs, names in os.walk(base):
-        os.chmod(folder, 0o777)
-        for name in names:
-            os.chmod(Path(folder, name), 0o644)
-    (tmp_path / "empty").mkdir()
-    index_paths([tmp_path / "empty"], f"sqlite:///{tmp_path / 'warm-up.db'}", workers=2)
-    importlib.import_module("indexer.reader")  # workers import it when they first read a file
-    db = f"sqlite:///{base / 'index.db'}"  # created by the child, in a folder it may write
-    locked = base / "tree" / "locked"
+    copy_files(corpus_dir, picked[:1], tree / "a")
+    copy_files(corpus_dir, picked[1:], tree / "locked")
+    locked = tree / "locked"
     locked.chmod(0)
     try:
-        pid = os.fork()
-        if pid == 0:  # the child: never return into pytest
-            code = 1
-            try:
-                if as_root:
-                    os.setgid(65534)
-                    os.setuid(65534)
-                report = index_paths([base / "tree"], db, workers=2)
-                code = 0 if report.outcome == "completed" else 2
-            finally:
-                os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
-        errs = [
-            (os.path.relpath(p, base / "tree"), stage, reason)
-            for p, stage, reason in query(db, "SELECT path, stage, reason FROM errors")
-        ]
-        assert errs == [("locked", "crawl", "permission_denied")]
-        files = [os.path.relpath(p, base / "tree") for (p,) in query(db, "SELECT path FROM files")]
-        assert files == [os.path.join("a", picked[0])]
-        assert stat.S_IMODE(os.stat(base / "index.db").st_mode) == 0o600
+        outcome = in_child_obeying_permissions(
+            lambda: index_paths([tree], db_url, workers=2).outcome
+        )
     finally:
         locked.chmod(0o755)
-        if as_root:
-            shutil.rmtree(base, ignore_errors=True)
+    assert outcome == "completed"
+    errs = [
+        (os.path.relpath(p, tree), stage, reason)
+        for p, stage, reason in query(db_url, "SELECT path, stage, reason FROM errors")
+    ]
+    assert errs == [("locked", "crawl", "permission_denied")]
+    files = [os.path.relpath(p, tree) for (p,) in query(db_url, "SELECT path FROM files")]
+    assert files == [os.path.join("a", picked[0])]
+    if db_url.startswith("sqlite"):
+        assert stat.S_IMODE(os.stat(tmp_path / "index.db").st_mode) == 0o600
 
 
 # -- the writer's caches must not leak from one run to the next --------------------------------------

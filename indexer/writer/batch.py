@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine, delete, insert, update
 
 from .. import summaries
 from ..backends.base import Backend
-from ..crawler import Skipped
+from ..crawler import SKIPPED_BY_DESIGN, Skipped
 from ..db import chunks
 from ..errors import Reason
 from ..rows import FailedFile, IndexedFile, Outcome, stored_path
@@ -135,7 +135,7 @@ class BatchWriter:
                     "crawl",
                     s.reason,
                     s.detail,
-                    "error" if s.reason != "not_regular" else "warning",
+                    "warning" if s.reason in SKIPPED_BY_DESIGN else "error",
                     now,
                 )
                 for s in skipped
