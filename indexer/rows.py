@@ -95,6 +95,7 @@ class FailedFile:
     reason: str
     message: str
     skip: bool = False  # not DICOM and not named like DICOM: in the files table only, no error
+    stage: str = "read"  # where it failed: read, or write (the database refused its rows)
 
 
 Outcome = IndexedFile | FailedFile
