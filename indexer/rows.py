@@ -8,6 +8,7 @@ writer process only assigns file ids and executes the inserts.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 
@@ -121,13 +122,43 @@ class PathIds:
 
 
 def stored_path(path: str) -> str:
-    """The path as stored in the index: file names that are not UTF-8 keep their bytes as
-    backslash escapes (databases accept only valid text)."""
-    try:
-        path.encode("utf-8")
-        return path
-    except UnicodeEncodeError:
-        return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    """The path as stored in the index: valid UTF-8 text as it is, except that a backslash is
+    doubled and a byte that is not UTF-8 becomes `\\xHH` (databases store only valid text).
+
+    `path` is an operating-system path as Python gives it (os.fsdecode: undecodable bytes as
+    surrogate escapes). The escaping cannot collide: the byte 0xFF gives `a_\\xff.dcm`, a file
+    literally named `a_\\xff.dcm` gives `a_\\\\xff.dcm`. `path_bytes` is the inverse.
+    """
+    if "\\" not in path:
+        try:
+            path.encode("utf-8")
+            return path  # nearly every path: nothing to escape
+        except UnicodeEncodeError:
+            pass
+    escaped = path.replace("\\", "\\\\")
+    return escaped.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+_ESCAPED = re.compile(r"\\(?:\\|x([0-9a-fA-F]{2}))")
+
+
+def path_bytes(stored: str) -> bytes:
+    """The bytes on disk of a path as `stored_path` stored it."""
+    if "\\" not in stored:
+        return stored.encode("utf-8")
+    out = bytearray()
+    start = 0
+    for match in _ESCAPED.finditer(stored):
+        out += stored[start : match.start()].encode("utf-8")
+        out += bytes((int(match[1], 16),)) if match[1] else b"\\"
+        start = match.end()
+    out += stored[start:].encode("utf-8")
+    return bytes(out)
+
+
+def disk_path(stored: str) -> str:
+    """The operating-system path (for open(), os.stat()) of a path as stored in the index."""
+    return os.fsdecode(path_bytes(stored))
 
 
 def to_rows(record: FileRecord, mtime_ns: int, path_ids: PathIds, sink: RowSink) -> IndexedFile:
