@@ -254,3 +254,28 @@ def test_refusal_names_data_errors_of_postgresql(pg_url: str) -> None:
                 assert refusal(lost.value) is None
         finally:
             engine.dispose()
+
+
+def test_values_beyond_the_integer_columns_never_fail_the_batch(
+    db_url: str, tmp_path: Path
+) -> None:
+    """The issue's files: NumberOfFrames 2147483648 (beyond PostgreSQL's integer) and
+    99999999999999999999 (beyond 64 bits: the SQLite driver's OverflowError). Whether the
+    typed column takes NULL for them or the database refuses them, the batch lands."""
+    root = tmp_path / "frames"
+    root.mkdir()
+    frames = {"big": b"2147483648", "huge": b"99999999999999999999", "fine": b"12"}
+    for name, value in frames.items():
+        extra = [(0x00280008, el(0x00280008, "IS", value))]
+        (root / f"{name}.dcm").write_bytes(dicom_file(f"frames-{name}", extra=extra))
+
+    report = index_paths([str(root)], db_url, workers=0)
+
+    assert report.outcome == "completed"
+    assert report.indexed + report.failed == len(frames)
+    status = dict(query(db_url, "SELECT path, status FROM files"))
+    assert status[str(root / "fine.dcm")] == "indexed"
+    fine = "SELECT i.frames FROM instances i JOIN files f ON f.id = i.file_id WHERE f.path = :p"
+    assert query(db_url, fine, p=str(root / "fine.dcm")) == [(12,)]
+    for path, stage, reason in query(db_url, "SELECT path, stage, reason FROM errors"):
+        assert (status[path], stage, reason) == ("error", "write", "refused")
