@@ -23,6 +23,7 @@ from helpers import (
     fresh_database,
     pg_database,
     query,
+    run_cli,
 )
 from torture.build import dicom_file, el, uid_for
 
@@ -198,6 +199,22 @@ def test_refused_file_replaces_what_it_held_before(db_url: str, tree: list[Path]
     for table in ("elements", "instances"):
         assert query(db_url, f"SELECT count(*) FROM {table} WHERE file_id = {bad_id}") == [(0,)]
     assert query(db_url, "SELECT sum(instances) FROM instance_groups") == [(FILES - 1,)]
+
+
+def test_the_command_reports_a_refused_file_in_one_clean_summary(
+    db_url: str, tree: list[Path]
+) -> None:
+    """`indexer index` exits 0, names the failure in its summary, and prints no traceback,
+    no driver warning (psycopg's "error ignored terminating ... pipeline aborted") and no
+    value of the file."""
+    open_index(db_url).dispose()
+    _refuse(db_url, "instances", "sop_instance_uid", _bad_uid())
+    done = run_cli(["index", str(tree[0].parent), "--db", db_url, "--workers", "2"])
+    assert done.returncode == 0, done.stderr
+    output = done.stdout + done.stderr
+    for unwanted in ("Traceback", "error ignored", "pipeline", _bad_uid(), SECRET.decode()):
+        assert unwanted not in output, output
+    assert query(db_url, "SELECT count(*) FROM errors WHERE stage = 'write'") == [(1,)]
 
 
 # -- what counts as a refusal for the data ----------------------------------------------------
