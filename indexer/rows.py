@@ -121,13 +121,21 @@ class PathIds:
         return found, True
 
 
-def stored_path(path: str) -> str:
-    """The path as stored in the index: valid UTF-8 text as it is, except that a backslash is
-    doubled and a byte that is not UTF-8 becomes `\\xHH` (databases store only valid text).
+# A literal backslash is doubled only where it could be read as an escape: before another
+# backslash, before a byte that is not UTF-8 (a surrogate escape here), before `x` and two hex
+# digits. Everywhere else it is stored as it is.
+_AMBIGUOUS_BACKSLASH = re.compile(r"\\(?=[\\\udc80-\udcff]|x[0-9a-fA-F]{2})")
+_ESCAPED = re.compile(r"\\(?:\\|x([0-9a-fA-F]{2}))")
 
-    `path` is an operating-system path as Python gives it (os.fsdecode: undecodable bytes as
-    surrogate escapes). The escaping cannot collide: the byte 0xFF gives `a_\\xff.dcm`, a file
-    literally named `a_\\xff.dcm` gives `a_\\\\xff.dcm`. `path_bytes` is the inverse.
+
+def stored_path(path: str) -> str:
+    """The path as stored in the index: text that maps back to exactly one name on disk.
+
+    `path` is an operating-system path as Python gives it (os.fsdecode: bytes that are not
+    UTF-8 as surrogate escapes). Such a byte is stored as `\\xHH`; a backslash that comes
+    before another backslash, such a byte or `xHH` is doubled; everything else is stored as
+    it is. So the byte 0xFF gives `a_\\xff.dcm` and a file literally named `a_\\xff.dcm`
+    gives `a_\\\\xff.dcm`, while `a\\b.dcm` stays `a\\b.dcm`. `path_bytes` is the inverse.
     """
     if "\\" not in path:
         try:
@@ -135,11 +143,8 @@ def stored_path(path: str) -> str:
             return path  # nearly every path: nothing to escape
         except UnicodeEncodeError:
             pass
-    escaped = path.replace("\\", "\\\\")
+    escaped = _AMBIGUOUS_BACKSLASH.sub(r"\\\\", path)
     return escaped.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-_ESCAPED = re.compile(r"\\(?:\\|x([0-9a-fA-F]{2}))")
 
 
 def path_bytes(stored: str) -> bytes:

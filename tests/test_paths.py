@@ -1,9 +1,9 @@
 """Paths map back to exactly one file (issue 10): stored losslessly, on both databases.
 
 Linux file names are bytes. A name that is not UTF-8 is stored with `\\xHH` for its bad
-bytes and a literal backslash doubled, so the byte 0xFF (`a_\\xff.dcm`) and a file
-literally named `a_\\xff.dcm` (`a_\\\\xff.dcm`) never collide; `path_bytes` gives the
-bytes back. The folders of these tests hold real files with such names.
+bytes, and a literal backslash that could be read as an escape is doubled, so the byte 0xFF
+(`a_\\xff.dcm`) and a file literally named `a_\\xff.dcm` (`a_\\\\xff.dcm`) never
+collide; `path_bytes` gives the bytes back. The folders of these tests hold real files with such names.
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ from indexer.run import index_paths
 NAMES = {
     b"a_\xff.dcm": "a_\\xff.dcm",  # the byte 0xFF
     b"a_\\xff.dcm": "a_\\\\xff.dcm",  # a backslash, then "xff"
-    b"b\\c.dcm": "b\\\\c.dcm",  # a literal backslash only
+    b"b\\c.dcm": "b\\c.dcm",  # a literal backslash that no one can misread: as it is
+    b"d\\\xff.dcm": "d\\\\\\xff.dcm",  # a backslash, then the byte 0xFF
+    b"e\\\\f.dcm": "e\\\\\\f.dcm",  # two backslashes
     b"caf\xc3\xa9.dcm": "café.dcm",  # valid UTF-8: as it is
     b"plain.dcm": "plain.dcm",
 }
@@ -117,7 +119,7 @@ def test_names_that_differ_on_disk_differ_in_the_index(
     assert query(db_url, "SELECT count(*) FROM files") == [(len(NAMES),)]
 
 
-@pytest.mark.parametrize("folder", [b"arch\\ive", b"arch\xffive"], ids=["backslash", "byte"])
+@pytest.mark.parametrize("folder", [b"arch\\x41ive", b"arch\xffive"], ids=["backslash", "byte"])
 def test_a_root_that_needs_escaping_marks_and_prunes_its_missing_files(
     db_url: str, tmp_path: Path, folder: bytes
 ) -> None:
@@ -143,7 +145,8 @@ def test_an_old_index_is_re_escaped_and_a_re_run_adds_nothing(db_url: str, tmp_p
     """An index whose paths the old scheme wrote (made here by the migration's downgrade from
     a fresh index, and checked against the old function) upgrades to rows a re-run finds."""
     root = tmp_path / "tree"
-    names = [b"a_\xff.dcm", b"b\\c.dcm", b"plain.dcm"]  # no pair the old scheme confused
+    # No pair the old scheme confused; the second and third change texts.
+    names = [b"a_\xff.dcm", b"k\\x41.dcm", b"m\\\xff.dcm", b"b\\c.dcm", b"plain.dcm"]
     _write_tree(root, names)
     index_paths([str(root)], db_url, workers=0)
     engine = engine_for(db_url)
@@ -180,11 +183,12 @@ def test_the_migration_reads_ambiguous_old_texts_as_the_old_scheme_wrote_them(
     on_disk.write_bytes(b"")
     old_to_new = {
         "/t/a_\\xff.dcm": "/t/a_\\xff.dcm",  # a byte (0xFF alone is not UTF-8)
-        "/t/b\\c.dcm": "/t/b\\\\c.dcm",  # no byte escape: a literal backslash
-        "/t/d_\\xc3\\xa9.dcm": "/t/d_\\\\xc3\\\\xa9.dcm",  # as bytes it is UTF-8 ("é"): literal
-        "/t/e\\f_\\xff": "/t/e\\\\f_\\xff",  # a backslash and a byte
+        "/t/b\\c.dcm": "/t/b\\c.dcm",  # no byte escape: a literal backslash, still as it is
+        "/t/d_\\xc3\\xa9.dcm": "/t/d_\\\\xc3\\\\xa9.dcm",  # as bytes it is UTF-8: literal
+        "/t/e\\f_\\xff": "/t/e\\f_\\xff",  # a backslash and a byte
         str(on_disk): stored_path(str(on_disk)),  # the disk holds the literal name only
-        "/t/b\\\\c.dcm": "/t/b\\\\\\\\c.dcm",  # its new text is the old text of the second row
+        "/t/k\\x41": "/t/k\\\\x41",  # 0x41 was never escaped: literal
+        "/t/k\\\\x41": "/t/k\\\\\\\\x41",  # its old text is the new text of the row above
         "/t/plain.dcm": "/t/plain.dcm",
     }
     _alembic(db_url, "upgrade", "0002")

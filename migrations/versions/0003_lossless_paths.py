@@ -6,9 +6,10 @@ Create Date: 2026-12-02 15:00:00
 
 Before this revision a path that was not valid UTF-8 was stored with its bytes 0x80-0xFF as
 `\\xHH` and every other character as it is, and a valid UTF-8 path as it is: the byte 0xFF
-and a file literally named `\\xff` gave the same text. From now on a backslash is doubled
-(see indexer/rows.py, stored_path). The old texts of files.path and errors.path that hold
-a backslash are rewritten; only those can change.
+and a file literally named `\\xff` gave the same text. From now on a backslash that comes
+before a backslash, a non-UTF-8 byte or `xHH` is doubled (see indexer/rows.py, stored_path).
+The old texts of files.path and errors.path that hold a backslash are rewritten; only those
+can change.
 
 The scheme is copied here, not imported: a migration must keep doing what it did when the
 code moves on.
@@ -29,7 +30,8 @@ branch_labels = None
 depends_on = None
 
 _OLD_BYTE = re.compile(r"\\x([89a-f][0-9a-f])")  # what the old scheme wrote for a byte
-_NEW_ESCAPE = re.compile(r"\\(?:\\|x([0-9a-f]{2}))")
+_NEW_ESCAPE = re.compile(r"\\(?:\\|x([0-9a-fA-F]{2}))")
+_AMBIGUOUS_BACKSLASH = re.compile(r"\\(?=[\\\udc80-\udcff]|x[0-9a-fA-F]{2})")
 
 
 def _is_utf8(raw: bytes) -> bool:
@@ -42,7 +44,7 @@ def _is_utf8(raw: bytes) -> bool:
 
 def _new_text(raw: bytes) -> str:
     """The new scheme: text of the bytes on disk."""
-    escaped = os.fsdecode(raw).replace("\\", "\\\\")
+    escaped = _AMBIGUOUS_BACKSLASH.sub(r"\\\\", os.fsdecode(raw))
     return escaped.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
