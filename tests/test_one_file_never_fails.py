@@ -37,11 +37,11 @@ BAD = 4  # the file the database refuses
 SECRET = b"REFUSE^THIS^VALUE"  # an element value of the bad file only
 
 
-def _tree(root: Path) -> list[Path]:
+def _tree(root: Path, bad: int = BAD) -> list[Path]:
     root.mkdir(parents=True)
     out = []
     for n in range(FILES):
-        description = SECRET if n == BAD else f"series {n}".encode()
+        description = SECRET if n == bad else f"series {n}".encode()
         data = dicom_file(f"refusal-{n}", extra=[(0x0008103E, el(0x0008103E, "LO", description))])
         path = root / f"f{n}.dcm"
         path.write_bytes(data)
@@ -86,8 +86,8 @@ def _allow(url: str, table: str) -> None:
         engine.dispose()
 
 
-def _bad_uid() -> str:
-    return uid_for(f"refusal-{BAD}/sop")
+def _bad_uid(bad: int = BAD) -> str:
+    return uid_for(f"refusal-{bad}/sop")
 
 
 def _content_dump(url: str) -> dict[str, list[tuple[object, ...]]]:
@@ -98,9 +98,9 @@ def _content_dump(url: str) -> dict[str, list[tuple[object, ...]]]:
     return dump
 
 
-def _reference(url: str, tree: list[Path]) -> dict[str, list[tuple[object, ...]]]:
-    """What a fresh index of the tree without the bad file holds (same paths)."""
-    bad = tree[BAD]
+def _reference(url: str, tree: list[Path], index: int) -> dict[str, list[tuple[object, ...]]]:
+    """What a fresh index of the tree without file `index` holds (same paths)."""
+    bad = tree[index]
     aside = bad.parent.parent / "aside.bin"
     bad.rename(aside)
     try:
@@ -118,17 +118,21 @@ def _reference(url: str, tree: list[Path]) -> dict[str, list[tuple[object, ...]]
     ],
     ids=["instance-row", "element-row"],
 )
+# The first file a worker reads carries the definitions of its sequence paths and tag keys
+# (sent once per worker and run): refusing it must not lose them for the files that follow.
+@pytest.mark.parametrize("bad", [0, BAD], ids=["first-file", "middle-file"])
 @pytest.mark.parametrize("workers", [0, 2])
 def test_a_refused_file_is_recorded_and_the_rest_of_the_batch_lands(
     db_url: str,
-    tree: list[Path],
     tmp_path: Path,
     request: pytest.FixtureRequest,
     where: tuple[str, str, str],
     workers: int,
+    bad: int,
 ) -> None:
+    tree = _tree(tmp_path / "tree", bad)
     table, column, which = where
-    value = _bad_uid() if which == "uid" else SECRET.decode()
+    value = _bad_uid(bad) if which == "uid" else SECRET.decode()
     open_index(db_url).dispose()
     _refuse(db_url, table, column, value)
 
@@ -137,17 +141,17 @@ def test_a_refused_file_is_recorded_and_the_rest_of_the_batch_lands(
     assert report.outcome == "completed"
     assert (report.indexed, report.failed) == (FILES - 1, 1)
     status = dict(query(db_url, "SELECT path, status FROM files"))
-    assert status == {str(p): "indexed" for p in tree} | {str(tree[BAD]): "error"}
+    assert status == {str(p): "indexed" for p in tree} | {str(tree[bad]): "error"}
     rows = query(db_url, "SELECT path, stage, reason, severity, message FROM errors")
-    assert [r[:4] for r in rows] == [(str(tree[BAD]), "write", "refused", "error")]
+    assert [r[:4] for r in rows] == [(str(tree[bad]), "write", "refused", "error")]
     message = rows[0][4]
     assert "refuse_one" in message or "refused by the test trigger" in message, message
     # The database's complaint, never the file's values (PostgreSQL's DETAIL quotes the row).
-    for secret in (SECRET.decode(), _bad_uid(), "Torture", "refusal-"):
+    for secret in (SECRET.decode(), _bad_uid(bad), "Torture", "refusal-"):
         assert secret not in message, message
     assert "\n" not in message
     problem = query(db_url, "SELECT problem, size FROM files WHERE status = 'error'")
-    assert problem == [(message, tree[BAD].stat().st_size)]
+    assert problem == [(message, tree[bad].stat().st_size)]
     assert query(db_url, "SELECT count(*) FROM instances") == [(FILES - 1,)]
     bad_id = query(db_url, "SELECT id FROM files WHERE status = 'error'")[0][0]
     assert query(db_url, f"SELECT count(*) FROM elements WHERE file_id = {bad_id}") == [(0,)]
@@ -155,7 +159,7 @@ def test_a_refused_file_is_recorded_and_the_rest_of_the_batch_lands(
     # The summaries and the hierarchy hold exactly the files that landed.
     server = request.getfixturevalue("pg_url") if db_url.startswith("postgresql") else None
     with fresh_database(server and "postgresql" or "sqlite", tmp_path / "ref", server) as ref:
-        reference = _reference(ref, tree)
+        reference = _reference(ref, tree, bad)
     difference = diff_dumps(reference, _content_dump(db_url))
     assert not difference, difference
 
@@ -167,8 +171,8 @@ def test_a_refused_file_is_recorded_and_the_rest_of_the_batch_lands(
 
     # Once the database takes it and the file changed, it lands like any other.
     _allow(db_url, table)
-    stat = tree[BAD].stat()
-    os.utime(tree[BAD], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    stat = tree[bad].stat()
+    os.utime(tree[bad], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     third = index_paths([str(tree[0].parent)], db_url, workers=workers)
     assert (third.indexed, third.failed) == (1, 0)
     assert query(db_url, "SELECT count(*) FROM errors") == [(0,)]

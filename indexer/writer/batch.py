@@ -176,21 +176,26 @@ class BatchWriter:
             stage="write",
         )
         try:
-            with conn.begin():
-                written = BatchReport()
-                deltas = summaries.Deltas()
-                self._write_files(conn, [refused], written, deltas)
-                if isinstance(outcome, IndexedFile):
-                    self._write_definitions(conn, outcome, deltas)
-                summaries.apply(conn, deltas)
+            written = self._write_refused(conn, refused, outcome)
         except Exception as err:
             if self.backend.refused(err) is None or not isinstance(outcome, IndexedFile):
                 raise
-            # The definitions themselves were refused: record the file without them.
-            with conn.begin():
-                written = BatchReport()
-                self._write_files(conn, [refused], written, summaries.Deltas())
+            written = self._write_refused(conn, refused, None)  # its definitions were refused
         report.add(written)
+
+    def _write_refused(
+        self, conn: Connection, refused: FailedFile, definitions_of: Outcome | None
+    ) -> BatchReport:
+        """One transaction: the refused file's row and error (its old contents removed),
+        with the definitions `definitions_of` carried."""
+        written = BatchReport()
+        with conn.begin():
+            deltas = summaries.Deltas()
+            self._write_files(conn, [refused], written, deltas)
+            if isinstance(definitions_of, IndexedFile):
+                self._write_definitions(conn, definitions_of, deltas)
+            summaries.apply(conn, deltas)  # what its old contents counted goes
+        return written
 
     def _write_definitions(
         self, conn: Connection, outcome: IndexedFile, deltas: summaries.Deltas
