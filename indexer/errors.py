@@ -24,6 +24,7 @@ class Reason(str, Enum):
     TRUNCATED = "truncated"  # the data set ends inside an element or item
     INVALID = "invalid"  # bytes that cannot be a DICOM structure where one should be
     WARNING = "warning"  # read in full, with something worth knowing (a bad charset term, ...)
+    REFUSED = "refused"  # read, but the database refused to store its rows (stage `write`)
 
 
 class IndexerError(Exception):

@@ -8,6 +8,7 @@ writer process only assigns file ids and executes the inserts.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 
@@ -95,6 +96,7 @@ class FailedFile:
     reason: str
     message: str
     skip: bool = False  # not DICOM and not named like DICOM: in the files table only, no error
+    stage: str = "read"  # where it failed: read, or write (the database refused its rows)
 
 
 Outcome = IndexedFile | FailedFile
@@ -119,14 +121,49 @@ class PathIds:
         return found, True
 
 
+# A literal backslash is doubled only where it could be read as an escape: before another
+# backslash, before a byte that is not UTF-8 (a surrogate escape here), before `x` and two hex
+# digits. Everywhere else it is stored as it is.
+_AMBIGUOUS_BACKSLASH = re.compile(r"\\(?=[\\\udc80-\udcff]|x[0-9a-fA-F]{2})")
+_ESCAPED = re.compile(r"\\(?:\\|x([0-9a-fA-F]{2}))")
+
+
 def stored_path(path: str) -> str:
-    """The path as stored in the index: file names that are not UTF-8 keep their bytes as
-    backslash escapes (databases accept only valid text)."""
-    try:
-        path.encode("utf-8")
-        return path
-    except UnicodeEncodeError:
-        return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    """The path as stored in the index: text that maps back to exactly one name on disk.
+
+    `path` is an operating-system path as Python gives it (os.fsdecode: bytes that are not
+    UTF-8 as surrogate escapes). Such a byte is stored as `\\xHH`; a backslash that comes
+    before another backslash, such a byte or `xHH` is doubled; everything else is stored as
+    it is. So the byte 0xFF gives `a_\\xff.dcm` and a file literally named `a_\\xff.dcm`
+    gives `a_\\\\xff.dcm`, while `a\\b.dcm` stays `a\\b.dcm`. `path_bytes` is the inverse.
+    """
+    if "\\" not in path:
+        try:
+            path.encode("utf-8")
+            return path  # nearly every path: nothing to escape
+        except UnicodeEncodeError:
+            pass
+    escaped = _AMBIGUOUS_BACKSLASH.sub(r"\\\\", path)
+    return escaped.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def path_bytes(stored: str) -> bytes:
+    """The bytes on disk of a path as `stored_path` stored it."""
+    if "\\" not in stored:
+        return stored.encode("utf-8")
+    out = bytearray()
+    start = 0
+    for match in _ESCAPED.finditer(stored):
+        out += stored[start : match.start()].encode("utf-8")
+        out += bytes((int(match[1], 16),)) if match[1] else b"\\"
+        start = match.end()
+    out += stored[start:].encode("utf-8")
+    return bytes(out)
+
+
+def disk_path(stored: str) -> str:
+    """The operating-system path (for open(), os.stat()) of a path as stored in the index."""
+    return os.fsdecode(path_bytes(stored))
 
 
 def to_rows(record: FileRecord, mtime_ns: int, path_ids: PathIds, sink: RowSink) -> IndexedFile:

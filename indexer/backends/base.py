@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import StatementError
 
 from ..rows import IndexedFile, Outcome
 from .sinks import SinkSpec
@@ -38,8 +39,27 @@ class Backend(Protocol):
     ) -> None:
         """Move the element rows the workers built into the index, with their file ids."""
 
+    def refused(self, err: BaseException) -> str | None:
+        """The database's complaint when `err` refuses the rows for their data (a constraint,
+        a value out of range, text it cannot store), without any value; None for anything
+        else (a lost connection, a full disk, a bug), which must stop the run."""
+
     def after_batch(self, conn: Connection) -> None:
         """Clean up after a written batch (scratch files, statistics)."""
 
     def close(self, conn: Connection | None) -> None:
         """Release what the run held (attached files, temporary folders)."""
+
+
+def driver_error(err: BaseException) -> BaseException:
+    """The driver's exception under SQLAlchemy's wrapper (raw COPY and driver calls raise
+    the driver's own)."""
+    if isinstance(err, StatementError) and err.orig is not None:
+        return err.orig
+    return err
+
+
+def complaint(message: str) -> str:
+    """The first line of a database message, cut before a colon: PostgreSQL puts the value it
+    refused after one ("invalid input syntax for type integer: ...")."""
+    return message.strip().split("\n", 1)[0].split(": ", 1)[0].strip()

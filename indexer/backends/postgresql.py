@@ -8,14 +8,21 @@ from typing import Any
 
 from sqlalchemy import Connection, case, insert
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.exc import DBAPIError
 
 from ..rows import ELEMENT_COLUMNS, IndexedFile, Outcome
 from ..schema import files, instances
+from .base import complaint, driver_error
 from .copy_rows import FILE_ID_PLACEHOLDER, CopySpec
 
 # Batch numbers of a run after which PostgreSQL's statistics are refreshed (the tables grow
 # tenfold between two of them when the index started empty).
 _ANALYZE_AFTER = frozenset({2, 20, 200, 2000})
+# SQLSTATEs of a refusal for the data: classes 21 (one batch writing a row twice), 22 (data
+# exception: out of range, invalid text, NUL), 23 (constraints); a value beyond a limit
+# (54000, an index row too large); a trigger's RAISE EXCEPTION (P0001).
+_REFUSING_CLASSES = ("21", "22", "23")
+_REFUSING_STATES = frozenset({"54000", "P0001"})
 
 
 class PostgreSQLBackend:
@@ -57,14 +64,38 @@ class PostgreSQLBackend:
     def insert_elements(
         self, conn: Connection, walked: Sequence[IndexedFile], file_ids: dict[str, int]
     ) -> None:
+        import psycopg
+
         driver = conn.connection.driver_connection
         assert driver is not None
         cursor = driver.cursor()
-        with cursor.copy(f"COPY elements ({', '.join(ELEMENT_COLUMNS)}) FROM STDIN") as copy:
-            for o in walked:
-                if o.elements:
-                    assert isinstance(o.elements, str)
-                    copy.write(o.elements.replace(FILE_ID_PLACEHOLDER, str(file_ids[o.path])))
+        statement = f"COPY elements ({', '.join(ELEMENT_COLUMNS)}) FROM STDIN"
+        try:
+            with cursor.copy(statement) as copy:
+                for o in walked:
+                    if o.elements:
+                        assert isinstance(o.elements, str)
+                        copy.write(o.elements.replace(FILE_ID_PLACEHOLDER, str(file_ids[o.path])))
+        except psycopg.Error as err:
+            # Raised by the driver itself: wrapped as SQLAlchemy wraps every other statement's.
+            raise DBAPIError(statement, None, err) from err
+
+    def refused(self, err: BaseException) -> str | None:
+        """Only the primary message: PostgreSQL's DETAIL quotes the refused row."""
+        import psycopg
+
+        found = driver_error(err)
+        if not isinstance(found, psycopg.Error):
+            return None
+        state = found.sqlstate
+        if state is None:
+            # Refused by psycopg before the server saw it (NUL in text, a value it cannot adapt).
+            if isinstance(found, (psycopg.DataError, psycopg.IntegrityError)):
+                return complaint(str(found)) or type(found).__name__
+            return None
+        if state[:2] in _REFUSING_CLASSES or state in _REFUSING_STATES:
+            return f"{complaint(found.diag.message_primary or '')} (SQLSTATE {state})"
+        return None
 
     def after_batch(self, conn: Connection) -> None:
         self._batches += 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sqlite3
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from sqlalchemy import Connection
 from sqlalchemy.dialects import sqlite
 
 from ..rows import ELEMENT_COLUMNS, IndexedFile, Outcome
+from .base import driver_error
 from .sqlite_rows import SCRATCH_COLUMNS, ScratchRows, ScratchSpec
 
 MAX_ATTACHED = 8  # scratch files attached at once (SQLite allows 10 databases besides main)
@@ -169,6 +171,17 @@ class SQLiteBackend:
                 f"FROM {self._attached[path]}.rows WHERE rowid BETWEEN ? AND ?",
                 ranges,
             )
+
+    def refused(self, err: BaseException) -> str | None:
+        """Constraint and trigger failures, values too big for SQLite, integers beyond 64 bits
+        (the driver's OverflowError). SQLite's messages name columns and constraints, never
+        the value, so the whole first line is kept (its colon precedes the constraint)."""
+        found = driver_error(err)
+        if isinstance(found, (OverflowError, sqlite3.IntegrityError, sqlite3.DataError)) or (
+            isinstance(found, sqlite3.Error) and "too big" in str(found)
+        ):
+            return str(found).strip().split("\n", 1)[0] or type(found).__name__
+        return None
 
     def after_batch(self, conn: Connection) -> None:
         """Delete scratch files that a newer one replaced and whose rows are all in the index."""

@@ -57,6 +57,13 @@ class BatchReport:
     skipped: int = 0  # not DICOM and not named like DICOM: recorded in files only
     elements: int = 0
 
+    def add(self, other: BatchReport) -> None:
+        self.indexed += other.indexed
+        self.partial += other.partial
+        self.failed += other.failed
+        self.skipped += other.skipped
+        self.elements += other.elements
+
 
 class BatchWriter:
     """Writes one run's batches on the run's one writing connection."""
@@ -86,29 +93,122 @@ class BatchWriter:
     def write(
         self, outcomes: Sequence[Outcome], unchanged_ids: Sequence[int], skipped: Sequence[Skipped]
     ) -> BatchReport:
-        """Write walked files, unchanged marks and crawl skips."""
+        """Write walked files, unchanged marks and crawl skips.
+
+        A group that the database refuses for its data is split until the refusing files
+        are found; they are recorded as errors of stage `write` and the rest lands."""
         conn = self.connection()
         report = BatchReport()
         for number, group in enumerate(self.backend.groups(outcomes) or [[]]):
             self.backend.before_group(conn, group)
-            with conn.begin():
+            marks = (unchanged_ids, skipped) if number == 0 else ((), ())
+            try:
+                self._write_group(conn, group, report, *marks)
+            except Exception as err:
+                complaint = self.backend.refused(err)
+                if complaint is None or not group:
+                    raise
                 if number == 0:
-                    self._mark_seen(conn, unchanged_ids)
-                    self._record_skips(conn, skipped, time.time())
-                if group:
-                    deltas = summaries.Deltas()  # the summaries' share of this transaction
-                    self._write_files(conn, group, report, deltas)
-                    summaries.add_counted(
-                        deltas,
-                        [
-                            o.counts
-                            for o in group
-                            if isinstance(o, IndexedFile) and o.counts is not None
-                        ],
-                    )
-                    summaries.apply(conn, deltas)  # lands with the transaction or not at all
+                    self._write_group(conn, [], report, *marks)
+                self._split(conn, group, report, complaint)
         self.backend.after_batch(conn)
         return report
+
+    def _write_group(
+        self,
+        conn: Connection,
+        group: Sequence[Outcome],
+        report: BatchReport,
+        unchanged_ids: Sequence[int] = (),
+        skipped: Sequence[Skipped] = (),
+    ) -> None:
+        """One transaction; `report` counts its files only once it has committed."""
+        written = BatchReport()
+        with conn.begin():
+            self._mark_seen(conn, unchanged_ids)
+            self._record_skips(conn, skipped, time.time())
+            if group:
+                deltas = summaries.Deltas()  # the summaries' share of this transaction
+                self._write_files(conn, group, written, deltas)
+                summaries.add_counted(
+                    deltas,
+                    [
+                        o.counts
+                        for o in group
+                        if isinstance(o, IndexedFile) and o.counts is not None
+                    ],
+                )
+                summaries.apply(conn, deltas)  # lands with the transaction or not at all
+        report.add(written)
+
+    def _split(
+        self, conn: Connection, group: Sequence[Outcome], report: BatchReport, complaint: str
+    ) -> None:
+        """Write `group`, which the database refused with `complaint`, in halves until the
+        refusing files are alone; each of those is recorded as refused."""
+        if len(group) == 1:
+            self._record_refusal(conn, group[0], report, complaint)
+            return
+        middle = len(group) // 2
+        for half in (group[:middle], group[middle:]):
+            try:
+                self._write_group(conn, half, report)
+            except Exception as err:
+                found = self.backend.refused(err)
+                if found is None:
+                    raise
+                self._split(conn, half, report, found)
+
+    def _record_refusal(
+        self, conn: Connection, outcome: Outcome, report: BatchReport, complaint: str
+    ) -> None:
+        """Record `outcome` as a file the database refused: status error with its size and
+        mtime (an unchanged re-run skips it, as it skips an unreadable file), one error row,
+        no contents. Its sequence paths and tag-key definitions still land: this worker sent
+        them once, and later files of the worker use them."""
+        refused = FailedFile(
+            outcome.path,
+            outcome.size,
+            outcome.mtime_ns,
+            "error",
+            Reason.REFUSED.value,
+            f"the database refused the file's rows: {complaint}",
+            stage="write",
+        )
+        try:
+            written = self._write_refused(conn, refused, outcome)
+        except Exception as err:
+            if self.backend.refused(err) is None or not isinstance(outcome, IndexedFile):
+                raise
+            written = self._write_refused(conn, refused, None)  # its definitions were refused
+        report.add(written)
+
+    def _write_refused(
+        self, conn: Connection, refused: FailedFile, definitions_of: Outcome | None
+    ) -> BatchReport:
+        """One transaction: the refused file's row and error (its old contents removed),
+        with the definitions `definitions_of` carried."""
+        written = BatchReport()
+        with conn.begin():
+            deltas = summaries.Deltas()
+            self._write_files(conn, [refused], written, deltas)
+            if isinstance(definitions_of, IndexedFile):
+                self._write_definitions(conn, definitions_of, deltas)
+            summaries.apply(conn, deltas)  # what its old contents counted goes
+        return written
+
+    def _write_definitions(
+        self, conn: Connection, outcome: IndexedFile, deltas: summaries.Deltas
+    ) -> None:
+        if outcome.new_paths:
+            conn.execute(
+                self.backend.insert(paths).on_conflict_do_nothing(index_elements=["id"]),
+                [dict(zip(_PATH_COLUMNS, row, strict=True)) for row in sorted(outcome.new_paths)],
+            )
+        counts = outcome.counts
+        if counts is not None:
+            deltas.key_rows.update((row[0], row) for row in counts.key_rows)
+            deltas.path_keys.update(counts.path_keys)
 
     def _mark_seen(self, conn: Connection, file_ids: Sequence[int]) -> None:
         for chunk in chunks(file_ids, 2000):
@@ -217,7 +317,9 @@ class BatchWriter:
                 return []
             report.failed += 1
             return [
-                self._error(outcome.path, "read", outcome.reason, outcome.message, "error", now)
+                self._error(
+                    outcome.path, outcome.stage, outcome.reason, outcome.message, "error", now
+                )
             ]
         record = outcome.record
         rows = []

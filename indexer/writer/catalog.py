@@ -48,7 +48,7 @@ class Catalog:
         """Mark files under `roots` that this run did not see as missing (or delete them)."""
         conditions = []
         for root in roots:
-            root = root.rstrip("/") or "/"
+            root = stored_path(root.rstrip("/") or "/")  # compared with stored paths
             below = root if root.endswith("/") else root + "/"
             # A range, not LIKE: it uses the index on path and needs no escaping.
             conditions.append(
