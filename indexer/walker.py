@@ -746,15 +746,12 @@ def _codes(walk: _Walk, vpos: int, vend: int, vr: str, level: _Level) -> _Render
     meaning (PS3.5 6.2), nor does a UID's trailing NUL."""
     if vend - vpos > walk.cap:
         return walk.long_text(vpos, vend, vr, level)
-    value = walk.buf[vpos:vend].decode("latin_1").rstrip(" \x00").lstrip(" ")
-    if "\\" in value:
-        vm = value.count("\\") + 1
-        if " " in value or "\x00" in value:
-            value = _each_value(value, vr)
-    else:
-        vm = 1 if value else 0
-    if "\x00" in value:
-        value = value.replace("\x00", "\ufffd")
+    value = walk.buf[vpos:vend].decode("latin_1").rstrip(" \x00")
+    if " " in value or "\x00" in value:  # rare: one test of each on the common path
+        value = _each_value(value, vr)
+        if "\x00" in value:
+            value = value.replace("\x00", "\ufffd")
+    vm = value.count("\\") + 1 if value else 0
     if len(value) > walk.limit:
         return value[: walk.limit], None, vm, CUT
     return value, None, vm, 0
