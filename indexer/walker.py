@@ -354,11 +354,15 @@ class _Walk:
     # of those bytes. A header with only one oddity is read, like DCMTK does.
 
     def plausible(self, tag: int, level: _Level) -> bool:
-        """Whether `tag` can be the tag of a real element of the data set `level`."""
+        """Whether `tag` can be the tag of a real element of the data set `level`: a public tag
+        of the dictionary (text bytes read as a tag can fall in a known group: "  " is 2020),
+        or a private one of a block whose creator this data set holds."""
         group = tag >> 16
-        if not group & 1:
-            return group in public_groups()
         number = tag & 0xFFFF
+        if not group & 1:
+            if number == 0:
+                return group in public_groups()
+            return (_public_descriptions.get(tag) or describe_public(tag))[2] != "Unknown Tag"
         if group <= 7 or group == 0xFFFF:  # odd groups that PS3.5 7.8.1 does not allow
             return False
         if number >= 0x1000:
