@@ -63,6 +63,27 @@ def describe_private(tag: int, creator: str | None) -> Description:
     return found
 
 
+_groups: list[frozenset[int]] = []
+
+
+def public_groups() -> frozenset[int]:
+    """The even groups the public dictionary defines, repeating groups (50xx, 60xx) expanded:
+    the walker's test of whether a tag it read can be a real one."""
+    if not _groups:
+        from pydicom._dicom_dict import DicomDictionary, RepeatersDictionary
+
+        groups = {tag >> 16 for tag in DicomDictionary if not tag >> 16 & 1}
+        for mask in RepeatersDictionary:
+            high = mask[:2]
+            low = mask[2:4]
+            if low == "xx":
+                groups.update(int(high, 16) << 8 | n for n in range(0, 0x100, 2))
+            else:
+                groups.add(int(high + low, 16))
+        _groups.append(frozenset(groups))
+    return _groups[0]
+
+
 def _lookup_private(tag: int, creator: str | None) -> Description:
     from pydicom._private_dict import private_dictionaries
 

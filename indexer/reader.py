@@ -23,6 +23,7 @@ from .walker import (
     EXPLICIT_LE,
     IMPLICIT_LE,
     IMPLICIT_LITTLE,
+    MAX_WARNINGS,
     VRS,
     Stop,
     Syntax,
@@ -152,8 +153,19 @@ def _read_buffer(name: str, buf: Buffer, value_limit: int) -> FileRecord:
         problem=data.problem,
         problem_offset=data.problem_offset,
         problem_reason=data.problem_reason,
-        warnings=warnings + data.warnings,
+        warnings=_bounded(warnings + data.warnings, meta.dropped_warnings + data.dropped_warnings),
     )
+
+
+def _bounded(warnings: list[str], dropped: int) -> list[str]:
+    """At most MAX_WARNINGS warnings, then one that counts the rest: one odd file must not
+    write thousands of rows."""
+    dropped += max(0, len(warnings) - MAX_WARNINGS)
+    if not dropped:
+        return warnings
+    kept = warnings[:MAX_WARNINGS]
+    kept.append(f"{dropped} more warnings not recorded (at most {MAX_WARNINGS} per file)")
+    return kept
 
 
 def _meta_group(name: str, buf: Buffer, start: int, value_limit: int) -> Walked:

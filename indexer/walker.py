@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, NamedTuple, NoReturn
 
 from .charsets import DEFAULT, decode, encodings_for
 from .dictionary import _public as _public_descriptions
-from .dictionary import describe_private, describe_public, tag_text
+from .dictionary import describe_private, describe_public, public_groups, tag_text
 from .errors import Reason
 from .records import (
     BINARY,
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     Buffer = bytes | mmap
 
 MAX_NESTING = 400  # sequence levels; deeper is reported as a problem, not a crash
+MAX_WARNINGS = 100  # warnings kept per file; the rest are counted, so one odd file cannot flood
 
 IMPLICIT_LITTLE = "1.2.840.10008.1.2"
 EXPLICIT_LITTLE = "1.2.840.10008.1.2.1"
@@ -109,6 +110,7 @@ class Walked(NamedTuple):
     problem: str | None = None  # set when the walk stopped before the end (see `Stop`)
     problem_offset: int | None = None
     problem_reason: Reason | None = None
+    dropped_warnings: int = 0  # warnings beyond MAX_WARNINGS, counted and not kept
 
 
 def walk_meta_group(buf: Buffer, start: int, value_limit: int) -> Walked:
@@ -193,6 +195,7 @@ class _Walk:
         self.fragments = 0
         self.pixel_representation = 0
         self.warnings: list[str] = []
+        self.dropped_warnings = 0
 
     def walked(
         self,
@@ -211,7 +214,14 @@ class _Walk:
             problem,
             offset,
             reason,
+            self.dropped_warnings,
         )
+
+    def warn(self, message: str) -> None:
+        if len(self.warnings) < MAX_WARNINGS:
+            self.warnings.append(message)
+        else:
+            self.dropped_warnings += 1
 
     # -- data sets and items -------------------------------------------------------------
 
@@ -242,6 +252,7 @@ class _Walk:
         tag_texts = _tag_texts
         renderers = _RENDERERS
         undefined = UNDEFINED
+        last = 1  # tag of the previous element: a tag lower than it is looked at closely
         while pos < end:
             if meta_only and pos + 2 <= size and buf[pos : pos + 2] != b"\x02\x00":
                 return pos  # the meta group ends here, whatever follows
@@ -254,15 +265,16 @@ class _Walk:
                 pos = self.delimiter(pos, number)
                 continue
             tag = group << 16 | number
+            if tag < last and self.out_of_order(pos, end, tag, vr_bytes, length, level):
+                return size  # zero padding to the end of the file
+            last = tag
             vpos = pos + 8
             flags = 0
             vr = None
             if vr_bytes:  # explicit VR
                 vr = vr_text.get(vr_bytes)
                 if vr is None or vr in long_vrs:
-                    length, vpos, flags = self.long_or_invalid(
-                        pos, tag, vr, vr_bytes, length, level
-                    )
+                    length, vpos, flags = self.long_or_invalid(pos, end, tag, vr, length, level)
             if group & 1:
                 # A private creator (gggg,0010-00FF) itself is registered by `note` once read.
                 creator = creators.get(tag >> 8) if number >= 0x1000 else None
@@ -317,23 +329,84 @@ class _Walk:
 
     def tail(self, pos: int, level: _Level, until_item_end: bool) -> int:
         """Fewer than 8 bytes are left where an element header should be."""
-        if level.depth == 0 and not until_item_end and not any(self.buf[pos : self.size]):
-            # Zero padding after the last element, written by some old devices.
-            self.warnings.append(
-                f"{self.size - pos} trailing zero bytes after the last element ignored"
-            )
+        if level.depth == 0 and not until_item_end and self.zero_padding(pos):
             return self.size
         raise Stop(pos, f"file ends inside an element header at byte {pos}", Reason.TRUNCATED)
+
+    def zero_padding(self, pos: int) -> bool:
+        """True, and one warning, when only zero bytes follow `pos`: padding to a block size
+        written by some devices after the last element, not elements."""
+        buf = self.buf
+        size = self.size
+        zeros = bytes(min(size - pos, 1 << 20))
+        for start in range(pos, size, len(zeros)):  # in slices: the padding can be gigabytes
+            chunk = buf[start : min(start + len(zeros), size)]
+            if chunk != zeros[: len(chunk)]:
+                return False
+        self.warn(f"trailing padding: {size - pos} zero bytes after the last element, ignored")
+        return True
+
+    # -- headers that are not element headers ---------------------------------------------
+    # A length or a wrong length earlier in the file makes the walk land inside a value: its
+    # bytes then read as tag, VR and length. Such a header is recognised by what real headers
+    # never combine (a tag no dictionary or private block accounts for, out of order, an
+    # invalid VR, a length past the end) and ends the walk with one problem that quotes none
+    # of those bytes. A header with only one oddity is read, like DCMTK does.
+
+    def plausible(self, tag: int, level: _Level) -> bool:
+        """Whether `tag` can be the tag of a real element of the data set `level`: a public tag
+        of the dictionary (text bytes read as a tag can fall in a known group: "  " is 2020),
+        or a private one of a block whose creator this data set holds."""
+        group = tag >> 16
+        number = tag & 0xFFFF
+        if not group & 1:
+            if number == 0:
+                return group in public_groups()
+            return (_public_descriptions.get(tag) or describe_public(tag))[2] != "Unknown Tag"
+        if group <= 7 or group == 0xFFFF:  # odd groups that PS3.5 7.8.1 does not allow
+            return False
+        if number >= 0x1000:
+            return tag >> 8 in level.creators
+        return number == 0 or 0x10 <= number <= 0xFF
+
+    def garbage(self, pos: int, why: str) -> NoReturn:
+        message = f"{why} at byte {pos}: not an element header, the data set ends there"
+        raise Stop(pos, message, Reason.INVALID)
+
+    def out_of_order(
+        self, pos: int, end: int, tag: int, vr_bytes: bytes, length: int, level: _Level
+    ) -> bool:
+        """A tag lower than the one before it: zero padding (True: the data set ends), a real
+        element out of order (False: read it), or garbage (raises `Stop`)."""
+        if not tag and not length and vr_bytes.count(0) == len(vr_bytes):
+            if level.depth == 0 and self.records and self.zero_padding(pos):
+                return True
+            self.garbage(pos, "zero bytes")
+        if vr_bytes and vr_bytes not in _VR_TEXT:
+            self.garbage(pos, "invalid VR")
+        if vr_bytes and _VR_TEXT[vr_bytes] in _LONG_VR_TEXT:
+            if pos + 12 > self.size:
+                raise Stop(
+                    pos, f"file ends inside an element header at byte {pos}", Reason.TRUNCATED
+                )
+            length = level.syntax.u32(self.buf, pos + 8)[0]
+            pos_value = pos + 12
+        else:
+            pos_value = pos + 8
+        if length != UNDEFINED and pos_value + length > end:
+            self.garbage(pos, "element out of order with a length past the end of its data set")
+        if not self.plausible(tag, level):
+            self.garbage(pos, "unknown tag out of order")
+        return False
 
     def delimiter(self, pos: int, number: int) -> int:
         """An item tag (FFFE,xxxx) where a data element was expected."""
         if number == _ITEM_END:
-            self.warnings.append(f"stray Item Delimitation Item at byte {pos} skipped")
+            self.warn(f"stray Item Delimitation Item at byte {pos} skipped")
             return pos + 8
         raise Stop(
             pos,
-            f"unexpected {tag_text(0xFFFE0000 | number)} at byte {pos} "
-            "where a data element was expected",
+            f"unexpected {_delimiter_text(number)} at byte {pos} where a data element was expected",
             Reason.INVALID,
         )
 
@@ -342,16 +415,20 @@ class _Walk:
         return _resolve_vr(vr, length, self.pixel_representation)
 
     def long_or_invalid(
-        self, pos: int, tag: int, vr: str | None, vr_bytes: bytes, length: int, level: _Level
+        self, pos: int, end: int, tag: int, vr: str | None, length: int, level: _Level
     ) -> tuple[int, int, int]:
         """Length, value position and flags of an explicit VR header: a 4-byte length, or no VR."""
         if vr is not None:
             if pos + 12 > self.size:
-                message = f"file ends inside the header of {tag_text(tag)} at byte {pos}"
-                raise Stop(pos, message, Reason.TRUNCATED)
+                raise Stop(
+                    pos, f"file ends inside an element header at byte {pos}", Reason.TRUNCATED
+                )
             return level.syntax.u32(self.buf, pos + 8)[0], pos + 12, 0
-        # Not a VR: like DCMTK, assume a 2-byte length and take the VR from the dictionary.
-        self.warnings.append(f"invalid VR {bytes(vr_bytes)!r} of {tag_text(tag)} at byte {pos}")
+        # Not a VR. Read a real element (a known tag, a value that fits) like DCMTK: assume a
+        # 2-byte length and take the VR from the dictionary. Anything else is garbage.
+        if pos + 8 + length > end or not self.plausible(tag, level):
+            self.garbage(pos, "invalid VR")
+        self.warn(f"invalid VR of {tag_text(tag)} at byte {pos}: VR taken from the dictionary")
         return length, pos + 8, VR_FROM_DICTIONARY
 
     def note(
@@ -368,7 +445,8 @@ class _Walk:
         if tag == 0x00080005:  # Specific Character Set
             if vr in _TEXT_VRS:
                 level.encodings, problems = encodings_for(value or "")
-                self.warnings.extend(problems)
+                for problem in problems:
+                    self.warn(problem)
         elif tag == 0x00280103:  # Pixel Representation
             if value_number is not None and vr in ("US", "IS", "DS"):
                 self.pixel_representation = int(value_number)
@@ -394,6 +472,8 @@ class _Walk:
         # A UN or invalid VR read as SQ holds implicit VR little endian items (CP-246).
         inner = IMPLICIT_LE if flags & VR_FROM_DICTIONARY else level.syntax
         vend = vpos + length
+        if vend > end and not self.plausible(named.tag, level):
+            self.garbage(named.offset, "element length past the end of its data set")
         if vend > self.size:  # keep the items that are there; the walk stops where they end
             return inner, flags | CUT, self.size - vpos
         if vend > end:
@@ -406,14 +486,20 @@ class _Walk:
         """Encapsulated fragments, or a value that runs past its item or the file."""
         if length == UNDEFINED:
             return self.encapsulated(vpos, named, vr, flags | UNDEFINED_LENGTH, level)
+        if not self.plausible(named.tag, level):
+            self.garbage(named.offset, "element length past the end of its data set")
         if vpos + length <= self.size:
             self.overrun(named, end)
-        # The element, with as much of its value as there is.
+        # The element, with as much of its value as there is: text and whole numbers as far as
+        # they go, flagged cut; no number, since the value is not all there.
         path, tag, keyword, name, creator, pos = named
+        value, _number, vm, more_flags = _RENDERERS[vr](self, vpos, self.size, vr, level)
+        if more_flags & BINARY and length:
+            vm = 1  # one value, cut (Pixel Data of a truncated file)
         # fmt: off
         self.records.append(_tuple_new(ElementRecord, (
-            path, level.depth, tag, vr, 0, length, None, None, flags | CUT | BINARY, keyword,
-            name, creator, pos, None, None)))
+            path, level.depth, tag, vr, vm, length, value, None, flags | CUT | more_flags,
+            keyword, name, creator, pos, None, None)))
         # fmt: on
         raise self.cut_off(named, length)
 
@@ -489,18 +575,13 @@ class _Walk:
     def not_an_item(self, pos: int, path: str, group: int, number: int) -> int:
         """Neither an item nor the end of the sequence: skip a stray Item Delimitation Item."""
         if group != 0xFFFE:
-            raise Stop(
-                pos,
-                f"expected an item of {path} at byte {pos}, found {tag_text(group << 16 | number)}",
-                Reason.INVALID,
-            )
+            message = f"expected an item of {path} at byte {pos}, found no item tag"
+            raise Stop(pos, message, Reason.INVALID)
         if number == _ITEM_END:
-            self.warnings.append(f"stray Item Delimitation Item in {path} at byte {pos} skipped")
+            self.warn(f"stray Item Delimitation Item in {path} at byte {pos} skipped")
             return pos + 8
         raise Stop(
-            pos,
-            f"unexpected {tag_text(group << 16 | number)} in {path} at byte {pos}",
-            Reason.INVALID,
+            pos, f"unexpected {_delimiter_text(number)} in {path} at byte {pos}", Reason.INVALID
         )
 
     def open_item(
@@ -568,8 +649,7 @@ class _Walk:
                     offset_table,
                     Stop(
                         pos,
-                        f"expected a fragment item of {path} at byte {pos}, found "
-                        f"{tag_text(group << 16 | number)}",
+                        f"expected a fragment item of {path} at byte {pos}, found no item tag",
                         Reason.INVALID,
                     ),
                 )
@@ -600,12 +680,11 @@ class _Walk:
         raw = self.buf[vpos : vpos + self.cap]
         codes = vr in _CODE_VRS
         value = _clean(raw.decode("latin_1") if codes else decode(raw, level.encodings, vr == "PN"))
+        if vr not in _SINGLE_VRS and " " in value:
+            value = _each_value(value, vr)
         number = None
-        if vr in _DECIMAL_VRS and value:
-            if " " in value:
-                value = "\\".join(v.strip() for v in value.split("\\"))
-            if "\\" not in value:
-                number = _decimal(value)
+        if vr in _DECIMAL_VRS and value and "\\" not in value:
+            number = _decimal(value)
         if value and vr not in _SINGLE_VRS:
             full = self.buf[vpos:vend]
             if codes:
@@ -622,10 +701,35 @@ def _tag_path(tag: int) -> str:
     return text
 
 
+def _delimiter_text(number: int) -> str:
+    """An (FFFE,xxxx) tag as messages show it: only the item tags named, never other bytes."""
+    if number in (_ITEM, _ITEM_END, _SEQUENCE_END):
+        return tag_text(0xFFFE0000 | number)
+    return "(FFFE,xxxx) tag"
+
+
 def _clean(text: str) -> str:
     """Drop trailing padding; a NUL is never valid inside text and databases refuse it."""
     text = text.rstrip(" \x00")
     return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
+# Padding of each value that PS3.5 6.2 says carries no meaning: both ends for these VRs
+# (DS and IS: `_decimals`), trailing spaces for the other multi-valued text VRs.
+_PADDING_BOTH_ENDS = {
+    **dict.fromkeys(("AE", "AS", "CS", "DA", "DT", "TM", "UR"), " "),
+    "UI": " \x00",
+}
+
+
+def _each_value(value: str, vr: str) -> str:
+    """Strip the padding of each value of a multi-valued text `value`."""
+    both = _PADDING_BOTH_ENDS.get(vr)
+    if both is not None:
+        return "\\".join([v.strip(both) for v in value.split("\\")])
+    if vr in _DECIMAL_VRS:
+        return "\\".join([v.strip() for v in value.split("\\")])
+    return "\\".join([v.rstrip(" ") for v in value.split("\\")])
 
 
 def _decimal(text: str) -> float | None:
@@ -642,12 +746,15 @@ def _decimal(text: str) -> float | None:
 
 
 def _codes(walk: _Walk, vpos: int, vend: int, vr: str, level: _Level) -> _Rendered:
-    """AE AS CS DA DT TM UI: 7-bit text, multi-valued."""
+    """AE AS CS DA DT TM UI: 7-bit text, multi-valued; spaces around each value carry no
+    meaning (PS3.5 6.2), nor does a UID's trailing NUL."""
     if vend - vpos > walk.cap:
         return walk.long_text(vpos, vend, vr, level)
     value = walk.buf[vpos:vend].decode("latin_1").rstrip(" \x00")
-    if "\x00" in value:
-        value = value.replace("\x00", "\ufffd")
+    if " " in value or "\x00" in value:  # rare: one test of each on the common path
+        value = _each_value(value, vr)
+        if "\x00" in value:
+            value = value.replace("\x00", "\ufffd")
     vm = value.count("\\") + 1 if value else 0
     if len(value) > walk.limit:
         return value[: walk.limit], None, vm, CUT
@@ -665,7 +772,7 @@ def _decimals(walk: _Walk, vpos: int, vend: int, vr: str, level: _Level) -> _Ren
         value = value.replace("\x00", "\ufffd")
     vm = value.count("\\") + 1
     if " " in value:
-        value = "\\".join(v.strip() for v in value.split("\\"))
+        value = _each_value(value, vr)
     number = _decimal(value) if vm == 1 else None
     if len(value) > walk.limit:
         return value[: walk.limit], number, vm, CUT
@@ -690,6 +797,8 @@ def _multi_valued_text(person_names: bool) -> _Renderer:
         if vend - vpos > walk.cap:
             return walk.long_text(vpos, vend, vr, level)
         value = decode(walk.buf[vpos:vend], level.encodings, person_names).rstrip(" \x00")
+        if " \\" in value:  # trailing spaces of each value carry no meaning (PS3.5 6.2)
+            value = _each_value(value, vr)
         if "\x00" in value:
             value = value.replace("\x00", "\ufffd")
         vm = value.count("\\") + 1 if value else 0

@@ -73,8 +73,10 @@ def process_file(
         return _failed(stored, size, mtime_ns, err)
     except (OSError, ValueError, MemoryError, RecursionError) as err:
         # Nothing the walker knows to expect, but one bad file must not end an overnight run.
+        # Only an OSError's text is shown: a ValueError's (a codec's, say) can quote file bytes.
+        detail = f": {err.strerror or err}" if isinstance(err, OSError) else ""
         return FailedFile(
-            stored, size, mtime_ns, "error", "walker_failure", f"{type(err).__name__}: {err}"
+            stored, size, mtime_ns, "error", "walker_failure", f"{type(err).__name__}{detail}"
         )
     record.path = stored
     if sink is None:
