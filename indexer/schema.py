@@ -47,8 +47,10 @@ NAMING_CONVENTION = {
 # out sqlalchemy.orm takes a tenth of a second off every command's start-up.
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
-# instances.sop_class_uid of a DICOMDIR (Media Storage Directory Storage, from its File Meta)
+# A DICOMDIR: its File Meta names this class (Media Storage Directory Storage); its instance
+# row's hierarchy_problem is DIRECTORY_PROBLEM.
 DIRECTORY_CLASS = "1.2.840.10008.1.3.10"
+DIRECTORY_PROBLEM = "DICOMDIR (a media directory, not an instance)"
 
 # `conflicts` of patients, studies and series: the attributes on which two files of one row
 # must not disagree. A difference sets the attribute's bit (1 << position). Spelling

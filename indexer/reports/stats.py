@@ -14,7 +14,7 @@ from sqlalchemy import Connection, and_, case, func, or_, select
 from ..dictionary import uid_name
 from ..errors import ReportError
 from ..schema import (
-    DIRECTORY_CLASS,
+    DIRECTORY_PROBLEM,
     conflict_names,
     errors,
     files,
@@ -65,7 +65,11 @@ def collect_stats(conn: Connection, by: str | None = None) -> dict[str, Any]:
     sop = _sop_instances(conn)
     data["instances"] = sop["instances"]
     data["duplicate_copies"] = sop["in_hierarchy"] - sop["instances"]
-    data["dicomdirs"] = sum(g.instances for g in groups if g.sop_class_uid == DIRECTORY_CLASS)
+    data["dicomdirs"] = count(
+        select(instances.c.file_id)
+        .where(instances.c.series_ref.is_(None), instances.c.hierarchy_problem == DIRECTORY_PROBLEM)
+        .subquery()
+    )
     by_status, dicom_bytes, syntaxes = _file_counts(conn)
     data["files"] = sum(by_status.values())
     data["files_by_status"] = dict(sorted(by_status.items()))

@@ -11,7 +11,7 @@ from .. import summaries
 from ..backends.base import Backend
 from ..db import chunks
 from ..rows import IndexedFile
-from ..schema import CONFLICTS, DIRECTORY_CLASS, patients, series, studies
+from ..schema import CONFLICTS, DIRECTORY_CLASS, DIRECTORY_PROBLEM, patients, series, studies
 
 # (Patient ID, issuer, synthetic study): files without a Patient ID are given one patient per
 # study, keyed by its StudyInstanceUID, so that unrelated patients without an ID never merge.
@@ -324,7 +324,7 @@ def _hierarchy_problem(
 ) -> str | None:
     problem = None
     if _is_directory(a):
-        problem = "DICOMDIR (a media directory, not an instance)"
+        problem = DIRECTORY_PROBLEM
     elif not a.get("study_uid"):
         problem = "no StudyInstanceUID"
     elif not a.get("series_uid"):
@@ -354,7 +354,7 @@ def _instance_row(
         "file_id": file_id,
         "series_ref": series_ids.get(a["series_uid"]) if in_series else None,
         "sop_instance_uid": a.get("sop_instance_uid"),
-        "sop_class_uid": DIRECTORY_CLASS if _is_directory(a) else a.get("sop_class_uid"),
+        "sop_class_uid": a.get("sop_class_uid"),
         "modality": a.get("modality"),
         "instance_number": a.get("instance_number"),
         "content_date": a.get("content_date"),
