@@ -493,7 +493,9 @@ def test_python_example(corpus_index: str, rows: list[dict[str, str]]) -> None:
     )
     assert result.returncode == 0, result.stderr
     first = result.stdout.splitlines()[0].split()
-    assert int(first[0]) == len(rows)
+    stats = run_json(corpus_index, "stats")
+    assert int(first[0]) == stats["instances"]  # distinct SOP instances
+    assert sum(stats[k] for k in STATS_PARTS) == len(rows)
     assert (
         f"most common top-level tags of MR ({len([r for r in rows if r['modality'] == 'MR'])} instances)"
         in result.stdout
