@@ -13,10 +13,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import clear_index, dump_index, query, run_cli
+import sqlalchemy as sa
+from helpers import clear_index, dump_index, engine_for, query, run_cli
 from torture.build import el, identity, meta, uid_for
 
 from indexer import connect, reports
+from indexer import db as indexer_db
 from indexer.run import index_paths
 from indexer.schema import CONFLICTS
 
@@ -252,3 +254,41 @@ def test_integer_that_does_not_fit_is_left_empty_with_a_warning(
     assert (Path(path).name, stage, reason) == ("big.dcm", "walk", "warning")
     assert "(0028,0008)" in message and "NumberOfFrames" in message
     assert frames.decode().lstrip("-") not in message  # never the value
+
+
+# -- migration ----------------------------------------------------------------------------------
+
+
+def test_migration_splits_the_patient_of_files_without_patient_id(db_url: str) -> None:
+    """An index written before 0003 kept one "" patient for every study without a Patient ID."""
+    engine = engine_for(db_url)
+    try:
+        indexer_db.upgrade(engine, "0002")
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO patients (id, patient_id, issuer, patient_name) VALUES "
+                    "(1, '', '', 'Mixed^Up'), (2, 'P1', '', 'Known^One')"
+                )
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO studies (id, study_uid, patient_ref) VALUES "
+                    "(1, '1.2.1', 1), (2, '1.2.2', 1), (3, '1.2.3', 2)"
+                )
+            )
+        indexer_db.upgrade(engine)
+    finally:
+        engine.dispose()
+    rows = query(
+        db_url,
+        "SELECT s.study_uid, p.patient_id, p.synthetic_study_uid, p.patient_name, p.conflicts "
+        "FROM studies s JOIN patients p ON p.id = s.patient_ref ORDER BY s.study_uid",
+    )
+    assert rows == [
+        ("1.2.1", "", "1.2.1", None, 0),
+        ("1.2.2", "", "1.2.2", None, 0),
+        ("1.2.3", "P1", "", "Known^One", 0),
+    ]
+    assert query(db_url, "SELECT count(*) FROM patients")[0][0] == 3
+    assert _stats(db_url)["patients_without_id"] == 2
