@@ -267,16 +267,18 @@ def test_migration_splits_the_patient_of_files_without_patient_id(db_url: str) -
         with engine.begin() as conn:
             conn.execute(
                 sa.text(
-                    "INSERT INTO patients (id, patient_id, issuer, patient_name) VALUES "
-                    "(1, '', '', 'Mixed^Up'), (2, 'P1', '', 'Known^One')"
+                    "INSERT INTO patients (patient_id, issuer, patient_name) VALUES "
+                    "('', '', 'Mixed^Up'), ('P1', '', 'Known^One')"
                 )
             )
-            conn.execute(
-                sa.text(
-                    "INSERT INTO studies (id, study_uid, patient_ref) VALUES "
-                    "(1, '1.2.1', 1), (2, '1.2.2', 1), (3, '1.2.3', 2)"
+            for uid, patient in (("1.2.1", ""), ("1.2.2", ""), ("1.2.3", "P1")):
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO studies (study_uid, patient_ref) "
+                        "SELECT :u, id FROM patients WHERE patient_id = :p"
+                    ),
+                    {"u": uid, "p": patient},
                 )
-            )
         indexer_db.upgrade(engine)
     finally:
         engine.dispose()
