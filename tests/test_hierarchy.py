@@ -175,6 +175,8 @@ def _disagreeing(folder: Path) -> list[Path]:
         _write(folder, "b.dcm", modality=b"MR", extra=((date, el(date, "DA", b"20200101")),)),
         _write(folder, "c.dcm", modality=b"CT", patient_id=b"P2"),
         _write(folder, "d.dcm", modality=b"MR", patient_id=b""),
+        # P1 with its issuer: the same patient as b.dcm's P1 (no issuer), not a conflict
+        _write(folder, "f.dcm", extra=((0x00100021, el(0x00100021, "LO", b"ISSUER")),)),
         _write(
             folder,
             "e.dcm",
@@ -195,11 +197,11 @@ def test_disagreeing_files_give_the_same_rows_in_any_order(db_url: str, tmp_path
 
     (study,) = query(
         db_url,
-        "SELECT p.patient_id, s.study_date, s.conflicts FROM studies s "
+        "SELECT p.patient_id, p.issuer, s.study_date, s.conflicts FROM studies s "
         "JOIN patients p ON p.id = s.patient_ref WHERE s.study_uid = :u",
         u=STUDY,
     )
-    assert study == ("P1", "20200101", 1 << CONFLICTS["studies"].index("patient"))
+    assert study == ("P1", "ISSUER", "20200101", 1 << CONFLICTS["studies"].index("patient"))
     assert query(
         db_url, "SELECT modality, conflicts FROM series WHERE series_uid = :u", u=SERIES
     ) == [("CT", 1 << CONFLICTS["series"].index("modality"))]
@@ -207,7 +209,7 @@ def test_disagreeing_files_give_the_same_rows_in_any_order(db_url: str, tmp_path
     assert sorted(r[0] for r in query(db_url, "SELECT patient_id FROM patients")) == ["P1", "P3"]
     assert _stats(db_url)["conflicts"] == {"series.modality": 1, "studies.patient": 1}
 
-    orders = [list(reversed(files)), [files[2], files[0], files[4], files[3], files[1]]]
+    orders = [list(reversed(files)), [files[2], files[0], files[4], files[3], files[5], files[1]]]
     orders += [list(p) for p in itertools.islice(itertools.permutations(files), 7, 60, 17)]
     for order in orders:
         clear_index(db_url)

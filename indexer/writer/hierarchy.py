@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,9 +24,18 @@ def _bit(table: str, name: str) -> int:
     return 1 << CONFLICTS[table].index(name)
 
 
-def _rank(key: PatientKey) -> tuple[bool, str, str, str]:
-    """Order of preference of a study's patients: a real Patient ID first, then the smallest."""
-    return (key[2] != "", key[0], key[1], key[2])
+def _rank(key: PatientKey) -> tuple[bool, str, bool, str, str]:
+    """Order of preference of a study's patients: a real Patient ID first, then the smallest,
+    with an issuer before none."""
+    return (key[2] != "", key[0], key[1] == "", key[1], key[2])
+
+
+def _disagree(a: PatientKey, b: PatientKey) -> bool:
+    """Two real patient keys name different patients (a file without an issuer does not
+    contradict one with an issuer)."""
+    if a[2] or b[2]:
+        return False
+    return a[0] != b[0] or bool(a[1] and b[1] and a[1] != b[1])
 
 
 class Hierarchy:
@@ -33,7 +43,7 @@ class Hierarchy:
 
     Every value a row keeps is a choice that does not depend on the order of the files
     or batches: per column the smallest non-empty value read whole; a study's patient is
-    the smallest real Patient ID its files name (a synthetic one only when none has one);
+    the best key its files name (_rank: a synthetic one only when none has a Patient ID);
     and a conflict bit, once set, stays set. The study and patient decisions are made
     after the study rows are upserted, so they are locked against other writers.
     """
@@ -148,7 +158,7 @@ class Hierarchy:
                 if stored == ours:
                     kept.add(ref)
                     continue
-                flags = bit if stored[2] == "" and ours[2] == "" else 0
+                flags = bit if _disagree(stored, ours) else 0
                 if _rank(ours) < _rank(stored):
                     updates.append({"sid": sid, "ref": patient_ids[ours], "bits": flags})
                     replaced.add(ref)
@@ -314,7 +324,7 @@ def _collect(
     for study_uid, keys in study_patients.items():
         row = study_rows[study_uid]
         row["patient_key"] = min(keys, key=_rank)
-        if sum(1 for k in keys if k[2] == "") > 1:
+        if any(_disagree(a, b) for a, b in itertools.combinations(sorted(keys), 2)):
             row["conflicts"] = int(row["conflicts"]) | _bit("studies", "patient")  # type: ignore[call-overload]
     return patient_rows, study_rows, series_rows
 
