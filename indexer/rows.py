@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from . import summaries
 from .backends.sinks import RowSink
-from .records import META, FileRecord, pickled_by_fields
+from .records import CUT, META, FileRecord, pickled_by_fields
 from .tagkeys import path_id
 
 # Attributes copied from the top level of the data set into the hierarchy tables.
@@ -47,6 +47,14 @@ HIERARCHY_TAGS = {
     0x00280011: "columns",
     0x00280008: "frames",
 }
+# Attributes stored in Integer columns (instances.rows, columns, frames): 32-bit on PostgreSQL.
+INTEGER_ATTRIBUTES = {
+    "rows": "(0028,0010) Rows",
+    "columns": "(0028,0011) Columns",
+    "frames": "(0028,0008) NumberOfFrames",
+}
+_INT_RANGE = range(-(2**31), 2**31)
+MEDIA_SOP_CLASS = 0x00020002  # (0002,0002), from the file meta: tells a DICOMDIR
 
 ELEMENT_COLUMNS = (
     "file_id",
@@ -204,10 +212,13 @@ def to_rows(record: FileRecord, mtime_ns: int, path_ids: PathIds, sink: RowSink)
         if pid not in summary_paths:
             summaries.know_path(pid, path, tag, keyword, name, creator)
         extend((ordinal, pid, vr, vm, length, value, number, flags))
-        if depth == 0 and value is not None:
+        if depth == 0 and value is not None and not flags & CUT:
+            # Only values read whole describe the hierarchy (a partial file's header counts).
             column = HIERARCHY_TAGS.get(tag)
             if column is not None and not flags & META:
                 attributes[column] = value.strip()
+            elif tag == MEDIA_SOP_CLASS:
+                attributes["media_sop_class"] = value.strip()
         if fragments is not None:
             encapsulated_rows.append(
                 (
@@ -218,9 +229,34 @@ def to_rows(record: FileRecord, mtime_ns: int, path_ids: PathIds, sink: RowSink)
                     ",".join(map(str, offset_table or ())),
                 )
             )
+    _check_integers(attributes, record.warnings)
     return _indexed(
         record, mtime_ns, attributes, flat, encapsulated_rows, new_paths, path_ids, sink
     )
+
+
+def _check_integers(attributes: dict[str, str], warnings: list[str]) -> None:
+    """Keep the integer attributes as plain integers that fit their column; drop the rest
+    with a warning that names the tag (never the value: it could be anything)."""
+    for name, tag in INTEGER_ATTRIBUTES.items():
+        text = attributes.get(name)
+        if text is None:
+            continue
+        first = text.split("\\")[0].strip()
+        if not first:
+            del attributes[name]
+            continue
+        try:
+            number = int(first)
+        except ValueError:
+            problem = "is not an integer"
+        else:
+            if number in _INT_RANGE:
+                attributes[name] = str(number)
+                continue
+            problem = "does not fit a 32-bit integer"
+        del attributes[name]
+        warnings.append(f"{tag} {problem}: instances.{name} left empty")
 
 
 def _indexed(

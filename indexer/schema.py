@@ -5,6 +5,7 @@ Layout, from the archive down:
   files                     every regular file met under the roots, with its status
   errors                    what went wrong, per file and run (path, stage, reason, message)
   patients/studies/series   the DICOM hierarchy, keyed by Patient ID + issuer and the UIDs
+                            (no Patient ID: a synthetic patient per study)
   instances                 one row per DICOM file that was read (the file's data set)
   elements                  one row per data element or sequence item of each instance
   paths                     the distinct sequence paths that elements point at (a dictionary)
@@ -45,6 +46,26 @@ NAMING_CONVENTION = {
 # names). Nothing is mapped to classes: the writer and the reports use Core only, and leaving
 # out sqlalchemy.orm takes a tenth of a second off every command's start-up.
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+# A DICOMDIR: its File Meta names this class (Media Storage Directory Storage); its instance
+# row's hierarchy_problem is DIRECTORY_PROBLEM.
+DIRECTORY_CLASS = "1.2.840.10008.1.3.10"
+DIRECTORY_PROBLEM = "DICOMDIR (a media directory, not an instance)"
+
+# `conflicts` of patients, studies and series: the attributes on which two files of one row
+# must not disagree. A difference sets the attribute's bit (1 << position). Spelling
+# (names, descriptions) and values that legitimately vary (times, numbers of the
+# instances) are not conflicts. "patient" is the study's Patient ID + issuer.
+CONFLICTS = {
+    "patients": ("birth_date", "sex"),
+    "studies": ("patient", "study_date", "accession_number"),
+    "series": ("modality", "series_number", "body_part"),
+}
+
+
+def conflict_names(table: str, bits: int) -> list[str]:
+    """The attributes whose bits are set in `bits`, a `conflicts` value of `table`."""
+    return [name for i, name in enumerate(CONFLICTS[table]) if bits >> i & 1]
 
 
 runs = Table(
@@ -115,10 +136,14 @@ patients = Table(
     Column("id", Integer, primary_key=True),
     Column("patient_id", Text, nullable=False),  # "" when the files carry none
     Column("issuer", Text, nullable=False),
+    # Files without a Patient ID get one made-up patient per study, keyed (and flagged) by the
+    # StudyInstanceUID here: "" for a patient known by its Patient ID.
+    Column("synthetic_study_uid", Text, nullable=False, server_default=""),
     Column("patient_name", Text),
     Column("birth_date", Text),
     Column("sex", Text),
-    UniqueConstraint("patient_id", "issuer"),
+    Column("conflicts", Integer, nullable=False, server_default="0"),  # see CONFLICTS
+    UniqueConstraint("patient_id", "issuer", "synthetic_study_uid"),
 )
 
 studies = Table(
@@ -133,6 +158,8 @@ studies = Table(
     Column("study_id", Text),
     Column("description", Text),
     Column("referring_physician", Text),
+    # bits of the attributes on which the study's files disagree (CONFLICTS)
+    Column("conflicts", Integer, nullable=False, server_default="0"),
     UniqueConstraint("study_uid"),
     Index(None, "patient_ref"),
     Index(None, "study_date"),
@@ -151,6 +178,7 @@ series = Table(
     Column("manufacturer", Text),
     Column("model", Text),
     Column("series_date", Text),
+    Column("conflicts", Integer, nullable=False, server_default="0"),  # as studies.conflicts
     UniqueConstraint("series_uid"),
     Index(None, "study_ref"),
     Index(None, "modality"),

@@ -45,6 +45,10 @@ STATS_KEYS = {
     "duplicate_sop_instance_uids",
     "instances_with_duplicate_uid",
     "instances_outside_hierarchy",
+    "patients_without_id",
+    "duplicate_copies",
+    "dicomdirs",
+    "conflicts",
     "missing_files",
     "by_modality",
     "by_sop_class",
@@ -52,6 +56,7 @@ STATS_KEYS = {
     "by_manufacturer",
     "by_study_year",
 }
+STATS_PARTS = ("instances", "duplicate_copies", "instances_outside_hierarchy", "dicomdirs")
 TAG_KEYS = {
     "tag",
     "keyword",
@@ -112,10 +117,17 @@ def test_stats_json(corpus_index: str, rows: list[dict[str, str]]) -> None:
     data = run_json(corpus_index, "stats")
     assert set(data) == STATS_KEYS
     with_study = [r for r in rows if r["study_uid"]]
-    assert data["instances"] == len(rows)
+    # every file read is a distinct instance, a copy, outside the hierarchy or a DICOMDIR
+    assert sum(data[k] for k in STATS_PARTS) == len(rows)
     assert data["studies"] == len({r["study_uid"] for r in with_study})
     assert data["series"] == len({r["series_uid"] for r in with_study if r["series_uid"]})
-    assert data["patients"] == len({r["patient_id"] for r in with_study})
+    # a patient per Patient ID, and a synthetic one per study of files without one
+    anonymous = {r["study_uid"] for r in with_study if not r["patient_id"]}
+    named = {r["patient_id"] for r in with_study if r["patient_id"]}
+    assert (data["patients"], data["patients_without_id"]) == (
+        len(named) + len(anonymous),
+        len(anonymous),
+    )
     assert data["bytes"] == sum(int(r["bytes"]) for r in rows)
     assert {e["modality"]: e["instances"] for e in data["by_modality"]} == Counter(
         r["modality"] or None for r in rows
@@ -151,10 +163,11 @@ def test_stats_by_one_breakdown(corpus_index: str, rows: list[dict[str, str]]) -
 
 def test_stats_table_and_csv(corpus_index: str, rows: list[dict[str, str]]) -> None:
     table = run_table(corpus_index, "stats")
-    assert any(line.split() == ["instances", str(len(rows))] for line in table.splitlines())
-    assert "by modality" in table and "by transfer syntax" in table
     flat = {r["key"]: r["value"] for r in run_csv(corpus_index, "stats")}
-    assert flat["instances"] == str(len(rows))
+    assert sum(int(flat[k]) for k in STATS_PARTS) == len(rows)
+    for key in STATS_PARTS:
+        assert any(line.split() == [key, flat[key]] for line in table.splitlines()), key
+    assert "by modality" in table and "by transfer syntax" in table
     assert flat["by_modality[MR].instances"] == str(len([r for r in rows if r["modality"] == "MR"]))
 
 
@@ -487,7 +500,9 @@ def test_python_example(corpus_index: str, rows: list[dict[str, str]]) -> None:
     )
     assert result.returncode == 0, result.stderr
     first = result.stdout.splitlines()[0].split()
-    assert int(first[0]) == len(rows)
+    stats = run_json(corpus_index, "stats")
+    assert int(first[0]) == stats["instances"]  # distinct SOP instances
+    assert sum(stats[k] for k in STATS_PARTS) == len(rows)
     assert (
         f"most common top-level tags of MR ({len([r for r in rows if r['modality'] == 'MR'])} instances)"
         in result.stdout

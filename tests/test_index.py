@@ -335,7 +335,7 @@ def truth_keys(corpus_index: CorpusIndex, corpus_manifest: list[dict[str, str]])
 
 @dataclass
 class Hierarchy:
-    patients: set[tuple[str, str]]
+    patients: set[tuple[str, str, str]]
     studies: set[str]
     series: set[str]
     instances: int
@@ -346,8 +346,10 @@ def expected_hierarchy(keys: dict[str, Keys]) -> Hierarchy:
     """The hierarchy the rules below imply for files with these keys.
 
     * every file read as DICOM is one instance, duplicates of a SOP Instance UID included;
-    * a patient is keyed by (Patient ID, Issuer of Patient ID), an absent or empty
-      Patient ID being "" (one shared "unknown patient" per issuer);
+    * a patient is keyed by (Patient ID, Issuer of Patient ID, ""); files with an absent
+      or empty Patient ID get a synthetic patient per study, ("", issuer, Study UID);
+    * a study belongs to the smallest real patient key its files name (a synthetic one only
+      when none names a Patient ID), and a patient exists only as some study's patient;
     * patients, studies and series exist only through a Study Instance UID: a file
       without one is an instance outside the hierarchy (series_ref NULL) and adds
       no patient, study or series;
@@ -356,16 +358,20 @@ def expected_hierarchy(keys: dict[str, Keys]) -> Hierarchy:
     * studies and series are keyed by their UIDs alone.
     """
     h = Hierarchy(set(), set(), set(), len(keys), set())
+    named: dict[str, set[tuple[str, str, str]]] = {}
     for rel, k in keys.items():
         if not k.study_uid:
             h.outside.add(rel)
             continue
-        h.patients.add((k.patient_id, k.issuer))
+        key = (k.patient_id, k.issuer, "" if k.patient_id else k.study_uid)
+        named.setdefault(k.study_uid, set()).add(key)
         h.studies.add(k.study_uid)
         if k.series_uid:
             h.series.add(k.series_uid)
         else:
             h.outside.add(rel)
+    for patients in named.values():
+        h.patients.add(min(patients, key=lambda p: (p[2] != "", p)))
     return h
 
 
@@ -375,7 +381,12 @@ def test_hierarchy_counts_from_manifest(
     want = expected_hierarchy(truth_keys)
     url = corpus_index.url
     got = Hierarchy(
-        patients={(a, b) for a, b in query(url, "SELECT patient_id, issuer FROM patients")},
+        patients={
+            (a, b, c)
+            for a, b, c in query(
+                url, "SELECT patient_id, issuer, synthetic_study_uid FROM patients"
+            )
+        },
         studies={r[0] for r in query(url, "SELECT study_uid FROM studies")},
         series={r[0] for r in query(url, "SELECT series_uid FROM series")},
         instances=query(url, "SELECT COUNT(*) FROM instances")[0][0],

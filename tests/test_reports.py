@@ -88,16 +88,26 @@ def test_stats_match_the_manifest(corpus_index: str, corpus_manifest: list[dict[
         )
 
     with_study = [r for r in rows if r["study_uid"]]
-    assert stats["instances"] == len(rows)
+    placed = [r for r in with_study if r["series_uid"]]
+    dicomdirs = [r for r in rows if r["relpath"].endswith("DICOMDIR")]
+    # Distinct SOP instances in the hierarchy; further files of one are copies.
+    distinct = len({r["sop_instance_uid"] for r in placed if r["sop_instance_uid"]})
+    distinct += len([r for r in placed if not r["sop_instance_uid"]])
+    assert stats["instances"] == distinct
+    assert stats["duplicate_copies"] == len(placed) - distinct
+    assert stats["dicomdirs"] == len(dicomdirs) == 1
     assert stats["studies"] == len({r["study_uid"] for r in with_study})
     assert stats["series"] == len({r["series_uid"] for r in with_study if r["series_uid"]})
-    assert stats["patients"] == len({r["patient_id"] for r in with_study})
+    # Studies without a Patient ID each have their own (synthetic) patient.
+    anonymous = {r["study_uid"] for r in with_study if not r["patient_id"]}
+    assert stats["patients_without_id"] == len(anonymous)
+    assert stats["patients"] == len({r["patient_id"] for r in with_study if r["patient_id"]}) + len(
+        anonymous
+    )
     assert stats["files"] == len(rows)
     assert stats["files_by_status"] == {"indexed": len(rows)}
     assert stats["bytes"] == sum(int(r["bytes"]) for r in rows)
-    assert stats["instances_outside_hierarchy"] == len(rows) - len(
-        [r for r in with_study if r["series_uid"] and r["sop_instance_uid"]]
-    )
+    assert stats["instances_outside_hierarchy"] == len(rows) - len(placed) - len(dicomdirs)
     assert stats["errors"] == 0 and stats["missing_files"] == 0
 
     # Elements: DCMTK's counts, except the two files whose count depends on the reader.

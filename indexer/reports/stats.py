@@ -9,11 +9,21 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import Connection, case, func, select
+from sqlalchemy import Connection, and_, case, func, or_, select
 
 from ..dictionary import uid_name
 from ..errors import ReportError
-from ..schema import errors, files, instance_groups, instances, patients, series, studies
+from ..schema import (
+    DIRECTORY_PROBLEM,
+    conflict_names,
+    errors,
+    files,
+    instance_groups,
+    instances,
+    patients,
+    series,
+    studies,
+)
 
 BREAKDOWNS = ("modality", "sop-class", "transfer-syntax", "manufacturer", "study-year")
 
@@ -21,11 +31,15 @@ BREAKDOWNS = ("modality", "sop-class", "transfer-syntax", "manufacturer", "study
 def collect_stats(conn: Connection, by: str | None = None) -> dict[str, Any]:
     """Counts of the whole index and its breakdowns (see BREAKDOWNS). No patient values.
 
-    Keys: patients, studies, series, instances, files, files_by_status, bytes (size of
-    the files read as DICOM), elements (data elements at every depth, file meta and
-    items not counted), elements_per_instance {min, median, max}, errors,
-    errors_by_reason, warnings, duplicate_sop_instance_uids, instances_with_duplicate_uid,
-    instances_outside_hierarchy, missing_files, then by_modality, by_sop_class,
+    Keys: patients, patients_without_id (synthetic patients, one per study of files
+    without a Patient ID), studies, series, instances (distinct SOP instances in the
+    hierarchy), duplicate_copies (further files of those SOP instances), dicomdirs,
+    files, files_by_status, bytes (size of the files read as DICOM), elements (data
+    elements at every depth, file meta and items not counted), elements_per_instance
+    {min, median, max}, errors, errors_by_reason, warnings, duplicate_sop_instance_uids,
+    instances_with_duplicate_uid, instances_outside_hierarchy (DICOMDIRs not counted),
+    conflicts {"studies.patient": n, ...: rows whose files disagree on that attribute},
+    missing_files, then by_modality, by_sop_class,
     by_transfer_syntax, by_manufacturer and by_study_year (lists of dicts, see
     collect_breakdown). With `by` (one of BREAKDOWNS) only that breakdown is computed
     and returned, under its key.
@@ -44,8 +58,18 @@ def collect_stats(conn: Connection, by: str | None = None) -> dict[str, Any]:
         count(studies),
         count(series),
     )
+    data["patients_without_id"] = count(
+        select(patients.c.id).where(patients.c.synthetic_study_uid != "").subquery()
+    )
     groups = _instance_groups(conn)
-    data["instances"] = sum(g.instances for g in groups)
+    sop = _sop_instances(conn)
+    data["instances"] = sop["instances"]
+    data["duplicate_copies"] = sop["in_hierarchy"] - sop["instances"]
+    data["dicomdirs"] = count(
+        select(instances.c.file_id)
+        .where(instances.c.series_ref.is_(None), instances.c.hierarchy_problem == DIRECTORY_PROBLEM)
+        .subquery()
+    )
     by_status, dicom_bytes, syntaxes = _file_counts(conn)
     data["files"] = sum(by_status.values())
     data["files_by_status"] = dict(sorted(by_status.items()))
@@ -56,8 +80,12 @@ def collect_stats(conn: Connection, by: str | None = None) -> dict[str, Any]:
     data["errors"] = sum(errors_by_reason.values())
     data["errors_by_reason"] = dict(sorted(errors_by_reason.items()))
     data["warnings"] = warnings
-    data["duplicate_sop_instance_uids"], data["instances_with_duplicate_uid"] = _duplicates(conn)
-    data["instances_outside_hierarchy"] = sum(g.instances for g in groups if not g.in_hierarchy)
+    data["duplicate_sop_instance_uids"] = sop["duplicate_uids"]
+    data["instances_with_duplicate_uid"] = sop["with_duplicate_uid"]
+    data["instances_outside_hierarchy"] = (
+        sum(g.instances for g in groups if not g.in_hierarchy) - data["dicomdirs"]
+    )
+    data["conflicts"] = _conflicts(conn)
     data["missing_files"] = by_status.get("missing", 0)
     data["by_modality"] = _by_modality(conn, groups)
     data["by_sop_class"] = _by_sop_class(groups)
@@ -115,17 +143,51 @@ def _error_counts(conn: Connection) -> tuple[dict[str, int], int]:
     return errors_by_reason, warnings
 
 
-def _duplicates(conn: Connection) -> tuple[int, int]:
-    """SOP Instance UIDs held by more than one instance, and those instances."""
-    dup = (
-        select(func.count().label("n"))
-        .where(instances.c.sop_instance_uid.is_not(None), instances.c.sop_instance_uid != "")
-        .group_by(instances.c.sop_instance_uid)
-        .having(func.count() > 1)
+def _sop_instances(conn: Connection) -> dict[str, int]:
+    """One pass over the instances by SOP Instance UID (its index): distinct SOP instances in
+    the hierarchy (a row without a UID is one), rows in the hierarchy, UIDs held by more
+    than one row, and those rows."""
+    uid = instances.c.sop_instance_uid
+    per_uid = (
+        select(
+            uid.label("uid"),
+            func.count().label("n"),
+            func.count(instances.c.series_ref).label("placed"),
+        )
+        .group_by(uid)
         .subquery()
     )
-    uids, held = conn.execute(select(func.count(), func.coalesce(func.sum(dup.c.n), 0))).one()
-    return int(uids), int(held)
+    blank = or_(per_uid.c.uid.is_(None), per_uid.c.uid == "")
+    shared = and_(~blank, per_uid.c.n > 1)
+
+    def total(expression: Any) -> Any:
+        return func.coalesce(func.sum(expression), 0)
+
+    row = conn.execute(
+        select(
+            total(case((blank, per_uid.c.placed), (per_uid.c.placed > 0, 1), else_=0)),
+            total(per_uid.c.placed),
+            total(case((shared, 1), else_=0)),
+            total(case((shared, per_uid.c.n), else_=0)),
+        )
+    ).one()
+    names = ("instances", "in_hierarchy", "duplicate_uids", "with_duplicate_uid")
+    return dict(zip(names, map(int, row), strict=True))
+
+
+def _conflicts(conn: Connection) -> dict[str, int]:
+    """Patients, studies and series whose files disagree, per attribute (CONFLICTS)."""
+    found: dict[str, int] = {}
+    for table in (patients, studies, series):
+        for bits, n in conn.execute(
+            select(table.c.conflicts, func.count())
+            .where(table.c.conflicts != 0)
+            .group_by(table.c.conflicts)
+        ):
+            for name in conflict_names(table.name, int(bits)):
+                key = f"{table.name}.{name}"
+                found[key] = found.get(key, 0) + int(n)
+    return dict(sorted(found.items()))
 
 
 def _breakdown_key(by: str) -> str:

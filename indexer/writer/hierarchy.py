@@ -2,23 +2,51 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, case, or_, select
+from sqlalchemy import Connection, Table, and_, bindparam, case, delete, or_, select, update
 
 from .. import summaries
 from ..backends.base import Backend
 from ..db import chunks
 from ..rows import IndexedFile
-from ..schema import patients, series, studies
+from ..schema import CONFLICTS, DIRECTORY_CLASS, DIRECTORY_PROBLEM, patients, series, studies
 
-PatientKey = tuple[str, str]
+# (Patient ID, issuer, synthetic study): files without a Patient ID are given one patient per
+# study, keyed by its StudyInstanceUID, so that unrelated patients without an ID never merge.
+PatientKey = tuple[str, str, str]
 _HIERARCHY_KEYS = ("patient_id", "issuer", "study_uid", "series_uid")
 
 
+def _bit(table: str, name: str) -> int:
+    return 1 << CONFLICTS[table].index(name)
+
+
+def _rank(key: PatientKey) -> tuple[bool, str, bool, str, str]:
+    """Order of preference of a study's patients: a real Patient ID first, then the smallest,
+    with an issuer before none."""
+    return (key[2] != "", key[0], key[1] == "", key[1], key[2])
+
+
+def _disagree(a: PatientKey, b: PatientKey) -> bool:
+    """Two real patient keys name different patients (a file without an issuer does not
+    contradict one with an issuer)."""
+    if a[2] or b[2]:
+        return False
+    return a[0] != b[0] or bool(a[1] and b[1] and a[1] != b[1])
+
+
 class Hierarchy:
-    """Upserts the hierarchy; its statements are built once per run."""
+    """Upserts the hierarchy; its statements are built once per run.
+
+    Every value a row keeps is a choice that does not depend on the order of the files
+    or batches: per column the smallest non-empty value read whole; a study's patient is
+    the best key its files name (_rank: a synthetic one only when none has a Patient ID);
+    and a conflict bit, once set, stays set. The study and patient decisions are made
+    after the study rows are upserted, so they are locked against other writers.
+    """
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -37,6 +65,7 @@ class Hierarchy:
         study_ids, _ = self._upsert_keyed(
             conn, studies, "study_uid", study_rows, "patient_key", "patient_ref", patient_ids
         )
+        self._settle_patients(conn, study_rows, study_ids, patient_ids)
         series_ids, series_study = self._upsert_keyed(
             conn, series, "series_uid", series_rows, "study_key", "study_ref", study_ids
         )
@@ -72,16 +101,90 @@ class Hierarchy:
         keys = sorted(rows)
         conn.execute(
             self._keep_smallest(
-                patients, ["patient_id", "issuer"], ("patient_name", "birth_date", "sex")
+                patients,
+                ["patient_id", "issuer", "synthetic_study_uid"],
+                ("patient_name", "birth_date", "sex"),
             ),
             [rows[k] for k in keys],
         )
-        for chunk in chunks(keys, 500):
-            matches = [and_(patients.c.patient_id == p, patients.c.issuer == i) for p, i in chunk]
-            query = select(patients.c.id, patients.c.patient_id, patients.c.issuer)
+        for chunk in chunks(keys, 300):
+            matches = [
+                and_(
+                    patients.c.patient_id == p,
+                    patients.c.issuer == i,
+                    patients.c.synthetic_study_uid == s,
+                )
+                for p, i, s in chunk
+            ]
+            query = select(
+                patients.c.id,
+                patients.c.patient_id,
+                patients.c.issuer,
+                patients.c.synthetic_study_uid,
+            )
             for row in conn.execute(query.where(or_(*matches))):
-                ids[(row.patient_id, row.issuer)] = row.id
+                ids[(row.patient_id, row.issuer, row.synthetic_study_uid)] = row.id
         return ids
+
+    def _settle_patients(
+        self,
+        conn: Connection,
+        rows: dict[str, dict[str, object]],
+        study_ids: dict[str, int],
+        patient_ids: dict[PatientKey, int],
+    ) -> None:
+        """Give each study of the batch the patient of best rank among the stored one and the
+        batch's; flag two real Patient IDs; delete the patients this leaves without studies."""
+        kept: set[int] = set()
+        replaced: set[int] = set()
+        updates = []
+        bit = _bit("studies", "patient")
+        for chunk in chunks(sorted(rows), 500):
+            query = (
+                select(
+                    studies.c.id,
+                    studies.c.study_uid,
+                    studies.c.patient_ref,
+                    patients.c.patient_id,
+                    patients.c.issuer,
+                    patients.c.synthetic_study_uid,
+                )
+                .join(patients, patients.c.id == studies.c.patient_ref)
+                .where(studies.c.study_uid.in_(chunk))
+            )
+            for sid, uid, ref, pid, issuer, synthetic in conn.execute(query):
+                stored: PatientKey = (pid, issuer, synthetic)
+                ours: PatientKey = rows[uid]["patient_key"]  # type: ignore[assignment]
+                if stored == ours:
+                    kept.add(ref)
+                    continue
+                flags = bit if _disagree(stored, ours) else 0
+                if _rank(ours) < _rank(stored):
+                    updates.append({"sid": sid, "ref": patient_ids[ours], "bits": flags})
+                    replaced.add(ref)
+                    kept.add(patient_ids[ours])
+                else:
+                    kept.add(ref)
+                    if flags:
+                        updates.append({"sid": sid, "ref": ref, "bits": flags})
+        if updates:
+            conn.execute(
+                update(studies)
+                .where(studies.c.id == bindparam("sid"))
+                .values(
+                    patient_ref=bindparam("ref"),
+                    conflicts=studies.c.conflicts.op("|")(bindparam("bits")),
+                ),
+                updates,
+            )
+        unused = sorted((replaced | set(patient_ids.values())) - kept)
+        for ids in chunks(unused, 1000):
+            conn.execute(
+                delete(patients).where(
+                    patients.c.id.in_(ids),
+                    ~select(studies.c.id).where(studies.c.patient_ref == patients.c.id).exists(),
+                )
+            )
 
     def _upsert_keyed(
         self,
@@ -101,7 +204,7 @@ class Hierarchy:
             row = dict(rows[uid])
             row[parent_column] = parent_ids[row.pop(parent_key)]
             values.append(row)
-        attributes = [c for c in values[0] if c not in (key, parent_column)]
+        attributes = [c for c in values[0] if c not in (key, parent_column, "conflicts")]
         conn.execute(self._keep_smallest(table, [key], attributes), values)
         ids: dict[str, int] = {}
         parents: dict[str, int] = {}
@@ -114,24 +217,36 @@ class Hierarchy:
         return ids, parents
 
     def _keep_smallest(self, table: Table, keys: list[str], attributes: Sequence[str]) -> Any:
-        """INSERT that, on a key conflict, keeps per column the smallest non-null value."""
+        """INSERT that, on a key conflict, keeps per column the smallest non-empty value and
+        adds the bits of the CONFLICTS columns whose stored and new values differ."""
         signature = (table.name, tuple(keys), tuple(attributes))
         found = self._statements.get(signature)
         if found is not None:
             return found
         stmt = self.backend.insert(table)
-        found = self._statements[signature] = stmt.on_conflict_do_update(
-            index_elements=keys,
-            set_={
-                name: case(
-                    (
-                        or_(table.c[name].is_(None), stmt.excluded[name] < table.c[name]),
-                        stmt.excluded[name],
+        bits: Any = stmt.excluded.conflicts
+        for name in CONFLICTS[table.name]:
+            if name in attributes:
+                old, new = table.c[name], stmt.excluded[name]
+                differ = and_(old.is_not(None), old != "", new.is_not(None), old != new)
+                bits = bits.op("|")(case((differ, _bit(table.name, name)), else_=0))
+        set_: dict[str, Any] = {
+            name: case(
+                (
+                    or_(
+                        table.c[name].is_(None),
+                        table.c[name] == "",
+                        stmt.excluded[name] < table.c[name],
                     ),
-                    else_=table.c[name],
-                )
-                for name in attributes
-            },
+                    stmt.excluded[name],
+                ),
+                else_=table.c[name],
+            )
+            for name in attributes
+        }
+        set_["conflicts"] = table.c.conflicts.op("|")(bits)
+        found = self._statements[signature] = stmt.on_conflict_do_update(
+            index_elements=keys, set_=set_
         )
         return found
 
@@ -158,7 +273,8 @@ _SERIES_COLUMNS = {
 
 
 def _pick(attributes: dict[str, str], columns: dict[str, str]) -> dict[str, object]:
-    return {column: attributes.get(name) for column, name in columns.items()}
+    # An empty value says nothing: NULL, so that any file's non-empty value is preferred.
+    return {column: attributes.get(name) or None for column, name in columns.items()}
 
 
 def _collect(
@@ -169,30 +285,47 @@ def _collect(
     """The patient, study and series rows the files describe.
 
     Several files describe one patient, study or series, and may disagree (a series
-    number, a name spelt two ways). Each column keeps the smallest value any file gave,
-    so the index does not depend on the order in which files were written.
+    number, a name spelt two ways). Each column keeps the smallest non-empty value any
+    file gave, so the index does not depend on the order in which files were written;
+    disagreements on CONFLICTS columns set their bits. A partial file counts: its
+    attributes are those of elements read whole (rows.py leaves out cut values).
     """
     patient_rows: dict[PatientKey, dict[str, object]] = {}
     study_rows: dict[str, dict[str, object]] = {}
     series_rows: dict[str, dict[str, object]] = {}
+    study_patients: dict[str, set[PatientKey]] = {}
     for o in walked:
         a = o.attributes
         study_uid = a.get("study_uid")
         if not study_uid:
             continue
-        key = (a.get("patient_id", ""), a.get("issuer", ""))
-        if o.record.problem is not None:
-            # A file read only in part keeps its place in the hierarchy, but its other
-            # attributes may be garbage: they do not describe the patient, study or series.
-            a = {k: a[k] for k in _HIERARCHY_KEYS if k in a}
-        patient = {"patient_id": key[0], "issuer": key[1], **_pick(a, _PATIENT_COLUMNS)}
-        _merge(patient_rows, key, patient)
-        study = {"study_uid": study_uid, "patient_key": key, **_pick(a, _STUDY_COLUMNS)}
-        _merge(study_rows, study_uid, study)
+        patient_id, issuer = a.get("patient_id", ""), a.get("issuer", "")
+        key = (patient_id, issuer, "" if patient_id else study_uid)
+        study_patients.setdefault(study_uid, set()).add(key)
+        patient = {
+            "patient_id": key[0],
+            "issuer": key[1],
+            "synthetic_study_uid": key[2],
+            **_pick(a, _PATIENT_COLUMNS),
+            "conflicts": 0,
+        }
+        _merge(patient_rows, key, patient, "patients")
+        study = {"study_uid": study_uid, **_pick(a, _STUDY_COLUMNS), "conflicts": 0}
+        _merge(study_rows, study_uid, study, "studies")
         series_uid = a.get("series_uid")
         if series_uid:
-            one = {"series_uid": series_uid, "study_key": study_uid, **_pick(a, _SERIES_COLUMNS)}
-            _merge(series_rows, series_uid, one)
+            one = {
+                "series_uid": series_uid,
+                "study_key": study_uid,
+                **_pick(a, _SERIES_COLUMNS),
+                "conflicts": 0,
+            }
+            _merge(series_rows, series_uid, one, "series")
+    for study_uid, keys in study_patients.items():
+        row = study_rows[study_uid]
+        row["patient_key"] = min(keys, key=_rank)
+        if any(_disagree(a, b) for a, b in itertools.combinations(sorted(keys), 2)):
+            row["conflicts"] = int(row["conflicts"]) | _bit("studies", "patient")  # type: ignore[call-overload]
     return patient_rows, study_rows, series_rows
 
 
@@ -200,7 +333,9 @@ def _hierarchy_problem(
     a: dict[str, str], series_study: dict[str, int], study_ids: dict[str, int]
 ) -> str | None:
     problem = None
-    if not a.get("study_uid"):
+    if _is_directory(a):
+        problem = DIRECTORY_PROBLEM
+    elif not a.get("study_uid"):
         problem = "no StudyInstanceUID"
     elif not a.get("series_uid"):
         problem = "no SeriesInstanceUID"
@@ -209,6 +344,11 @@ def _hierarchy_problem(
     if not a.get("sop_instance_uid") and problem is None:
         problem = "no SOPInstanceUID"
     return problem
+
+
+def _is_directory(a: dict[str, str]) -> bool:
+    # A DICOMDIR's data set has no SOP Class UID: its File Meta names the directory class.
+    return a.get("media_sop_class") == DIRECTORY_CLASS and not a.get("sop_class_uid")
 
 
 def _instance_row(
@@ -239,22 +379,24 @@ def _instance_row(
     }
 
 
-def _merge(rows: dict[Any, dict[str, Any]], key: Any, row: dict[str, Any]) -> None:
-    """Add `row` under `key`, keeping per column the smallest non-null value."""
+def _merge(rows: dict[Any, dict[str, Any]], key: Any, row: dict[str, Any], table: str) -> None:
+    """Add `row` under `key`, keeping per column the smallest non-null value, and setting
+    the conflict bit of a CONFLICTS column that two non-null values disagree on."""
     old = rows.get(key)
     if old is None:
         rows[key] = row
         return
+    watched = CONFLICTS[table]
     for name, value in row.items():
         current = old[name]
-        if value is not None and (current is None or value < current):
+        if value is None or name == "conflicts":
+            continue
+        if current is None or value < current:
             old[name] = value
+        if current is not None and value != current and name in watched:
+            old["conflicts"] |= _bit(table, name)
 
 
 def _int(text: str | None) -> int | None:
-    if not text:
-        return None
-    try:
-        return int(text.split("\\")[0].strip())
-    except ValueError:
-        return None
+    # rows.py has checked the value: a plain integer that fits the column, or absent.
+    return int(text) if text else None
