@@ -513,6 +513,10 @@ def find(
         int | None,
         typer.Option("--limit", min=1, help="Print at most this many.", show_default=False),
     ] = None,
+    include_missing: Annotated[
+        bool,
+        typer.Option("--include-missing", help="Also files marked missing (gone at the last run)."),
+    ] = False,
 ) -> None:
     """Studies, series or instances matching attribute filters (the C-FIND / QIDO question).
 
@@ -526,7 +530,9 @@ def find(
     with reported_errors():
         pairs = parse_filters(filters or [])
         with connect(db) as conn:
-            rows = find_in_index(conn, level.value, pairs, limit=limit)
+            rows = find_in_index(
+                conn, level.value, pairs, limit=limit, include_missing=include_missing
+            )
     if output is Format.table:
         typer.echo(
             _rows_table([{k: _csv_value(v) for k, v in r.items()} for r in rows])

@@ -14,6 +14,7 @@ from sqlalchemy import Connection, case, func, select
 from ..dictionary import uid_name
 from ..errors import ReportError
 from ..schema import errors, files, instance_groups, instances, patients, series, studies
+from .missing import absent_hierarchy
 
 BREAKDOWNS = ("modality", "sop-class", "transfer-syntax", "manufacturer", "study-year")
 
@@ -43,6 +44,13 @@ def collect_stats(conn: Connection, by: str | None = None) -> dict[str, Any]:
         count(patients),
         count(studies),
         count(series),
+    )
+    # Those that only files marked missing hold are not there (reports/missing.py).
+    absent = absent_hierarchy(conn)
+    data["patients"], data["studies"], data["series"] = (
+        data["patients"] - absent[0],
+        data["studies"] - absent[1],
+        data["series"] - absent[2],
     )
     groups = _instance_groups(conn)
     data["instances"] = sum(g.instances for g in groups)
