@@ -233,6 +233,8 @@ def test_forget_a_vanished_folder_by_whole_components(
     shutil.rmtree(archive / "a_b")  # gone from disk: `index --prune` on it is refused
     shutil.rmtree(archive / "a%")
     index_paths([archive / "axb"], db_url, workers=0)  # unrelated run in between
+    refused = _cli("index", str(archive / "a_b"), "--db", db_url, "--prune", "-w", "0")
+    assert refused.exit_code == 1 and "indexer forget" in refused.output
     before = dump_index(db_url)
     dry = _cli("forget", str(archive / "a_b"), "--db", db_url, "--dry-run", "-f", "json")
     assert dry.exit_code == 0, dry.output
