@@ -9,10 +9,13 @@ index entry of files.status and nothing else.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Connection, select
+from sqlalchemy.sql.elements import ColumnElement
 
 from ..schema import files, instances, series, studies
 from .common import counts_per, in_ids, lookup
@@ -38,30 +41,75 @@ def present_counts(conn: Connection, series_ids: Iterable[int], gone: set[int]) 
     return counts
 
 
-def absent_hierarchy(conn: Connection) -> tuple[int, int, int]:
-    """(patients, studies, series) whose every instance is in a missing file."""
+@dataclass
+class Absent:
+    """The hierarchy rows that only missing files hold, as `stats` counts them."""
+
+    patients: int = 0
+    studies: int = 0
+    series: int = 0
+    series_by_modality: Counter[str | None] = field(default_factory=Counter)
+    # (study, modality) pairs gone: the study has no present series of that modality left
+    studies_by_modality: Counter[str | None] = field(default_factory=Counter)
+    series_by_model: Counter[tuple[str | None, str | None]] = field(default_factory=Counter)
+    studies_by_year: Counter[str | None] = field(default_factory=Counter)
+
+
+def present_instance() -> ColumnElement[bool]:
+    """A condition on instance rows: the instance's file is not marked missing."""
+    return ~instances.c.file_id.in_(select(files.c.id).where(files.c.status == "missing"))
+
+
+def absent_hierarchy(conn: Connection) -> Absent:
+    """The series, studies and patients whose every instance is in a missing file."""
+    absent = Absent()
     gone = missing_files(conn)
     if not gone:
-        return 0, 0, 0
+        return absent
     touched = {
         r[0]
         for r in lookup(conn, instances, instances.c.file_id, gone, instances.c.series_ref).values()
         if r[0] is not None
     }
     present = present_counts(conn, touched, gone)
-    study_of = {
-        sid: r[0]
-        for sid, r in lookup(conn, series, series.c.id, touched, series.c.study_ref).items()
-    }
     empty_series = {sid for sid in touched if sid not in present}
-    series_in = _children(conn, series.c.study_ref, series.c.id, set(study_of.values()))
-    empty_studies = {st for st, members in series_in.items() if members <= empty_series}
-    patient_of = lookup(conn, studies, studies.c.id, empty_studies, studies.c.patient_ref)
-    studies_in = _children(
-        conn, studies.c.patient_ref, studies.c.id, {r[0] for r in patient_of.values()}
+    study_of = lookup(conn, series, series.c.id, touched, series.c.study_ref)
+    series_in: dict[int, list[tuple[int, Any, Any, Any]]] = defaultdict(list)
+    for where in in_ids(conn, series.c.study_ref, {r[0] for r in study_of.values()}):
+        for sid, study, modality, manufacturer, model in conn.execute(
+            select(
+                series.c.id,
+                series.c.study_ref,
+                series.c.modality,
+                series.c.manufacturer,
+                series.c.model,
+            ).where(where)
+        ):
+            series_in[study].append((sid, modality, manufacturer, model))
+    empty_studies = set()
+    for study, rows in series_in.items():
+        kept = {m for sid, m, _, _ in rows if sid not in empty_series}
+        for sid, modality, manufacturer, model in rows:
+            if sid in empty_series:
+                absent.series_by_modality[modality] += 1
+                absent.series_by_model[(manufacturer, model)] += 1
+        absent.studies_by_modality.update(
+            {m for sid, m, _, _ in rows if sid in empty_series} - kept
+        )
+        if all(sid in empty_series for sid, *_ in rows):
+            empty_studies.add(study)
+    of_studies = lookup(
+        conn, studies, studies.c.id, empty_studies, studies.c.patient_ref, studies.c.study_date
     )
-    empty_patients = {p for p, members in studies_in.items() if members <= empty_studies}
-    return len(empty_patients), len(empty_studies), len(empty_series)
+    for _patient, date in of_studies.values():
+        absent.studies_by_year[date[:4] if date and len(date) >= 4 else None] += 1
+    studies_in = _children(
+        conn, studies.c.patient_ref, studies.c.id, {r[0] for r in of_studies.values()}
+    )
+    absent.patients = sum(1 for kids in studies_in.values() if kids <= empty_studies)
+    absent.studies = len(empty_studies)
+    absent.series = len(empty_series)
+    return absent
 
 
 def _children(

@@ -14,7 +14,7 @@ from sqlalchemy import Connection, case, func, select
 from ..dictionary import uid_name
 from ..errors import ReportError
 from ..schema import errors, files, instance_groups, instances, patients, series, studies
-from .missing import absent_hierarchy
+from .missing import absent_hierarchy, present_instance
 
 BREAKDOWNS = ("modality", "sop-class", "transfer-syntax", "manufacturer", "study-year")
 
@@ -47,11 +47,9 @@ def collect_stats(conn: Connection, by: str | None = None) -> dict[str, Any]:
     )
     # Those that only files marked missing hold are not there (reports/missing.py).
     absent = absent_hierarchy(conn)
-    data["patients"], data["studies"], data["series"] = (
-        data["patients"] - absent[0],
-        data["studies"] - absent[1],
-        data["series"] - absent[2],
-    )
+    data["patients"] -= absent.patients
+    data["studies"] -= absent.studies
+    data["series"] -= absent.series
     groups = _instance_groups(conn)
     data["instances"] = sum(g.instances for g in groups)
     by_status, dicom_bytes, syntaxes = _file_counts(conn)
@@ -127,7 +125,11 @@ def _duplicates(conn: Connection) -> tuple[int, int]:
     """SOP Instance UIDs held by more than one instance, and those instances."""
     dup = (
         select(func.count().label("n"))
-        .where(instances.c.sop_instance_uid.is_not(None), instances.c.sop_instance_uid != "")
+        .where(
+            instances.c.sop_instance_uid.is_not(None),
+            instances.c.sop_instance_uid != "",
+            present_instance(),
+        )
         .group_by(instances.c.sop_instance_uid)
         .having(func.count() > 1)
         .subquery()
@@ -150,7 +152,9 @@ def _min_median_max(conn: Connection) -> dict[str, float | int | None]:
     histogram = sorted(
         (int(c), int(n))
         for c, n in conn.execute(
-            select(instances.c.element_count, func.count()).group_by(instances.c.element_count)
+            select(instances.c.element_count, func.count())
+            .where(present_instance())
+            .group_by(instances.c.element_count)
         )
     )
     total = sum(n for _, n in histogram)
@@ -187,8 +191,9 @@ def _sum_by(groups: list[Any], *columns: str) -> dict[tuple[Any, ...], int]:
 
 
 def _by_modality(conn: Connection, groups: list[Any]) -> list[dict[str, Any]]:
+    absent = absent_hierarchy(conn)
     series_of = {
-        m: (int(s), int(st))
+        m: (int(s) - absent.series_by_modality[m], int(st) - absent.studies_by_modality[m])
         for m, s, st in conn.execute(
             select(
                 series.c.modality, func.count(), func.count(series.c.study_ref.distinct())
@@ -218,8 +223,9 @@ def _by_sop_class(groups: list[Any]) -> list[dict[str, Any]]:
 
 
 def _by_manufacturer(conn: Connection, groups: list[Any]) -> list[dict[str, Any]]:
+    absent = absent_hierarchy(conn).series_by_model
     series_of = {
-        (m, mo): int(n)
+        (m, mo): int(n) - absent[(m, mo)]
         for m, mo, n in conn.execute(
             select(series.c.manufacturer, series.c.model, func.count()).group_by(
                 series.c.manufacturer, series.c.model
@@ -240,7 +246,10 @@ def _by_study_year(conn: Connection, groups: list[Any]) -> list[dict[str, Any]]:
         (func.length(studies.c.study_date) >= 4, func.substr(studies.c.study_date, 1, 4)),
         else_=None,
     )
-    studies_of = {y: int(n) for y, n in conn.execute(select(year, func.count()).group_by(year))}
+    absent = absent_hierarchy(conn).studies_by_year
+    studies_of = {
+        y: int(n) - absent[y] for y, n in conn.execute(select(year, func.count()).group_by(year))
+    }
     in_tree = [g for g in groups if g.in_hierarchy]
     return _sorted_breakdown(
         [
