@@ -271,6 +271,23 @@ def test_forget_a_vanished_folder_by_whole_components(
     assert _rebuilt(db_url) == _counted(db_url)
 
 
+def test_forget_of_most_of_the_index_recounts_exactly(
+    request: pytest.FixtureRequest, db_url: str, archive: Path, tmp_path: Path, sample_dir: Path
+) -> None:
+    """Forgetting more instances than stay recounts the summaries from what stays."""
+    kept = tmp_path / "kept"
+    shutil.copytree(sample_dir / "pydicom", kept, copy_function=shutil.copy2)
+    index_paths([archive, kept], db_url, workers=0)
+    shutil.rmtree(archive / "ab")
+    index_paths([archive], db_url, workers=0)  # some missing files among the forgotten
+    result = _cli("forget", str(archive), "--db", db_url, "-f", "json")
+    assert result.exit_code == 0, result.output
+    expected = _fresh(request, db_url, tmp_path, "kept")
+    index_paths([kept], expected, workers=0)
+    _same_index(db_url, expected)
+    assert dump_index(db_url)["tag_keys"] == dump_index(expected)["tag_keys"]  # recounted
+
+
 def test_forget_of_missing_files_keeps_summaries_exact(
     request: pytest.FixtureRequest, db_url: str, archive: Path, tmp_path: Path
 ) -> None:

@@ -46,19 +46,40 @@ def under_root(conn: Connection, column: Any, root: str) -> ColumnElement[bool]:
     return or_(column == root, and_(path >= below, path < below[:-1] + "0"))
 
 
-def delete_files(conn: Connection, rows: Sequence[tuple[int, str]]) -> None:
+def delete_files(
+    conn: Connection, rows: Sequence[tuple[int, str]], *, recount: bool = False
+) -> None:
     """Delete files (id, status) with their rows; the summaries lose what they counted (a
-    missing file's share was taken out when it went missing). Errors are the caller's."""
+    missing file's share was taken out when it went missing). Errors are the caller's.
+
+    With `recount` the summaries are counted again from what remains instead, which is
+    faster when most of the index goes (taking files out reads their element rows)."""
     deltas = summaries.Deltas()
-    ids = [file_id for file_id, status in rows if status != "missing"]
-    gone = [file_id for file_id, status in rows if status == "missing"]
+    if recount:
+        summaries_locked(conn)
+    ids = [file_id for file_id, status in rows if status != "missing" and not recount]
+    gone = [file_id for file_id, status in rows if status == "missing" or recount]
     for chunk in chunks(ids, 2000):
         delete_contents(conn, chunk, deltas)
         conn.execute(delete(files).where(files.c.id.in_(chunk)))
     for chunk in chunks(gone, 2000):
-        delete_contents(conn, chunk, summaries.Deltas())  # already out of the summaries
+        delete_contents(conn, chunk, None)  # out of the summaries already, or recounted
         conn.execute(delete(files).where(files.c.id.in_(chunk)))
-    summaries.apply(conn, deltas)
+    if recount:
+        summaries.rebuild(conn)
+    else:
+        summaries.apply(conn, deltas)
+
+
+def summaries_locked(conn: Connection) -> None:
+    """PostgreSQL: hold the counted summary tables against other writers until this transaction
+    ends, so that a recount neither misses nor doubles what they commit meanwhile (their
+    deltas wait and are added to the recount). SQLite has one writer at a time anyway."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(
+            "LOCK TABLE usage_groups, tag_keys, path_keys, tag_usage, tag_values, "
+            "instance_groups IN SHARE ROW EXCLUSIVE MODE"
+        )
 
 
 class Catalog:
