@@ -128,7 +128,7 @@ def _duplicates(conn: Connection) -> tuple[int, int]:
         .where(
             instances.c.sop_instance_uid.is_not(None),
             instances.c.sop_instance_uid != "",
-            present_instance(),
+            present_instance(conn),
         )
         .group_by(instances.c.sop_instance_uid)
         .having(func.count() > 1)
@@ -153,7 +153,7 @@ def _min_median_max(conn: Connection) -> dict[str, float | int | None]:
         (int(c), int(n))
         for c, n in conn.execute(
             select(instances.c.element_count, func.count())
-            .where(present_instance())
+            .where(present_instance(conn))
             .group_by(instances.c.element_count)
         )
     )
