@@ -302,6 +302,25 @@ def test_forget_of_missing_files_keeps_summaries_exact(
     _same_index(db_url, expected)
 
 
+@pytest.mark.postgres
+def test_forget_on_a_database_with_a_linguistic_collation(pg_url: str, tmp_path: Path) -> None:
+    """ICU (and libc locales) sort "%" and "+" between "/" and "0": the range of paths below
+    "x/" must then be compared in "C", or "x%y" and "x+y" would count as inside "x"."""
+    root = tmp_path / "archive"
+    for name in ("x", "x%y", "x+y"):
+        (root / name).mkdir(parents=True)
+        shutil.copy2(Path(__file__).parent / "data" / "pydicom" / "rtplan.dcm", root / name)
+    icu = "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.utf8'"
+    with pg_database(pg_url, options=icu) as url:
+        assert query(url, "SELECT '/x%y' < '/x0' AND '/x%y' > '/x/'") == [(True,)]
+        index_paths([root / "x", root / "x%y", root / "x+y"], url, workers=0)
+        result = _cli("forget", str(root / "x"), "--db", url, "-f", "json")
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["files forgotten"] == 1
+        paths = sorted(r[0] for r in query(url, "SELECT path FROM files"))
+        assert paths == [str(root / n / "rtplan.dcm") for n in ("x%y", "x+y")]
+
+
 # -- relocate -----------------------------------------------------------------------------------
 
 

@@ -38,12 +38,29 @@ def under_root(conn: Connection, column: Any, root: str) -> ColumnElement[bool]:
 
     A range, not LIKE: it uses the index on the path and needs no escaping of ``%`` or ``_``.
     Every path below "root/" sorts in ["root/", "root0") by code point ('0' follows '/'),
-    which is SQLite's order; PostgreSQL compares in the "C" collation for the same order
-    (a database made with another collation would otherwise misplace punctuation).
+    which is SQLite's order and that of a PostgreSQL database in the C locale. A database
+    made with another collation (which ignores punctuation, say) compares in "C" instead:
+    right, but without the index, which is in the database's collation.
     """
     below = root if root.endswith("/") else root + "/"
-    path = column.collate("C") if conn.dialect.name == "postgresql" else column
+    path = column if _code_point_order(conn) else column.collate("C")
     return or_(column == root, and_(path >= below, path < below[:-1] + "0"))
+
+
+def _code_point_order(conn: Connection) -> bool:
+    """Whether the database orders text by code point (asked once per connection)."""
+    if conn.dialect.name != "postgresql":
+        return True
+    known = conn.info.get("code_point_order")
+    if known is None:
+        # Pairs that a linguistic collation (libc or ICU) orders otherwise: case before
+        # letters, punctuation before digits, accented letters after z.
+        known = conn.info["code_point_order"] = bool(
+            conn.exec_driver_sql(
+                "SELECT 'B' < 'a' AND 'a/z' < 'a0' AND 'a-b' < 'a0' AND 'z' < '\u00e9'"
+            ).scalar_one()
+        )
+    return bool(known)
 
 
 def delete_files(
