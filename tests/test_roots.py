@@ -172,6 +172,14 @@ def test_missing_files_leave_find_stats_and_summaries_and_come_back(
     assert got["missing_files"] == report.missing
     assert _counted(db_url) == _counted(expected)  # the summaries, so `tags` too
     assert _rebuilt(db_url) == _counted(db_url)
+    # `tags --tag` of a tag counted from the element rows (UIDs are not in tag_values) too.
+    for url_ in (db_url, expected):
+        shown = _cli("tags", "--tag", "SOPInstanceUID", "--db", url_, "-f", "json")
+        assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout)["source"] == "elements"
+    assert _cli("tags", "--tag", "SOPInstanceUID", "--db", db_url, "-f", "json").stdout == (
+        shown.stdout.replace(expected, db_url)
+    )
     for level in ("studies", "series", "instances"):
         assert _find(db_url, level) == _find(expected, level), level
     assert _find(db_url, "studies", include_missing=True) == full_studies
