@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .reader import read_file
     from .records import ElementRecord, FileRecord
     from .run import IndexReport, index_paths
+    from .writer.roots import forget_root, relocate_root
 
 # name -> module that defines it
 _EXPORTS = {
@@ -38,6 +39,8 @@ _EXPORTS = {
     "Reason": "errors",
     "FileRecord": "records",
     "ElementRecord": "records",
+    "forget_root": "writer.roots",
+    "relocate_root": "writer.roots",
 }
 
 __all__ = [
@@ -51,9 +54,11 @@ __all__ = [
     "ReportError",
     "__version__",
     "connect",
+    "forget_root",
     "index_paths",
     "open_index",
     "read_file",
+    "relocate_root",
     "resolve_url",
 ]
 

@@ -521,6 +521,10 @@ def find(
         int | None,
         typer.Option("--limit", min=1, help="Print at most this many.", show_default=False),
     ] = None,
+    include_missing: Annotated[
+        bool,
+        typer.Option("--include-missing", help="Also files marked missing (gone at the last run)."),
+    ] = False,
 ) -> None:
     """Studies, series or instances matching attribute filters (the C-FIND / QIDO question).
 
@@ -534,7 +538,9 @@ def find(
     with reported_errors():
         pairs = parse_filters(filters or [])
         with connect(db) as conn:
-            rows = find_in_index(conn, level.value, pairs, limit=limit)
+            rows = find_in_index(
+                conn, level.value, pairs, limit=limit, include_missing=include_missing
+            )
     if output is Format.table:
         typer.echo(
             _rows_table([{k: _csv_value(v) for k, v in r.items()} for r in rows])
@@ -703,6 +709,81 @@ def _dump_line(r: Any) -> str:
     else:
         shown = f"[{_CONTROL.sub(_escape, r.value)}]" + (" (cut)" if r.flags & CUT else "")
     return f"{indent}{tag} {r.vr:2} {label:<36} #{length:>6},{r.vm} {shown}"
+
+
+# -- forget, relocate ---------------------------------------------------------------------------
+
+
+DryRunOption = Annotated[
+    bool, typer.Option("--dry-run", help="Say what would change; write nothing.")
+]
+
+
+@app.command()
+def forget(
+    path: Annotated[
+        Path, typer.Argument(help="Folder or file to forget (may be gone).", show_default=False)
+    ],
+    db: DbOption = None,
+    dry_run: DryRunOption = False,
+    output: FormatOption = Format.table,
+) -> None:
+    """Remove every file under PATH from the index, e.g. a retired or unmounted archive.
+
+    The files are not touched. Example: indexer forget /mnt/old-archive --db index.db
+    """
+    from .writer.roots import forget_root
+
+    with reported_errors("write the index"):
+        report = forget_root(path, db, dry_run=dry_run)
+    if report.files == 0:
+        typer.echo(f"nothing is indexed under {report.root}", err=True)
+    _print_mapping(
+        {
+            "database": report.database,
+            "path": report.root,
+            "files to forget" if dry_run else "files forgotten": report.files,
+            "instances": report.instances,
+            "already missing": report.missing,
+            "error rows": report.errors,
+            "dry run": dry_run,
+        },
+        output,
+    )
+
+
+@app.command()
+def relocate(
+    old: Annotated[Path, typer.Argument(help="Where the files were indexed.", show_default=False)],
+    new: Annotated[Path, typer.Argument(help="Where the same files are now.", show_default=False)],
+    db: DbOption = None,
+    dry_run: DryRunOption = False,
+    output: FormatOption = Format.table,
+) -> None:
+    """Point the index at an archive that moved from OLD to NEW, without reading it again.
+
+    NEW must hold the same files (a sample is compared by size and modification time) and
+    none of its paths may be indexed already. Example:
+    indexer relocate /mnt/old /data/archive --dry-run; then without --dry-run;
+    then `indexer index /data/archive` reads only what changed.
+    """
+    from .writer.roots import relocate_root
+
+    with reported_errors("write the index"):
+        report = relocate_root(old, new, db, dry_run=dry_run)
+    _print_mapping(
+        {
+            "database": report.database,
+            "old": report.old,
+            "new": report.new,
+            "files to move" if dry_run else "files moved": report.files,
+            "of them missing": report.missing,
+            "error rows": report.errors,
+            "files sampled": report.sampled,
+            "dry run": dry_run,
+        },
+        output,
+    )
 
 
 # -- db -----------------------------------------------------------------------------------------

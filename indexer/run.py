@@ -226,7 +226,9 @@ def _roots(roots: Iterable[str | os.PathLike[str]]) -> list[str]:
         # Refused before anything is written: a mistyped path or an unmounted share would
         # otherwise have every file indexed under it marked missing (or pruned).
         if not os.path.lexists(root):
-            raise IndexerError(f"{root}: no such file or folder")
+            raise IndexerError(
+                f"{root}: no such file or folder (gone for good? `indexer forget {root}`)"
+            )
     return root_list
 
 

@@ -227,13 +227,16 @@ def pg_engine(url: str, *, isolation_level: str = "READ COMMITTED") -> sa.Engine
 
 
 @contextmanager
-def pg_database(server_url: str, *, template: str | None = None) -> Iterator[str]:
+def pg_database(
+    server_url: str, *, template: str | None = None, options: str = ""
+) -> Iterator[str]:
     """A new PostgreSQL database on the server of `server_url` (empty, or a copy of the
-    database of URL `template`), dropped afterwards. The one place the tests create and
-    drop PostgreSQL databases."""
+    database of URL `template`; `options` go to CREATE DATABASE), dropped afterwards. The
+    one place the tests create and drop PostgreSQL databases."""
     name = f"idx_test_{secrets.token_hex(6)}"
     admin = pg_engine(server_url, isolation_level="AUTOCOMMIT")
     copy = f' TEMPLATE "{make_url(template).database}"' if template else ""
+    copy += f" {options}" if options else ""
     try:
         with admin.connect() as conn:
             conn.execute(sa.text(f'CREATE DATABASE "{name}"{copy}'))

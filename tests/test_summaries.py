@@ -86,3 +86,56 @@ def test_two_writers_applying_their_deltas_do_not_deadlock(pg_url: str, sample_d
             engine.dispose()
         assert not failures, failures
         assert summary_dump(url) == before
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_summaries_equal_a_rebuild_with_missing_files(
+    request: pytest.FixtureRequest, kind: str, corpus_dir: Path, tmp_path: Path
+) -> None:
+    """Files gone from disk leave the summaries and come back: the incremental counts equal a
+    recount from the elements (which skips missing files) at every step."""
+    import shutil
+
+    archive = tmp_path / "corpus"
+    shutil.copytree(corpus_dir, archive, copy_function=shutil.copy2)
+
+    def rebuilt(url: str) -> dict[str, list[tuple[Any, ...]]]:
+        engine = sa.create_engine(url, poolclass=NullPool)
+        try:
+            with engine.connect() as conn:
+                trans = conn.begin()
+                summaries.rebuild(conn)
+                out = {
+                    t: sorted(tuple(r) for r in conn.execute(sa.text(f"SELECT * FROM {t}")))
+                    for t in ("tag_usage", "tag_values", "instance_groups")
+                }
+                trans.rollback()
+                return out
+        finally:
+            engine.dispose()
+
+    def counted(url: str) -> dict[str, list[tuple[Any, ...]]]:
+        dump = summary_dump(url)
+        return {t: dump[t] for t in ("tag_usage", "tag_values", "instance_groups")}
+
+    def check(url: str) -> None:
+        index_paths([archive], url, workers=2)
+        assert counted(url) == rebuilt(url)
+
+    def run(url: str) -> None:
+        check(url)
+        full = counted(url)
+        for folder in ("pydicom", "fo-dicom", "dcm_qa_nih"):
+            shutil.move(archive / folder, tmp_path / folder)
+        check(url)  # missing
+        assert counted(url) != full
+        for folder in ("pydicom", "fo-dicom", "dcm_qa_nih"):
+            shutil.move(tmp_path / folder, archive / folder)
+        check(url)  # back, unchanged
+        assert counted(url) == full
+
+    if kind == "sqlite":
+        run(f"sqlite:///{tmp_path}/index.db")
+    else:
+        with pg_database(request.getfixturevalue("pg_url")) as url:
+            run(url)

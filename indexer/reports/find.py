@@ -21,7 +21,8 @@ from ..dictionary import public_keyword, public_vr
 from ..errors import ReportError, UnknownTagError
 from ..schema import elements, files, instances, patients, series, studies
 from ..tagkeys import parse as parse_tag_key
-from .common import counts_per, in_ids, lookup
+from .common import in_ids, lookup
+from .missing import missing_files, present_counts
 from .tags import find_tag_key, key_element_rows
 
 LEVELS = ("studies", "series", "instances")
@@ -77,6 +78,7 @@ def find(
     filters: Sequence[tuple[str, str]] = (),
     *,
     limit: int | None = None,
+    include_missing: bool = False,
 ) -> list[Row]:
     """The C-FIND / QIDO question over the index: studies, series or instances matching `filters`.
 
@@ -95,6 +97,9 @@ def find(
     instances) or instance (sop_instance_uid, sop_class_uid, series_instance_uid,
     study_instance_uid, patient_id, modality, instance_number, path). Counts are the
     totals of the study or series, as QIDO returns them.
+
+    Files marked missing (gone from disk at the last run over their folder) are left
+    out, and out of the counts; `include_missing` keeps them.
     """
     if level not in LEVELS:
         raise ReportError(f"unknown level {level!r}; choose one of: {', '.join(LEVELS)}")
@@ -102,8 +107,13 @@ def find(
     matched = _element_matches(conn, plan.element_filters)
     if matched is not None and not matched:
         return []
-    hits = [r for r in conn.execute(_hits_query(plan)) if matched is None or r[0] in matched]
-    rows = _ROWS[level](conn, hits)
+    gone = set() if include_missing else missing_files(conn)
+    hits = [
+        r
+        for r in conn.execute(_hits_query(plan))
+        if (matched is None or r[0] in matched) and r[0] not in gone
+    ]
+    rows = _ROWS[level](conn, hits, gone)
     return rows[:limit] if limit else rows
 
 
@@ -311,7 +321,7 @@ def _patient_ids(
     )
 
 
-def _instance_rows(conn: Connection, hits: Sequence[Any]) -> list[Row]:
+def _instance_rows(conn: Connection, hits: Sequence[Any], gone: set[int]) -> list[Row]:
     file_ids = sorted(r[0] for r in hits)
     found = lookup(
         conn,
@@ -370,8 +380,10 @@ def _instance_rows(conn: Connection, hits: Sequence[Any]) -> list[Row]:
     return rows
 
 
-def _series_rows(conn: Connection, hits: Sequence[Any]) -> list[Row]:
+def _series_rows(conn: Connection, hits: Sequence[Any], gone: set[int]) -> list[Row]:
     series_ids = sorted({r[1] for r in hits if r[1] is not None})
+    counts = present_counts(conn, series_ids, gone)
+    series_ids = [sid for sid in series_ids if sid in counts]
     series_of = lookup(
         conn,
         series,
@@ -383,7 +395,6 @@ def _series_rows(conn: Connection, hits: Sequence[Any]) -> list[Row]:
         series.c.series_number,
         series.c.description,
     )
-    counts = counts_per(conn, instances.c.series_ref, series_ids)
     studies_of = lookup(
         conn,
         studies,
@@ -418,8 +429,19 @@ def _series_rows(conn: Connection, hits: Sequence[Any]) -> list[Row]:
     return rows
 
 
-def _study_rows(conn: Connection, hits: Sequence[Any]) -> list[Row]:
+def _study_rows(conn: Connection, hits: Sequence[Any], gone: set[int]) -> list[Row]:
     study_ids = sorted({r[2] for r in hits if r[2] is not None})
+    series_in = _series_of_studies(conn, study_ids)
+    counts = present_counts(
+        conn, [sid for members in series_in.values() for sid, _ in members], gone
+    )
+    if gone:
+        series_in = {
+            study: kept
+            for study, members in series_in.items()
+            if (kept := [m for m in members if m[0] in counts])
+        }
+        study_ids = [study for study in study_ids if study in series_in]
     studies_of = lookup(
         conn,
         studies,
@@ -432,10 +454,6 @@ def _study_rows(conn: Connection, hits: Sequence[Any]) -> list[Row]:
         studies.c.description,
     )
     patients_of = _patient_ids(conn, studies_of)
-    series_in = _series_of_studies(conn, study_ids)
-    counts = counts_per(
-        conn, instances.c.series_ref, [sid for members in series_in.values() for sid, _ in members]
-    )
     rows = []
     for study_id in study_ids:
         uid, patient_ref, study_date, accession, description = studies_of[study_id]
@@ -469,7 +487,7 @@ def _series_of_studies(
     return series_in
 
 
-_ROWS: dict[str, Callable[[Connection, Sequence[Any]], list[Row]]] = {
+_ROWS: dict[str, Callable[[Connection, Sequence[Any], set[int]], list[Row]]] = {
     "instances": _instance_rows,
     "series": _series_rows,
     "studies": _study_rows,

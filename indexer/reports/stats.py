@@ -24,6 +24,7 @@ from ..schema import (
     series,
     studies,
 )
+from .missing import absent_hierarchy, present_instance
 
 BREAKDOWNS = ("modality", "sop-class", "transfer-syntax", "manufacturer", "study-year")
 
@@ -58,6 +59,11 @@ def collect_stats(conn: Connection, by: str | None = None) -> dict[str, Any]:
         count(studies),
         count(series),
     )
+    # Those that only files marked missing hold are not there (reports/missing.py).
+    absent = absent_hierarchy(conn)
+    data["patients"] -= absent.patients
+    data["studies"] -= absent.studies
+    data["series"] -= absent.series
     data["patients_without_id"] = count(
         select(patients.c.id).where(patients.c.synthetic_study_uid != "").subquery()
     )
@@ -67,7 +73,11 @@ def collect_stats(conn: Connection, by: str | None = None) -> dict[str, Any]:
     data["duplicate_copies"] = sop["in_hierarchy"] - sop["instances"]
     data["dicomdirs"] = count(
         select(instances.c.file_id)
-        .where(instances.c.series_ref.is_(None), instances.c.hierarchy_problem == DIRECTORY_PROBLEM)
+        .where(
+            instances.c.series_ref.is_(None),
+            instances.c.hierarchy_problem == DIRECTORY_PROBLEM,
+            present_instance(conn),
+        )
         .subquery()
     )
     by_status, dicom_bytes, syntaxes = _file_counts(conn)
@@ -154,6 +164,7 @@ def _sop_instances(conn: Connection) -> dict[str, int]:
             func.count().label("n"),
             func.count(instances.c.series_ref).label("placed"),
         )
+        .where(present_instance(conn))
         .group_by(uid)
         .subquery()
     )
@@ -204,7 +215,9 @@ def _min_median_max(conn: Connection) -> dict[str, float | int | None]:
     histogram = sorted(
         (int(c), int(n))
         for c, n in conn.execute(
-            select(instances.c.element_count, func.count()).group_by(instances.c.element_count)
+            select(instances.c.element_count, func.count())
+            .where(present_instance(conn))
+            .group_by(instances.c.element_count)
         )
     )
     total = sum(n for _, n in histogram)
@@ -241,8 +254,9 @@ def _sum_by(groups: list[Any], *columns: str) -> dict[tuple[Any, ...], int]:
 
 
 def _by_modality(conn: Connection, groups: list[Any]) -> list[dict[str, Any]]:
+    absent = absent_hierarchy(conn)
     series_of = {
-        m: (int(s), int(st))
+        m: (int(s) - absent.series_by_modality[m], int(st) - absent.studies_by_modality[m])
         for m, s, st in conn.execute(
             select(
                 series.c.modality, func.count(), func.count(series.c.study_ref.distinct())
@@ -272,8 +286,9 @@ def _by_sop_class(groups: list[Any]) -> list[dict[str, Any]]:
 
 
 def _by_manufacturer(conn: Connection, groups: list[Any]) -> list[dict[str, Any]]:
+    absent = absent_hierarchy(conn).series_by_model
     series_of = {
-        (m, mo): int(n)
+        (m, mo): int(n) - absent[(m, mo)]
         for m, mo, n in conn.execute(
             select(series.c.manufacturer, series.c.model, func.count()).group_by(
                 series.c.manufacturer, series.c.model
@@ -294,7 +309,10 @@ def _by_study_year(conn: Connection, groups: list[Any]) -> list[dict[str, Any]]:
         (func.length(studies.c.study_date) >= 4, func.substr(studies.c.study_date, 1, 4)),
         else_=None,
     )
-    studies_of = {y: int(n) for y, n in conn.execute(select(year, func.count()).group_by(year))}
+    absent = absent_hierarchy(conn).studies_by_year
+    studies_of = {
+        y: int(n) - absent[y] for y, n in conn.execute(select(year, func.count()).group_by(year))
+    }
     in_tree = [g for g in groups if g.in_hierarchy]
     return _sorted_breakdown(
         [

@@ -26,6 +26,7 @@ from ..schema import tag_usage as usage_table
 from ..schema import tag_values as values_table
 from ..tagkeys import group_id, hash64
 from ..tagkeys import parse as parse_tag_key
+from .missing import missing_files
 
 _PATIENT_TAGS = {0x00080050, 0x00080051}  # AccessionNumber, IssuerOfAccessionNumberSequence
 
@@ -375,7 +376,10 @@ def _values_from_elements(conn: Connection, key_id: int, scope: _Scope) -> list[
             return []
         where.append(elements.c.file_id.in_(in_scope))
     counts: dict[str | None, list[Any]] = {}
+    gone = missing_files(conn)  # out of the summaries too
     for file_id, value in key_element_rows(conn, key_id, [elements.c.value], *where):
+        if file_id in gone:
+            continue
         entry = counts.get(value)
         if entry is None:
             entry = counts[value] = [set(), 0]

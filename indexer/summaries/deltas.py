@@ -102,6 +102,7 @@ def rebuild(conn: Connection) -> int:
     """Recount every summary table from the elements table; returns the instances counted.
 
     For indexes written before the summaries existed (migration 0002) and for repairs.
+    Files marked missing are left out, as the writer leaves them out.
     Runs in the caller's transaction, one chunk of files at a time.
     """
     for table in (
@@ -113,7 +114,14 @@ def rebuild(conn: Connection) -> int:
         "usage_groups",
     ):
         conn.exec_driver_sql(f"DELETE FROM {table}")
-    ids = [row[0] for row in conn.exec_driver_sql("SELECT file_id FROM instances ORDER BY file_id")]
+    # Missing files keep their rows but are not counted (writer/catalog.py).
+    ids = [
+        row[0]
+        for row in conn.exec_driver_sql(
+            "SELECT i.file_id FROM instances i JOIN files f ON f.id = i.file_id "
+            "WHERE f.status <> 'missing' ORDER BY i.file_id"
+        )
+    ]
     for start in range(0, len(ids), _CHUNK * 4):
         deltas = Deltas()
         _collect(conn, ids[start : start + _CHUNK * 4], 1, deltas)

@@ -19,9 +19,9 @@ def with_contents(conn: Connection, file_ids: list[int]) -> list[int]:
     return sorted(found)
 
 
-def delete_contents(conn: Connection, file_ids: list[int], deltas: summaries.Deltas) -> None:
+def delete_contents(conn: Connection, file_ids: list[int], deltas: summaries.Deltas | None) -> None:
     """Remove what a file held before, and hierarchy rows left empty by that; what the
-    summaries lose goes into `deltas`."""
+    summaries lose goes into `deltas` (None: the files are not counted in them)."""
     for chunk in chunks(file_ids, 2000):
         old_series = {
             row[0]
@@ -31,7 +31,8 @@ def delete_contents(conn: Connection, file_ids: list[int], deltas: summaries.Del
                 )
             )
         }
-        summaries.remove_files(conn, chunk, deltas)
+        if deltas is not None:
+            summaries.remove_files(conn, chunk, deltas)
         conn.execute(delete(elements).where(elements.c.file_id.in_(chunk)))
         conn.execute(delete(encapsulated).where(encapsulated.c.file_id.in_(chunk)))
         conn.execute(delete(instances).where(instances.c.file_id.in_(chunk)))
