@@ -287,6 +287,8 @@ def test_sql_refuses_sqlite_writes_saying_so(index: str, statement: str, tmp_pat
     line = refused(done)
     assert "write" in line or "not a read" in line, line
     assert "disk I/O" not in line and "not authorized" not in line
+    if statement.startswith("WITH"):
+        assert statement.split()[5] in line, line  # the write the authorizer refused
     assert list(tmp_path.iterdir()) == []
     path = make_url(index).database
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as raw:

@@ -39,11 +39,16 @@ _ACTING_PRAGMAS = {"wal_checkpoint", "optimize", "incremental_vacuum", "shrink_m
 _READ_ACTIONS = {
     sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE,
 }  # fmt: skip
+# Named from the action list only: sqlite3's error codes share these numbers.
 _ACTION_NAMES = {
-    getattr(sqlite3, name): name.removeprefix("SQLITE_").replace("_", " ")
-    for name in dir(sqlite3)
-    if name.startswith("SQLITE_") and name not in ("SQLITE_OK", "SQLITE_DENY", "SQLITE_IGNORE")
-    and isinstance(getattr(sqlite3, name), int) and not name.startswith("SQLITE_LIMIT")
+    getattr(sqlite3, f"SQLITE_{name.replace(' ', '_')}"): name
+    for name in (
+        "INSERT", "UPDATE", "DELETE", "ATTACH", "DETACH", "TRANSACTION", "SAVEPOINT",
+        "ANALYZE", "REINDEX", "ALTER TABLE", "CREATE TABLE", "CREATE INDEX", "CREATE VIEW",
+        "CREATE TRIGGER", "CREATE VTABLE", "DROP TABLE", "DROP INDEX", "DROP VIEW",
+        "DROP TRIGGER", "DROP VTABLE", "CREATE TEMP TABLE", "CREATE TEMP INDEX",
+        "CREATE TEMP VIEW", "CREATE TEMP TRIGGER",
+    )
 }  # fmt: skip
 _SCHEMA = ("sqlite_master", "sqlite_schema", "sqlite_temp_master")
 _WRITE_REFUSED = "only reads are allowed in `indexer sql`"
