@@ -553,6 +553,8 @@ def find(
 
 # -- sql --------------------------------------------------------------------------------------
 
+SQL_TIMEOUT_EXIT = 124  # as GNU timeout: schedulers and scripts know it as "took too long"
+
 
 @app.command()
 def sql(
@@ -564,6 +566,14 @@ def sql(
     ],
     db: DbOption = None,
     output: FormatOption = Format.table,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            "--timeout",
+            min=0,
+            help="Stop the query after this many seconds (exit code 124); 0: no limit.",
+        ),
+    ] = 60,
 ) -> None:
     """Run one read-only SQL query on the index and print the result.
 
@@ -571,12 +581,18 @@ def sql(
     indexer sql "SELECT modality, count(*) FROM instances GROUP BY modality"
     """
     from .db import connect
-    from .reports import run_query
+    from .reports import QueryTimeout, run_query
 
     if query == "-":
         query = sys.stdin.read()
     with reported_errors(), connect(db) as conn:
-        result = run_query(conn, query)
+        try:
+            result = run_query(
+                conn, query, timeout=timeout, warn=lambda m: typer.echo(f"warning: {m}", err=True)
+            )
+        except QueryTimeout as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(code=SQL_TIMEOUT_EXIT) from None
     if output is Format.json:
         typer.echo(render_json(result.records()))
     elif output is Format.csv:
@@ -835,11 +851,21 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> Any:
             yield (f"{prefix}{key}", value)
 
 
+def _warnings_on_stderr() -> None:
+    """The library's warnings (logger "indexer") as one `warning: ...` line each on stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    logger = logging.getLogger("indexer")
+    logger.addHandler(handler)
+    logger.propagate = False
+
+
 def main() -> None:
     """Console-script entry point: usage errors, like fatal ones, are one line and exit status 1."""
     # The database driver logs what it ignores while a lost connection is closed; the command
     # says what happened in one line of its own (and log lines may quote values).
     logging.getLogger("psycopg").addHandler(logging.NullHandler())
+    _warnings_on_stderr()
     try:
         code = app(standalone_mode=False)
     except typer.Exit as err:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import time
@@ -9,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, make_url
@@ -18,6 +20,7 @@ from .backends import require_driver
 from .errors import DatabaseError
 
 _T = TypeVar("_T")
+_log = logging.getLogger("indexer")  # the CLI prints its warnings on stderr, once each
 
 DEFAULT_DB = "dicom-index.db"
 ENV_VAR = "INDEXER_DB"
@@ -91,6 +94,39 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _read_only_mode(path: str) -> str:
+    """The URI parameters that open an existing SQLite index for reading.
+
+    A reader of a WAL-mode database needs its -shm file, and creates it when it is missing;
+    in a folder that cannot be written (a read-only mount, a snapshot) that fails with
+    "unable to open database file". There, a database whose -wal is empty or absent is
+    whole in its main file and is opened `immutable` (no -shm needed); one with a non-empty
+    -wal can only be read through an existing -shm, so it stays `mode=ro` (an error then
+    says what to do).
+    """
+    folder = os.path.dirname(path) or "."
+    if os.access(folder, os.W_OK):
+        return "mode=ro"
+    try:
+        pending = os.path.getsize(path + "-wal") > 0
+    except OSError:
+        pending = False
+    if pending:
+        if not os.path.exists(path + "-shm"):
+            raise DatabaseError(
+                f"the index at {path} has changes in its -wal file, and its folder cannot be "
+                "written, so SQLite cannot read them: open it where the folder is writable"
+            )
+        _log.warning("the folder of %s cannot be written: the index is opened read-only", path)
+        return "mode=ro"
+    _log.warning(
+        "the folder of %s cannot be written: the index is opened read-only and immutable "
+        "(changes made meanwhile by another writer are not seen)",
+        path,
+    )
+    return "mode=ro&immutable=1"
+
+
 def make_engine(url: str, *, read_only: bool = False) -> Engine:
     """Create an engine for the index. SQLite files are created mode 0600 and opened in WAL mode.
 
@@ -103,10 +139,10 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
             if read_only:
                 if not os.path.exists(sqlite_file):
                     raise DatabaseError(f"no index at {sqlite_file}; run `indexer index` first")
+                uri = f"file:{quote(sqlite_file)}?{_read_only_mode(sqlite_file)}"
                 engine = create_engine(
-                    f"sqlite:///file:{sqlite_file}?mode=ro&uri=true",
-                    connect_args={"timeout": 60},
-                )
+                    url, creator=lambda: sqlite3.connect(uri, uri=True, timeout=60)
+                )  # the path quoted for SQLite itself: `?` or `#` in a folder name stays a name
             else:
                 _create_private_file(sqlite_file)
                 engine = create_engine(url, connect_args={"timeout": 60})

@@ -15,7 +15,7 @@ it matched, because that is the question it answers.
 
 from ..errors import ReportError, UnknownTagError
 from .find import LEVELS, find, parse_filters
-from .sql import QueryError, QueryResult, run_query
+from .sql import QueryError, QueryResult, QueryTimeout, run_query
 from .stats import BREAKDOWNS, collect_breakdown, collect_stats
 from .tags import find_tag_key, is_patient_key, key_element_rows, tag_usage, tag_values_report
 
@@ -24,6 +24,7 @@ __all__ = [
     "LEVELS",
     "QueryError",
     "QueryResult",
+    "QueryTimeout",
     "ReportError",
     "UnknownTagError",
     "collect_breakdown",

@@ -29,21 +29,45 @@ from ..tagkeys import parse as parse_tag_key
 from .missing import missing_files
 
 _PATIENT_TAGS = {0x00080050, 0x00080051}  # AccessionNumber, IssuerOfAccessionNumberSequence
+# The VRs whose values cannot hold a name, an ID or a date: numbers, codes, attribute tags
+# (and the binary VRs, whose values are never stored).
+_IMPERSONAL_VRS = {
+    "AT", "CS", "DS", "FD", "FL", "IS", "SL", "SS", "SV", "UL", "US", "UV",
+    "OB", "OD", "OF", "OL", "OV", "OW", "UN", "SQ",
+}  # fmt: skip
 
 
 def is_patient_key(tag: int, private_creator: str | None = None, name: str = "") -> bool:
-    """True when values of a tag identify a patient or a person: hidden unless asked for.
+    """True when values of a tag may identify a patient or a person: hidden unless asked for.
 
-    Public tags: the Patient (0010) and Visit (0038) groups, AccessionNumber and every
-    person name (VR PN). Private tags (`private_creator` given, `tag` as 0xGGGG10EE):
-    person names in pydicom's private dictionary and tags whose name mentions a patient.
+    Public tags: the Patient (0010) and Visit (0038) groups, AccessionNumber, every person
+    name (VR PN) and every tag the DICOM dictionary does not know (its VR, so what it holds,
+    is unknown). Private tags (odd groups, `tag` as 0xGGGG10EE when `private_creator` is
+    given): hidden unless pydicom's private dictionary knows the tag under its creator with
+    an impersonal VR (numbers, codes: _IMPERSONAL_VRS) and a name that does not mention a
+    patient; a private tag without a creator is always hidden. Shown: group lengths and
+    the private creator elements (their value is the creator, printed anyway). The rule goes
+    by the dictionaries, the only VR the summaries know: a known non-PN tag that a file
+    stores with VR PN is not caught.
     """
-    if private_creator is not None and (tag >> 16) & 1:
-        return "patient" in name.lower() or private_vr(tag, private_creator) == "PN"
-    group = tag >> 16
+    group, element = tag >> 16, tag & 0xFFFF
+    if element == 0x0000:
+        return False  # group length (UL)
+    if group & 1:
+        if element <= 0x00FF:
+            return element < 0x0010  # a private creator element, or a reserved one
+        if private_creator is None or "patient" in name.lower():
+            return True
+        return not _impersonal(private_vr(tag, private_creator))
     if group in (0x0010, 0x0038) or tag in _PATIENT_TAGS:
         return True
-    return public_vr(tag) == "PN"
+    vr = public_vr(tag)
+    return vr is None or "PN" in vr
+
+
+def _impersonal(vr: str | None) -> bool:
+    """A dictionary VR ("US", "US or SS", ...) whose every choice is in _IMPERSONAL_VRS."""
+    return vr is not None and all(v.strip() in _IMPERSONAL_VRS for v in vr.split(" or "))
 
 
 @dataclass
