@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, select, true
 from sqlalchemy.sql.elements import ColumnElement
 
-from ..schema import files, instances, series, studies
+from ..schema import files, instances, patients, series, studies
 from .common import counts_per, in_ids, lookup
 
 
@@ -46,6 +46,7 @@ class Absent:
     """The hierarchy rows that only missing files hold, as `stats` counts them."""
 
     patients: int = 0
+    patients_without_id: int = 0  # of `patients`: synthetic ones (schema.patients)
     studies: int = 0
     series: int = 0
     series_by_modality: Counter[str | None] = field(default_factory=Counter)
@@ -110,7 +111,15 @@ def absent_hierarchy(conn: Connection) -> Absent:
     studies_in = _children(
         conn, studies.c.patient_ref, studies.c.id, {r[0] for r in of_studies.values()}
     )
-    absent.patients = sum(1 for kids in studies_in.values() if kids <= empty_studies)
+    gone_patients = {p for p, kids in studies_in.items() if kids <= empty_studies}
+    absent.patients = len(gone_patients)
+    absent.patients_without_id = sum(
+        1
+        for (synthetic,) in lookup(
+            conn, patients, patients.c.id, gone_patients, patients.c.synthetic_study_uid
+        ).values()
+        if synthetic
+    )
     absent.studies = len(empty_studies)
     absent.series = len(empty_series)
     return absent

@@ -64,8 +64,9 @@ def collect_stats(conn: Connection, by: str | None = None) -> dict[str, Any]:
     data["patients"] -= absent.patients
     data["studies"] -= absent.studies
     data["series"] -= absent.series
-    data["patients_without_id"] = count(
-        select(patients.c.id).where(patients.c.synthetic_study_uid != "").subquery()
+    data["patients_without_id"] = (
+        count(select(patients.c.id).where(patients.c.synthetic_study_uid != "").subquery())
+        - absent.patients_without_id
     )
     groups = _instance_groups(conn)
     sop = _sop_instances(conn)
