@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -128,13 +129,15 @@ def index(
                 value_limit=value_limit,
                 progress=progress,
             )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         progress.close()
+        signum = getattr(err, "signum", signal.SIGINT)  # RunStopped: SIGINT or SIGTERM
         typer.echo(
-            "interrupted: what was written so far is kept; run the same command again to finish",
+            f"interrupted ({signal.Signals(signum).name}): what was written so far is kept; "
+            "run the same command again to finish",
             err=True,
         )
-        raise typer.Exit(code=130) from None
+        raise typer.Exit(code=128 + signum) from None  # the shell's code for that signal
     finally:
         progress.close()
     if quiet:
