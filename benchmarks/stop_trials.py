@@ -19,6 +19,7 @@ Build an archive with ``benchmarks/make_archive.py OUT --files 2000``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -97,10 +98,8 @@ def _bytes_under(folder: Path, prefix: str = "indexer-scratch") -> int:
             continue
         for dirpath, _, names in os.walk(item):
             for name in names:
-                try:
+                with contextlib.suppress(OSError):
                     total += os.lstat(os.path.join(dirpath, name)).st_size
-                except OSError:
-                    pass
     return total
 
 
@@ -173,6 +172,7 @@ def run_trial(
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        cwd=tmpdir,  # not the current folder: `python -c` puts it first on sys.path
         start_new_session=True,
     )
     try:
@@ -199,10 +199,8 @@ def run_trial(
             time.sleep(0.1)
         left = len(_group_alive(proc.pid))
     finally:
-        try:  # workers left behind hold the output pipes open
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # workers left behind hold the output pipes open
     _, stderr = proc.communicate()
     time.sleep(0.2)  # processes killed just now let go of their files
     scratch = _bytes_under(tmpdir)
@@ -214,6 +212,7 @@ def run_trial(
             subprocess.run(
                 [*INDEXER, "index", str(empty), "--db", url, "-w", "1", "-q"],
                 env=env,
+                cwd=tmpdir,
                 capture_output=True,
                 timeout=120,
                 check=False,
