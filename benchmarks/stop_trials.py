@@ -11,7 +11,8 @@ ended, scratch bytes left in TMPDIR, the run row's outcome, and the scratch byte
 the next run (a tiny `indexer index` of an empty folder, same TMPDIR).
 
 Run ``python benchmarks/stop_trials.py ARCHIVE --trials 20 [--db sqlite|postgresql|both]
-[--cases sigint-main,...] [--code DIR]`` (``--code``: the tree whose `indexer` package runs,
+[--cases sigint-main,...] [--code DIR] [--jsonl OUT]``, or ``--summarize OUT...`` for the
+table of saved results (``--code``: the tree whose `indexer` package runs,
 for a before/after comparison; ``--pg-url`` or INDEXER_TEST_PG_URL: the PostgreSQL server).
 Build an archive with ``benchmarks/make_archive.py OUT --files 2000``.
 """
@@ -286,7 +287,10 @@ def _summary(results: list[Result]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("archive", type=Path)
+    parser.add_argument("archive", type=Path, nargs="?")
+    parser.add_argument(
+        "--summarize", type=Path, nargs="+", default=None, help="print the table of JSONL results"
+    )
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--db", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument("--cases", default=",".join(CASES))
@@ -295,16 +299,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds before a hang")
     parser.add_argument("--jsonl", type=Path, default=None, help="append each result here")
     args = parser.parse_args(argv)
+    if args.summarize:
+        rows = [json.loads(line) for f in args.summarize for line in f.read_text().splitlines()]
+        print(_summary([Result(**row) for row in rows]))
+        return 0
+    if args.archive is None:
+        parser.error("ARCHIVE is needed")
     kinds = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
     work = Path(tempfile.mkdtemp(prefix="stop-trials-"))
     results: list[Result] = []
     rng = random.Random(0)
     try:
-        for kind in kinds:
-            for case in args.cases.split(","):
-                if case == "pg-terminate" and kind != "postgresql":
-                    continue
-                for n in range(args.trials):
+        # Trials outer, cases inner: a loop cut short still has every case tried alike.
+        for n in range(args.trials):
+            for kind in kinds:
+                for case in args.cases.split(","):
+                    if case == "pg-terminate" and kind != "postgresql":
+                        continue
                     url, drop = fresh_url(kind, work, args.pg_url)
                     try:
                         r = run_trial(
@@ -317,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
                             code=args.code,
                             timeout=args.timeout,
                             rng=rng,
+                            # What the next run removes matters where the run could not.
+                            next_run=case in ("sigkill-main", "pg-terminate"),
                         )
                     finally:
                         drop()
