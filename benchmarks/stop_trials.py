@@ -145,6 +145,12 @@ def _stop(case: str, proc: subprocess.Popen[str], url: str, server: str | None) 
         raise ValueError(case)
 
 
+def _default_sigint() -> None:
+    # A job started in the background by a script inherits SIGINT ignored, and the indexer
+    # (like any program) leaves an ignored SIGINT ignored: Ctrl-C is what is tried here.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_trial(
     case: str,
     kind: str,
@@ -175,6 +181,7 @@ def run_trial(
         env=env,
         cwd=tmpdir,  # not the current folder: `python -c` puts it first on sys.path
         start_new_session=True,
+        preexec_fn=_default_sigint,
     )
     try:
         deadline = time.monotonic() + 120
