@@ -130,6 +130,10 @@ def index(
                 progress=progress,
             )
     except KeyboardInterrupt as err:
+        # The run is stopped and recorded: another Ctrl-C (or SIGTERM) must not turn the exit
+        # into a death by signal or a traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         progress.close()
         signum = getattr(err, "signum", signal.SIGINT)  # RunStopped: SIGINT or SIGTERM
         typer.echo(
