@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -136,13 +137,19 @@ def index(
                 progress=progress,
                 follow_links=follow_links,
             )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
+        # The run is stopped and recorded: another Ctrl-C (or SIGTERM) must not turn the exit
+        # into a death by signal or a traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         progress.close()
+        signum = getattr(err, "signum", signal.SIGINT)  # RunStopped: SIGINT or SIGTERM
         typer.echo(
-            "interrupted: what was written so far is kept; run the same command again to finish",
+            f"interrupted ({signal.Signals(signum).name}): what was written so far is kept; "
+            "run the same command again to finish",
             err=True,
         )
-        raise typer.Exit(code=130) from None
+        raise typer.Exit(code=128 + signum) from None  # the shell's code for that signal
     finally:
         progress.close()
     if quiet:

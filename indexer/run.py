@@ -6,17 +6,20 @@ unchanged; the workers turn the rest into rows; the batch writer writes their re
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import gc
 import multiprocessing
 import os
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -28,8 +31,9 @@ from .db import describe_url, first_line, open_index, resolve_url
 from .errors import DatabaseError, IndexerError
 from .records import DEFAULT_VALUE_LIMIT
 from .rows import Outcome
-from .worker import Task, process_chunk
+from .worker import Task, init_process, process_chunk
 from .writer import BatchWriter, Catalog, finish_run, start_run
+from .writer.runs import record_counts
 
 CHECK_CHUNK = 512  # paths compared with the index per query
 TASK_CHUNK = 16  # files handed to a worker at once
@@ -38,6 +42,8 @@ TASK_CHUNK = 16  # files handed to a worker at once
 PENDING_PER_WORKER = 32
 UNCHANGED_FLUSH = 20_000  # unchanged files marked seen in one go at most
 FLUSH_SECONDS = 2.0  # a batch is written at least this often
+POOL_START_S = 120.0  # the workers answer their first task within this, or the run fails
+POOL_EXIT_S = 5.0  # a worker or the pool thread not ended this long after a stop is left
 
 
 @dataclass(slots=True)
@@ -91,6 +97,7 @@ class _Feed:
     value_limit: int
     sink: SinkSpec  # where the workers put element rows
     run_key: str  # unique per run, even across databases and processes
+    stop_check: Callable[[], None]  # raises RunStopped once SIGINT or SIGTERM came
     follow_links: bool = False  # follow symlinks that lead outside the roots
     skipped: list[Skipped] = field(default_factory=list)
     unchanged: list[int] = field(default_factory=list)
@@ -103,6 +110,7 @@ class _Feed:
         ):
             batch.append((found.path, found.size, found.mtime_ns))
             if len(batch) >= CHECK_CHUNK:
+                self.stop_check()  # a re-run of unchanged files crawls long between yields
                 yield from self._check(batch)
                 batch = []
         if batch:
@@ -144,14 +152,93 @@ def _kill_workers(executor: ProcessPoolExecutor) -> None:
             process.kill()
 
 
+def _stop_pool(executor: ProcessPoolExecutor, *, kill: bool) -> None:
+    """End the pool within seconds, whatever state its workers and its thread are in.
+
+    `kill`: SIGKILL the workers at once (the run is failing or stopped: nothing they hold is
+    needed); otherwise they are asked to exit, and killed when they do not. Never
+    `shutdown(wait=True)`: its thread can wait for ever on a worker that died mid-message.
+    """
+    processes = list((getattr(executor, "_processes", None) or {}).values())
+    if not kill:
+        executor.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + POOL_EXIT_S
+        for process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+    for process in processes:
+        if process.exitcode is None:
+            process.kill()
+    for process in processes:
+        process.join(POOL_EXIT_S)
+    if all(p.exitcode is not None for p in processes):
+        # Every worker is gone: closing this end of the result pipe turns the pool thread's
+        # wait for the rest of a half-sent result into an end of file.
+        result_writer = getattr(getattr(executor, "_result_queue", None), "_writer", None)
+        if result_writer is not None:
+            result_writer.close()
+    executor.shutdown(wait=False, cancel_futures=True)
+    thread = getattr(executor, "_executor_manager_thread", None)
+    if isinstance(thread, threading.Thread):
+        thread.join(POOL_EXIT_S)
+
+
+class RunStopped(KeyboardInterrupt):
+    """The run was stopped by SIGINT or SIGTERM (`signum`), where it could stop cleanly."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class _StopSignals:
+    """While a run is on, SIGINT and SIGTERM only note that the run must stop; the run stops
+    at its next check (between batches, in the pool's wait, in the crawl), within a second.
+
+    Python's own SIGINT handler raises KeyboardInterrupt at whatever the main thread is doing:
+    inside the database driver's protocol (psycopg then loses its connection), inside an open
+    SQLite transaction (finish_run then waits on its lock) or inside the pool's bookkeeping.
+    Installed only in the main thread (Python's rule), and not over a signal set to be ignored
+    (nohup, background jobs). Workers fork with this handler and replace it first thing.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}  # what signal.getsignal gave
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                previous = signal.getsignal(signum)
+                if previous == signal.SIG_IGN:
+                    continue
+                self._previous[signum] = signal.SIG_DFL if previous is None else previous
+                signal.signal(signum, self._note)
+        return self
+
+    def _note(self, signum: int, frame: object) -> None:
+        if self.signum is None:  # a second Ctrl-C while the run stops changes nothing
+            self.signum = signum
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise RunStopped(self.signum)
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous.clear()
+
+
 # The cyclic garbage collector's default gen-0 threshold (700 live allocations) makes it scan
 # the walker's and writer's many short-lived tuples every few rows; an index run makes no
 # cycles worth collecting that often.
 _GC_THRESHOLD = (100_000, 20, 20)  # older generations still collected now and then
 
 
-def _init_worker() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides what Ctrl-C does
+def _init_worker(parent_pid: int) -> None:
+    init_process(parent_pid)
     gc.set_threshold(*_GC_THRESHOLD)
 
 
@@ -199,7 +286,8 @@ def index_paths(
 
     Returns the run's IndexReport. Raises DatabaseError when the index cannot be
     opened or written, IndexerError when a worker process dies; bad files never
-    raise, they are recorded.
+    raise, they are recorded. Called in the main thread, SIGINT and SIGTERM stop the run
+    cleanly: it is recorded as interrupted and RunStopped (a KeyboardInterrupt) is raised.
     """
     options = _Options(
         (os.cpu_count() or 1) if workers is None else workers,
@@ -213,7 +301,8 @@ def index_paths(
     threshold = gc.get_threshold()
     gc.set_threshold(*_GC_THRESHOLD)
     try:
-        return _index(_roots(roots), db, options)
+        with _StopSignals() as stops:
+            return _index(_roots(roots), db, options, stops.check)
     finally:
         gc.set_threshold(*threshold)
 
@@ -232,22 +321,20 @@ def _roots(roots: Iterable[str | os.PathLike[str]]) -> list[str]:
     return root_list
 
 
-def _index(roots: list[str], db: str | None, options: _Options) -> IndexReport:
+def _index(
+    roots: list[str], db: str | None, options: _Options, stop_check: Callable[[], None]
+) -> IndexReport:
     started = time.perf_counter()
     url = resolve_url(db)
     backend = backends.for_url(url)
     report = IndexReport(database=describe_url(url))
     executor = None
-    if options.workers > 0:
-        # Fork the workers first, before this process opens database connections or starts
-        # threads (the executor forks all of them at the first submit).
-        executor = ProcessPoolExecutor(
-            options.workers,
-            initializer=_init_worker,
-            mp_context=multiprocessing.get_context("fork"),
-        )
-        executor.submit(int).result()
+    writer = None
     try:
+        if options.workers > 0:
+            # Fork the workers first, before this process opens database connections or
+            # starts threads.
+            executor = _start_pool(options.workers)
         engine = open_index(db)
         report.run_id = start_run(
             engine,
@@ -266,37 +353,78 @@ def _index(roots: list[str], db: str | None, options: _Options) -> IndexReport:
             options.value_limit,
             backend.sink_spec(),
             uuid.uuid4().hex,
+            stop_check,
             options.follow_links,
         )
         try:
+            stop_check()
             _Pipeline(executor, feed, writer, report, options, started).run()
         except BaseException as err:
-            _fail(executor, engine, report, err)
+            pool, executor, done, writer = executor, None, writer, None
+            _fail(pool, done, engine, report, err)
             raise
-        finally:
-            if executor is not None:  # workers must let go of their scratch files first
-                executor.shutdown(wait=True, cancel_futures=True)
-                executor = None
-            writer.close()
+        if executor is not None:  # workers must let go of their scratch files first
+            pool, executor = executor, None
+            _stop_pool(pool, kill=False)
+        done, writer = writer, None
+        _close(done)
         _complete(engine, catalog, roots, report, options, started)
         return report
     except SQLAlchemyError as err:
         raise DatabaseError(f"database error on {report.database}: {first_line(err)}") from None
     finally:
         if executor is not None:
-            executor.shutdown(wait=False, cancel_futures=True)
+            _stop_pool(executor, kill=True)
+        if writer is not None:
+            _close(writer)
+        backend.close(None)  # the scratch folder goes on every way out
+
+
+def _start_pool(workers: int) -> ProcessPoolExecutor:
+    executor = ProcessPoolExecutor(
+        workers,
+        initializer=_init_worker,
+        initargs=(os.getpid(),),
+        mp_context=multiprocessing.get_context("fork"),
+    )
+    try:
+        executor.submit(int).result(timeout=POOL_START_S)  # forks all the workers now
+    except (BrokenProcessPool, concurrent.futures.TimeoutError):
+        _stop_pool(executor, kill=True)
+        raise IndexerError("the worker processes did not start; try --workers 0") from None
+    return executor
+
+
+def _close(writer: BatchWriter) -> None:
+    """Release the writer's connection and scratch files, even when the connection is broken."""
+    try:
+        writer.close()
+    except SQLAlchemyError:
+        writer.backend.close(None)
 
 
 def _fail(
-    executor: ProcessPoolExecutor | None, engine: Engine, report: IndexReport, err: BaseException
+    executor: ProcessPoolExecutor | None,
+    writer: BatchWriter,
+    engine: Engine,
+    report: IndexReport,
+    err: BaseException,
 ) -> None:
     """Record the run as interrupted or failed; a dead worker becomes an IndexerError."""
     if executor is not None:
-        _kill_workers(executor)  # nothing they hold is needed now; never wait on them
+        _stop_pool(executor, kill=True)  # nothing they hold is needed now; never wait on them
+    # Before finish_run: a transaction the writer left open would make it wait on SQLite's lock.
+    _close(writer)
     report.outcome = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
-    # If the database is what failed, the run row stays "running" and is marked later.
-    with contextlib.suppress(SQLAlchemyError):
+    try:
         finish_run(engine, report.run_id, report.outcome, report.counts())
+    except SQLAlchemyError:
+        # The connections of the pool may be what failed (a server restart, a terminated
+        # backend): once more on a new one; if the database itself is gone, the run row stays
+        # "running" and the next run marks it interrupted.
+        engine.dispose()
+        with contextlib.suppress(SQLAlchemyError):
+            finish_run(engine, report.run_id, report.outcome, report.counts())
     if isinstance(err, BrokenProcessPool):
         raise IndexerError(
             "a worker process died (killed, or out of memory); what was "
@@ -346,6 +474,7 @@ class _Pipeline:
     def run(self) -> None:
         if self.executor is None:
             for chunk in self.feed.chunks():
+                self.feed.stop_check()
                 self._take(process_chunk(chunk))
                 self._flush_when_due()
         else:
@@ -358,6 +487,7 @@ class _Pipeline:
         submitted = 0
         exhausted = False
         while True:
+            self.feed.stop_check()
             while not exhausted and len(pending) < self.options.workers * PENDING_PER_WORKER:
                 tasks = next(chunks, None)
                 if tasks is None:
@@ -410,5 +540,7 @@ class _Pipeline:
         feed.unchanged.clear()
         feed.skipped.clear()
         self.last_flush = time.monotonic()
+        # What committed is counted in the run row, so a killed run still says what it did.
+        record_counts(self.writer.connection(), report.run_id, report.counts())
         if self.options.progress is not None:
             self.options.progress(report)

@@ -7,6 +7,10 @@ run's backend described (backends.sinks).
 from __future__ import annotations
 
 import os
+import signal
+import sys
+import threading
+import time
 
 from .backends.sinks import SinkSpec
 from .errors import DicomReadError, Reason
@@ -25,6 +29,40 @@ def _path_ids_for(run_key: str) -> PathIds:
         _path_ids.clear()  # a new run (perhaps into another database): send every path again
         found = _path_ids[run_key] = PathIds(run_key)
     return found
+
+
+PARENT_CHECK_S = 1.0  # how often a worker without PR_SET_PDEATHSIG checks that its parent lives
+_PR_SET_PDEATHSIG = 1
+
+
+def init_process(parent_pid: int) -> None:
+    """Set up a pool worker: the parent decides what Ctrl-C and SIGTERM do to a run, and a
+    worker whose parent is gone (SIGKILL, out of memory) exits by itself at once."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler, inherited by fork
+    if not _die_with_parent():
+        threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    if os.getppid() != parent_pid:  # the parent died before the kernel was told to watch it
+        os._exit(1)
+
+
+def _die_with_parent() -> bool:
+    """Linux: have the kernel SIGKILL this process when its parent ends."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_CHECK_S)
+    os._exit(1)  # a worker holds nothing that outlives its run: scratch goes with the next run
 
 
 def looks_like_dicom_name(path: str) -> bool:

@@ -7,7 +7,6 @@ import contextlib
 import os
 import shutil
 import sqlite3
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -15,8 +14,10 @@ from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.exc import SQLAlchemyError
 
 from ..rows import ELEMENT_COLUMNS, IndexedFile, Outcome
+from . import scratch
 from .base import driver_error
 from .sqlite_rows import SCRATCH_COLUMNS, ScratchRows, ScratchSpec
 
@@ -83,7 +84,7 @@ class SQLiteBackend:
 
     def sink_spec(self) -> ScratchSpec:
         if not self._directory:
-            self._directory = tempfile.mkdtemp(prefix="indexer-scratch-")
+            self._directory = scratch.new_folder()
         return ScratchSpec(self._directory)
 
     def insert(self, table: Any) -> Any:
@@ -193,11 +194,15 @@ class SQLiteBackend:
         conn.commit()
 
     def close(self, conn: Connection | None) -> None:
-        if conn is not None:
-            for path, alias in list(self._attached.items()):
-                conn.exec_driver_sql(f"DETACH DATABASE {alias}")
-                remove(path)
-        self._attached.clear()
-        if self._directory:
-            shutil.rmtree(self._directory, ignore_errors=True)
-            self._directory = ""
+        """Detach the scratch files and remove the run's scratch folder, whatever state the
+        connection is in (a run that failed or was stopped still removes its patient data)."""
+        try:
+            if conn is not None:
+                for alias in self._attached.values():
+                    with contextlib.suppress(SQLAlchemyError):
+                        conn.exec_driver_sql(f"DETACH DATABASE {alias}")
+        finally:
+            self._attached.clear()
+            if self._directory:
+                shutil.rmtree(self._directory, ignore_errors=True)
+                self._directory = ""

@@ -8,7 +8,7 @@ import socket
 import time
 from collections.abc import Sequence
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select, update
 
 from ..schema import runs
 
@@ -52,6 +52,12 @@ def finish_run(engine: Engine, run_id: int, outcome: str, counts: dict[str, int]
             .where(runs.c.id == run_id)
             .values(outcome=outcome, finished_at=time.time(), **counts)
         )
+
+
+def record_counts(conn: Connection, run_id: int, counts: dict[str, int]) -> None:
+    """The run's counts so far, after each batch: a run killed later keeps what it committed."""
+    with conn.begin():
+        conn.execute(update(runs).where(runs.c.id == run_id).values(**counts))
 
 
 def _pid_alive(pid: int) -> bool:
