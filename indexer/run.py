@@ -225,10 +225,14 @@ class _StopSignals:
         if self.signum is not None:
             raise RunStopped(self.signum)
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
         self._previous.clear()
+        if exc_type is None and self.signum is not None:
+            # The stop came as the run was completing (its row then says completed): the
+            # caller still learns of it, so the command exits as stopped, not by the signal.
+            raise RunStopped(self.signum)
 
 
 # The cyclic garbage collector's default gen-0 threshold (700 live allocations) makes it scan
@@ -359,6 +363,7 @@ def _index(
         try:
             stop_check()
             _Pipeline(executor, feed, writer, report, options, started).run()
+            stop_check()  # a stop during the last batch is recorded, not completed over
         except BaseException as err:
             pool, executor, done, writer = executor, None, writer, None
             _fail(pool, done, engine, report, err)
