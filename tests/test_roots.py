@@ -397,6 +397,30 @@ def test_relocate_refuses_what_would_break_the_index(
     assert "already indexed" in refused(str(archive), str(copy))
 
 
+def test_relocate_samples_names_the_index_escapes(db_url: str, tmp_path: Path) -> None:
+    """Files whose names are not UTF-8 or hold a backslash are sampled too: a copy that did
+    not keep their times is refused, not taken unchecked as the same archive."""
+    source = next((Path(__file__).parent / "data").rglob("*.dcm")).read_bytes()
+    old = tmp_path / "old"
+    old.mkdir()
+    for name in (b"a_\xff.dcm", b"a_\\xff.dcm"):
+        Path(os.fsdecode(os.fsencode(old) + b"/" + name)).write_bytes(source)
+    index_paths([old], db_url, workers=0)
+    before = dump_index(db_url)
+    for copy, same in ((shutil.copyfile, False), (shutil.copy2, True)):
+        new = tmp_path / "new"
+        shutil.copytree(old, new, copy_function=copy)
+        result = _cli("relocate", str(old), str(new), "--db", db_url, "--dry-run", "-f", "json")
+        if same:
+            assert result.exit_code == 0, result.output
+            assert json.loads(result.stdout)["files sampled"] == 2
+        else:
+            assert result.exit_code == 1, result.output
+            assert "differ in size or modification time" in result.output
+        assert dump_index(db_url) == before
+        shutil.rmtree(new)
+
+
 def test_forget_and_relocate_help_and_missing_index(tmp_path: Path) -> None:
     for command in ("forget", "relocate"):
         result = _cli(command, "--help")
