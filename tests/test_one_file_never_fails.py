@@ -308,3 +308,45 @@ def test_values_beyond_the_integer_columns_never_fail_the_batch(
         (str(root / "big.dcm"), "walk", "warning"),
         (str(root / "huge.dcm"), "walk", "warning"),
     ]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_path_the_database_cannot_index_never_fails_the_run(
+    db_url: str, tmp_path: Path, request: pytest.FixtureRequest, workers: int
+) -> None:
+    """A real path of ~3 KB (Linux allows 4 KB) is beyond PostgreSQL's index row size, so not
+    even the refused file's own row can be stored: the file is counted failed and left out,
+    the rest lands (before: every run ended with "index row size ... exceeds"). It sorts
+    first, so it is also the file that carries its worker's definitions."""
+    tree = _tree(tmp_path / "tree")
+    server = request.getfixturevalue("pg_url") if db_url.startswith("postgresql") else None
+    with fresh_database(server and "postgresql" or "sqlite", tmp_path / "ref", server) as ref:
+        index_paths([str(tree[0].parent)], ref, workers=0)
+        reference = _content_dump(ref)
+    letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    state = 12345
+    parts = []
+    for _ in range(13):  # incompressible names: PostgreSQL compresses before it measures
+        name = ""
+        for _ in range(220):
+            state = (state * 1103515245 + 12345) % 2**31
+            name += letters[state % len(letters)]
+        parts.append(name)
+    deep = tree[0].parent.joinpath("0", *parts)
+    deep.mkdir(parents=True)
+    long_file = deep / "x.dcm"
+    long_file.write_bytes(tree[0].read_bytes())
+    assert len(str(long_file)) > 2900
+
+    report = index_paths([str(tree[0].parent)], db_url, workers=workers)
+
+    assert report.outcome == "completed"
+    stored = len(query(db_url, f"SELECT id FROM files WHERE path = '{long_file}'"))
+    assert (report.indexed, report.failed) == (FILES + stored, 1 - stored)
+    others = query(db_url, f"SELECT path, status FROM files WHERE path <> '{long_file}'")
+    assert dict(others) == {str(p): "indexed" for p in tree}
+    if not stored:  # PostgreSQL: the rest exactly as a fresh index of it
+        difference = diff_dumps(reference, _content_dump(db_url))
+        assert not difference, difference
+    again = index_paths([str(tree[0].parent)], db_url, workers=workers)
+    assert (again.outcome, again.unchanged) == ("completed", FILES + stored)

@@ -175,23 +175,34 @@ class BatchWriter:
             f"the database refused the file's rows: {complaint}",
             stage="write",
         )
-        try:
-            written = self._write_refused(conn, refused, outcome)
-        except Exception as err:
-            if self.backend.refused(err) is None or not isinstance(outcome, IndexedFile):
-                raise
-            written = self._write_refused(conn, refused, None)  # its definitions were refused
-        report.add(written)
+        # Its definitions may be what is refused; its own row too (a path longer than
+        # PostgreSQL can index): then it is counted failed, left out, and met again next run.
+        attempts: list[tuple[FailedFile | None, Outcome | None]] = [(refused, None)]
+        if isinstance(outcome, IndexedFile):
+            attempts = [(refused, outcome), (refused, None), (None, outcome)]
+        for failed, definitions_of in attempts:
+            try:
+                written = self._write_refused(conn, failed, definitions_of)
+            except Exception as err:
+                if self.backend.refused(err) is None:
+                    raise
+                continue
+            report.add(written)
+            if failed is not None:
+                return
+            break
+        report.failed += 1
 
     def _write_refused(
-        self, conn: Connection, refused: FailedFile, definitions_of: Outcome | None
+        self, conn: Connection, refused: FailedFile | None, definitions_of: Outcome | None
     ) -> BatchReport:
         """One transaction: the refused file's row and error (its old contents removed),
         with the definitions `definitions_of` carried."""
         written = BatchReport()
         with conn.begin():
             deltas = summaries.Deltas()
-            self._write_files(conn, [refused], written, deltas)
+            if refused is not None:
+                self._write_files(conn, [refused], written, deltas)
             if isinstance(definitions_of, IndexedFile):
                 self._write_definitions(conn, definitions_of, deltas)
             summaries.apply(conn, deltas)  # what its old contents counted goes
