@@ -310,6 +310,23 @@ def test_values_beyond_the_integer_columns_never_fail_the_batch(
     ]
 
 
+def _long_folder(root: Path) -> Path:
+    """A real folder under `root` (sorting first) whose path is about 2.9 KB of incompressible
+    names: beyond PostgreSQL's index row size (PostgreSQL compresses before it measures)."""
+    letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    state = 12345
+    parts = []
+    for _ in range(13):
+        name = ""
+        for _ in range(220):
+            state = (state * 1103515245 + 12345) % 2**31
+            name += letters[state % len(letters)]
+        parts.append(name)
+    deep = root.joinpath("0", *parts)
+    deep.mkdir(parents=True)
+    return deep
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_a_path_the_database_cannot_index_never_fails_the_run(
     db_url: str, tmp_path: Path, request: pytest.FixtureRequest, workers: int
@@ -323,18 +340,7 @@ def test_a_path_the_database_cannot_index_never_fails_the_run(
     with fresh_database(server and "postgresql" or "sqlite", tmp_path / "ref", server) as ref:
         index_paths([str(tree[0].parent)], ref, workers=0)
         reference = _content_dump(ref)
-    letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-    state = 12345
-    parts = []
-    for _ in range(13):  # incompressible names: PostgreSQL compresses before it measures
-        name = ""
-        for _ in range(220):
-            state = (state * 1103515245 + 12345) % 2**31
-            name += letters[state % len(letters)]
-        parts.append(name)
-    deep = tree[0].parent.joinpath("0", *parts)
-    deep.mkdir(parents=True)
-    long_file = deep / "x.dcm"
+    long_file = _long_folder(tree[0].parent) / "x.dcm"
     long_file.write_bytes(tree[0].read_bytes())
     assert len(str(long_file)) > 2900
 
@@ -350,3 +356,21 @@ def test_a_path_the_database_cannot_index_never_fails_the_run(
         assert not difference, difference
     again = index_paths([str(tree[0].parent)], db_url, workers=workers)
     assert (again.outcome, again.unchanged) == ("completed", FILES + stored)
+
+
+def test_a_crawl_skip_the_database_cannot_index_never_fails_the_run(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A FIFO at a ~3 KB path: its skip row is refused on PostgreSQL (the index on
+    errors.path); the other skips and every file still land (before: the run ended)."""
+    tree = _tree(tmp_path / "tree")
+    fifo = _long_folder(tree[0].parent) / "fifo"
+    os.mkfifo(fifo)
+    os.mkfifo(tree[0].parent / "fifo")
+    report = index_paths([str(tree[0].parent)], db_url, workers=0)
+    assert (report.outcome, report.indexed) == ("completed", FILES)
+    skips = [r[0] for r in query(db_url, "SELECT path FROM errors WHERE stage = 'crawl'")]
+    assert str(tree[0].parent / "fifo") in skips
+    assert len(skips) == (1 if db_url.startswith("postgresql") else 2)
+    again = index_paths([str(tree[0].parent)], db_url, workers=0)
+    assert (again.outcome, again.unchanged) == ("completed", FILES)

@@ -106,13 +106,37 @@ class BatchWriter:
                 self._write_group(conn, group, report, *marks)
             except Exception as err:
                 complaint = self.backend.refused(err)
-                if complaint is None or not group:
+                if complaint is None:
                     raise
                 if number == 0:
-                    self._write_group(conn, [], report, *marks)
-                self._split(conn, group, report, complaint)
+                    self._write_marks(conn, report, *marks)
+                if group:
+                    self._split(conn, group, report, complaint)
         self.backend.after_batch(conn)
         return report
+
+    def _write_marks(
+        self,
+        conn: Connection,
+        report: BatchReport,
+        unchanged_ids: Sequence[int],
+        skipped: Sequence[Skipped],
+    ) -> None:
+        """The unchanged marks and crawl skips of a refused group; a skip the database
+        refuses (a path longer than PostgreSQL can index) is left out, one at a time."""
+        try:
+            self._write_group(conn, [], report, unchanged_ids, skipped)
+            return
+        except Exception as err:
+            if self.backend.refused(err) is None:
+                raise
+        self._write_group(conn, [], report, unchanged_ids)
+        for skip in skipped:
+            try:
+                self._write_group(conn, [], report, (), [skip])
+            except Exception as err:
+                if self.backend.refused(err) is None:
+                    raise
 
     def _write_group(
         self,
