@@ -216,6 +216,29 @@ def test_missing_files_leave_find_stats_and_summaries_and_come_back(
     assert _find(db_url, "studies") == full_studies
 
 
+def test_stats_reads_what_missing_files_take_out_once(
+    db_url: str, archive: Path, tmp_path: Path
+) -> None:
+    """What missing files take out of the hierarchy is read once per `stats` (it reads every
+    missing file's instance row), not again for each breakdown."""
+    index_paths([archive], db_url, workers=0)
+    shutil.move(archive / "a_b", tmp_path / "away")
+    index_paths([archive], db_url, workers=0)
+    statements: list[str] = []
+    engine = sa.create_engine(db_url, poolclass=NullPool)
+    sa.event.listen(
+        engine, "before_cursor_execute", lambda *args: statements.append(" ".join(args[2].split()))
+    )
+    try:
+        with engine.connect() as conn:
+            counted = collect_stats(conn)
+    finally:
+        engine.dispose()
+    assert counted["missing_files"] > 0
+    lookups = [s for s in statements if s.startswith("SELECT instances.file_id FROM instances")]
+    assert len(lookups) == 1, lookups
+
+
 def test_missing_file_back_changed_is_read_again_and_counted_once(
     request: pytest.FixtureRequest, db_url: str, archive: Path, tmp_path: Path
 ) -> None:
