@@ -374,3 +374,20 @@ def test_a_crawl_skip_the_database_cannot_index_never_fails_the_run(
     assert len(skips) == (1 if db_url.startswith("postgresql") else 2)
     again = index_paths([str(tree[0].parent)], db_url, workers=0)
     assert (again.outcome, again.unchanged) == ("completed", FILES)
+
+
+def test_a_modification_time_beyond_64_bits_never_fails_the_run(
+    db_url: str, tmp_path: Path
+) -> None:
+    """`touch -d 2300-01-01`: st_mtime_ns is beyond a 64-bit integer, so the file's own row is
+    refused (SQLite: the driver's OverflowError, a traceback before; PostgreSQL: bigint out of
+    range, exit 1 before). The file is counted failed; the others land."""
+    tree = _tree(tmp_path / "tree")
+    late = 10**19  # 2286-11-20, after 2**63 ns
+    os.utime(tree[BAD], ns=(late, late))
+    assert tree[BAD].stat().st_mtime_ns > 2**63
+    done = run_cli(["index", str(tree[0].parent), "--db", db_url, "--workers", "0"])
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    status = dict(query(db_url, "SELECT path, status FROM files"))
+    assert status == {str(p): "indexed" for p in tree if p != tree[BAD]}
