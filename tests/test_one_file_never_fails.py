@@ -391,3 +391,7 @@ def test_a_modification_time_beyond_64_bits_never_fails_the_run(
     assert "Traceback" not in done.stdout + done.stderr
     status = dict(query(db_url, "SELECT path, status FROM files"))
     assert status == {str(p): "indexed" for p in tree if p != tree[BAD]}
+    # Its error row says why (its own row cannot be stored), once however many runs.
+    run_cli(["index", str(tree[0].parent), "--db", db_url, "--workers", "0"])
+    rows = query(db_url, "SELECT path, stage, reason FROM errors")
+    assert rows == [(str(tree[BAD]), "write", "refused")]

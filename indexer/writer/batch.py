@@ -200,33 +200,58 @@ class BatchWriter:
             stage="write",
         )
         # Its definitions may be what is refused; its own row too (a path longer than
-        # PostgreSQL can index): then it is counted failed, left out, and met again next run.
-        attempts: list[tuple[FailedFile | None, Outcome | None]] = [(refused, None)]
-        if isinstance(outcome, IndexedFile):
-            attempts = [(refused, outcome), (refused, None), (None, outcome)]
-        for failed, definitions_of in attempts:
+        # PostgreSQL can index, an mtime beyond 64 bits): then only its error row, or nothing,
+        # lands; it is counted failed and read again next run.
+        kept = (outcome,) if isinstance(outcome, IndexedFile) else ()
+        attempts: list[tuple[FailedFile | None, bool, Outcome | None]] = [
+            *((refused, True, o) for o in kept),
+            (refused, True, None),
+            *((refused, False, o) for o in kept),
+            (refused, False, None),
+            *((None, False, o) for o in kept),
+        ]
+        for failed, file_row, definitions_of in attempts:
             try:
-                written = self._write_refused(conn, failed, definitions_of)
+                written = self._write_refused(conn, failed, file_row, definitions_of)
             except Exception as err:
                 if self.backend.refused(err) is None:
                     raise
                 continue
             report.add(written)
-            if failed is not None:
+            if file_row:
                 return
             break
         report.failed += 1
 
     def _write_refused(
-        self, conn: Connection, refused: FailedFile | None, definitions_of: Outcome | None
+        self,
+        conn: Connection,
+        refused: FailedFile | None,
+        file_row: bool,
+        definitions_of: Outcome | None,
     ) -> BatchReport:
-        """One transaction: the refused file's row and error (its old contents removed),
-        with the definitions `definitions_of` carried."""
+        """One transaction: the refused file's row and error (its old contents removed), or
+        its error row alone (without `file_row`), with the definitions `definitions_of`."""
         written = BatchReport()
         with conn.begin():
             deltas = summaries.Deltas()
-            if refused is not None:
+            if refused is not None and file_row:
                 self._write_files(conn, [refused], written, deltas)
+            elif refused is not None:
+                conn.execute(delete(errors).where(errors.c.path == refused.path))
+                conn.execute(
+                    insert(errors),
+                    [
+                        self._error(
+                            refused.path,
+                            refused.stage,
+                            refused.reason,
+                            refused.message,
+                            "error",
+                            time.time(),
+                        )
+                    ],
+                )
             if isinstance(definitions_of, IndexedFile):
                 self._write_definitions(conn, definitions_of, deltas)
             summaries.apply(conn, deltas)  # what its old contents counted goes
