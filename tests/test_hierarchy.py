@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from helpers import clear_index, dump_index, engine_for, query, run_cli
+from helpers import clear_index, dump_index, engine_for, pg_database, query, run_cli
 from torture.build import el, identity, meta, uid_for
 
 from indexer import connect, reports
@@ -221,6 +221,36 @@ def test_disagreeing_files_give_the_same_rows_in_any_order(db_url: str, tmp_path
     assert dump_index(db_url, tables=_HIERARCHY) == expected
     index_paths([tmp_path / "tree"], db_url, workers=0)  # a re-run changes nothing
     assert dump_index(db_url, tables=_HIERARCHY) == expected
+
+
+def test_rows_do_not_depend_on_batching_under_a_linguistic_collation(
+    db_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """ "Smallest" is by code point everywhere ("B" before "a"), as within a batch: on a
+    PostgreSQL database whose collation is ICU en-US ("a" before "B") the series took "B"
+    from one run and "a" from one run per file (before the fix)."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    files = [
+        _write(tree, f"f{n}", extra=((0x0008103E, el(0x0008103E, "LO", text)),))
+        for n, text in enumerate((b"B", b"a"))
+    ]
+
+    def descriptions(url: str) -> list[tuple[object, ...]]:
+        index_paths([tree], url, workers=0)
+        together = query(url, "SELECT description FROM series")
+        clear_index(url)
+        for path in files:  # one run (and batch) per file
+            index_paths([path], url, workers=0)
+        return [*together, *query(url, "SELECT description FROM series")]
+
+    if db_url.startswith("sqlite"):
+        assert descriptions(db_url) == [("B",), ("B",)]
+        return
+    icu = "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.utf8'"
+    with pg_database(request.getfixturevalue("pg_url"), options=icu) as url:
+        assert query(url, "SELECT 'a' < 'B'") == [(True,)]
+        assert descriptions(url) == [("B",), ("B",)]
 
 
 # -- integer columns ----------------------------------------------------------------------------

@@ -308,3 +308,90 @@ def test_values_beyond_the_integer_columns_never_fail_the_batch(
         (str(root / "big.dcm"), "walk", "warning"),
         (str(root / "huge.dcm"), "walk", "warning"),
     ]
+
+
+def _long_folder(root: Path) -> Path:
+    """A real folder under `root` (sorting first) whose path is about 2.9 KB of incompressible
+    names: beyond PostgreSQL's index row size (PostgreSQL compresses before it measures)."""
+    letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    state = 12345
+    parts = []
+    for _ in range(13):
+        name = ""
+        for _ in range(220):
+            state = (state * 1103515245 + 12345) % 2**31
+            name += letters[state % len(letters)]
+        parts.append(name)
+    deep = root.joinpath("0", *parts)
+    deep.mkdir(parents=True)
+    return deep
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_path_the_database_cannot_index_never_fails_the_run(
+    db_url: str, tmp_path: Path, request: pytest.FixtureRequest, workers: int
+) -> None:
+    """A real path of ~3 KB (Linux allows 4 KB) is beyond PostgreSQL's index row size, so not
+    even the refused file's own row can be stored: the file is counted failed and left out,
+    the rest lands (before: every run ended with "index row size ... exceeds"). It sorts
+    first, so it is also the file that carries its worker's definitions."""
+    tree = _tree(tmp_path / "tree")
+    server = request.getfixturevalue("pg_url") if db_url.startswith("postgresql") else None
+    with fresh_database(server and "postgresql" or "sqlite", tmp_path / "ref", server) as ref:
+        index_paths([str(tree[0].parent)], ref, workers=0)
+        reference = _content_dump(ref)
+    long_file = _long_folder(tree[0].parent) / "x.dcm"
+    long_file.write_bytes(tree[0].read_bytes())
+    assert len(str(long_file)) > 2900
+
+    report = index_paths([str(tree[0].parent)], db_url, workers=workers)
+
+    assert report.outcome == "completed"
+    stored = len(query(db_url, f"SELECT id FROM files WHERE path = '{long_file}'"))
+    assert (report.indexed, report.failed) == (FILES + stored, 1 - stored)
+    others = query(db_url, f"SELECT path, status FROM files WHERE path <> '{long_file}'")
+    assert dict(others) == {str(p): "indexed" for p in tree}
+    if not stored:  # PostgreSQL: the rest exactly as a fresh index of it
+        difference = diff_dumps(reference, _content_dump(db_url))
+        assert not difference, difference
+    again = index_paths([str(tree[0].parent)], db_url, workers=workers)
+    assert (again.outcome, again.unchanged) == ("completed", FILES + stored)
+
+
+def test_a_crawl_skip_the_database_cannot_index_never_fails_the_run(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A FIFO at a ~3 KB path: its skip row is refused on PostgreSQL (the index on
+    errors.path); the other skips and every file still land (before: the run ended)."""
+    tree = _tree(tmp_path / "tree")
+    fifo = _long_folder(tree[0].parent) / "fifo"
+    os.mkfifo(fifo)
+    os.mkfifo(tree[0].parent / "fifo")
+    report = index_paths([str(tree[0].parent)], db_url, workers=0)
+    assert (report.outcome, report.indexed) == ("completed", FILES)
+    skips = [r[0] for r in query(db_url, "SELECT path FROM errors WHERE stage = 'crawl'")]
+    assert str(tree[0].parent / "fifo") in skips
+    assert len(skips) == (1 if db_url.startswith("postgresql") else 2)
+    again = index_paths([str(tree[0].parent)], db_url, workers=0)
+    assert (again.outcome, again.unchanged) == ("completed", FILES)
+
+
+def test_a_modification_time_beyond_64_bits_never_fails_the_run(
+    db_url: str, tmp_path: Path
+) -> None:
+    """`touch -d 2300-01-01`: st_mtime_ns is beyond a 64-bit integer, so the file's own row is
+    refused (SQLite: the driver's OverflowError, a traceback before; PostgreSQL: bigint out of
+    range, exit 1 before). The file is counted failed; the others land."""
+    tree = _tree(tmp_path / "tree")
+    late = 10**19  # 2286-11-20, after 2**63 ns
+    os.utime(tree[BAD], ns=(late, late))
+    assert tree[BAD].stat().st_mtime_ns > 2**63
+    done = run_cli(["index", str(tree[0].parent), "--db", db_url, "--workers", "0"])
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    status = dict(query(db_url, "SELECT path, status FROM files"))
+    assert status == {str(p): "indexed" for p in tree if p != tree[BAD]}
+    # Its error row says why (its own row cannot be stored), once however many runs.
+    run_cli(["index", str(tree[0].parent), "--db", db_url, "--workers", "0"])
+    rows = query(db_url, "SELECT path, stage, reason FROM errors")
+    assert rows == [(str(tree[BAD]), "write", "refused")]

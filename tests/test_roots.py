@@ -216,6 +216,29 @@ def test_missing_files_leave_find_stats_and_summaries_and_come_back(
     assert _find(db_url, "studies") == full_studies
 
 
+def test_stats_reads_what_missing_files_take_out_once(
+    db_url: str, archive: Path, tmp_path: Path
+) -> None:
+    """What missing files take out of the hierarchy is read once per `stats` (it reads every
+    missing file's instance row), not again for each breakdown."""
+    index_paths([archive], db_url, workers=0)
+    shutil.move(archive / "a_b", tmp_path / "away")
+    index_paths([archive], db_url, workers=0)
+    statements: list[str] = []
+    engine = sa.create_engine(db_url, poolclass=NullPool)
+    sa.event.listen(
+        engine, "before_cursor_execute", lambda *args: statements.append(" ".join(args[2].split()))
+    )
+    try:
+        with engine.connect() as conn:
+            counted = collect_stats(conn)
+    finally:
+        engine.dispose()
+    assert counted["missing_files"] > 0
+    lookups = [s for s in statements if s.startswith("SELECT instances.file_id FROM instances")]
+    assert len(lookups) == 1, lookups
+
+
 def test_missing_file_back_changed_is_read_again_and_counted_once(
     request: pytest.FixtureRequest, db_url: str, archive: Path, tmp_path: Path
 ) -> None:
@@ -395,6 +418,30 @@ def test_relocate_refuses_what_would_break_the_index(
     index_paths([copy / "ab"], db_url, workers=0)
     before = dump_index(db_url)
     assert "already indexed" in refused(str(archive), str(copy))
+
+
+def test_relocate_samples_names_the_index_escapes(db_url: str, tmp_path: Path) -> None:
+    """Files whose names are not UTF-8 or hold a backslash are sampled too: a copy that did
+    not keep their times is refused, not taken unchecked as the same archive."""
+    source = next((Path(__file__).parent / "data").rglob("*.dcm")).read_bytes()
+    old = tmp_path / "old"
+    old.mkdir()
+    for name in (b"a_\xff.dcm", b"a_\\xff.dcm"):
+        Path(os.fsdecode(os.fsencode(old) + b"/" + name)).write_bytes(source)
+    index_paths([old], db_url, workers=0)
+    before = dump_index(db_url)
+    for copy, same in ((shutil.copyfile, False), (shutil.copy2, True)):
+        new = tmp_path / "new"
+        shutil.copytree(old, new, copy_function=copy)
+        result = _cli("relocate", str(old), str(new), "--db", db_url, "--dry-run", "-f", "json")
+        if same:
+            assert result.exit_code == 0, result.output
+            assert json.loads(result.stdout)["files sampled"] == 2
+        else:
+            assert result.exit_code == 1, result.output
+            assert "differ in size or modification time" in result.output
+        assert dump_index(db_url) == before
+        shutil.rmtree(new)
 
 
 def test_forget_and_relocate_help_and_missing_index(tmp_path: Path) -> None:

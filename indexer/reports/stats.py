@@ -24,7 +24,7 @@ from ..schema import (
     series,
     studies,
 )
-from .missing import absent_hierarchy, present_instance
+from .missing import Absent, absent_hierarchy, present_instance
 
 BREAKDOWNS = ("modality", "sop-class", "transfer-syntax", "manufacturer", "study-year")
 
@@ -98,7 +98,7 @@ def collect_stats(conn: Connection, by: str | None = None) -> dict[str, Any]:
     )
     data["conflicts"] = _conflicts(conn)
     data["missing_files"] = by_status.get("missing", 0)
-    data["by_modality"] = _by_modality(conn, groups)
+    data["by_modality"] = _by_modality(conn, groups, absent)
     data["by_sop_class"] = _by_sop_class(groups)
     data["by_transfer_syntax"] = _sorted_breakdown(
         [
@@ -106,8 +106,8 @@ def collect_stats(conn: Connection, by: str | None = None) -> dict[str, Any]:
             for uid, (n, b) in syntaxes.items()
         ]
     )
-    data["by_manufacturer"] = _by_manufacturer(conn, groups)
-    data["by_study_year"] = _by_study_year(conn, groups)
+    data["by_manufacturer"] = _by_manufacturer(conn, groups, absent)
+    data["by_study_year"] = _by_study_year(conn, groups, absent)
     return data
 
 
@@ -254,8 +254,10 @@ def _sum_by(groups: list[Any], *columns: str) -> dict[tuple[Any, ...], int]:
     return totals
 
 
-def _by_modality(conn: Connection, groups: list[Any]) -> list[dict[str, Any]]:
-    absent = absent_hierarchy(conn)
+def _by_modality(
+    conn: Connection, groups: list[Any], absent: Absent | None = None
+) -> list[dict[str, Any]]:
+    absent = absent if absent is not None else absent_hierarchy(conn)
     series_of = {
         m: (int(s) - absent.series_by_modality[m], int(st) - absent.studies_by_modality[m])
         for m, s, st in conn.execute(
@@ -286,10 +288,12 @@ def _by_sop_class(groups: list[Any]) -> list[dict[str, Any]]:
     )
 
 
-def _by_manufacturer(conn: Connection, groups: list[Any]) -> list[dict[str, Any]]:
-    absent = absent_hierarchy(conn).series_by_model
+def _by_manufacturer(
+    conn: Connection, groups: list[Any], absent: Absent | None = None
+) -> list[dict[str, Any]]:
+    gone = (absent if absent is not None else absent_hierarchy(conn)).series_by_model
     series_of = {
-        (m, mo): int(n) - absent[(m, mo)]
+        (m, mo): int(n) - gone[(m, mo)]
         for m, mo, n in conn.execute(
             select(series.c.manufacturer, series.c.model, func.count()).group_by(
                 series.c.manufacturer, series.c.model
@@ -305,14 +309,16 @@ def _by_manufacturer(conn: Connection, groups: list[Any]) -> list[dict[str, Any]
     )
 
 
-def _by_study_year(conn: Connection, groups: list[Any]) -> list[dict[str, Any]]:
+def _by_study_year(
+    conn: Connection, groups: list[Any], absent: Absent | None = None
+) -> list[dict[str, Any]]:
     year = case(
         (func.length(studies.c.study_date) >= 4, func.substr(studies.c.study_date, 1, 4)),
         else_=None,
     )
-    absent = absent_hierarchy(conn).studies_by_year
+    gone = (absent if absent is not None else absent_hierarchy(conn)).studies_by_year
     studies_of = {
-        y: int(n) - absent[y] for y, n in conn.execute(select(year, func.count()).group_by(year))
+        y: int(n) - gone[y] for y, n in conn.execute(select(year, func.count()).group_by(year))
     }
     in_tree = [g for g in groups if g.in_hierarchy]
     return _sorted_breakdown(

@@ -106,13 +106,37 @@ class BatchWriter:
                 self._write_group(conn, group, report, *marks)
             except Exception as err:
                 complaint = self.backend.refused(err)
-                if complaint is None or not group:
+                if complaint is None:
                     raise
                 if number == 0:
-                    self._write_group(conn, [], report, *marks)
-                self._split(conn, group, report, complaint)
+                    self._write_marks(conn, report, *marks)
+                if group:
+                    self._split(conn, group, report, complaint)
         self.backend.after_batch(conn)
         return report
+
+    def _write_marks(
+        self,
+        conn: Connection,
+        report: BatchReport,
+        unchanged_ids: Sequence[int],
+        skipped: Sequence[Skipped],
+    ) -> None:
+        """The unchanged marks and crawl skips of a refused group; a skip the database
+        refuses (a path longer than PostgreSQL can index) is left out, one at a time."""
+        try:
+            self._write_group(conn, [], report, unchanged_ids, skipped)
+            return
+        except Exception as err:
+            if self.backend.refused(err) is None:
+                raise
+        self._write_group(conn, [], report, unchanged_ids)
+        for skip in skipped:
+            try:
+                self._write_group(conn, [], report, (), [skip])
+            except Exception as err:
+                if self.backend.refused(err) is None:
+                    raise
 
     def _write_group(
         self,
@@ -175,23 +199,59 @@ class BatchWriter:
             f"the database refused the file's rows: {complaint}",
             stage="write",
         )
-        try:
-            written = self._write_refused(conn, refused, outcome)
-        except Exception as err:
-            if self.backend.refused(err) is None or not isinstance(outcome, IndexedFile):
-                raise
-            written = self._write_refused(conn, refused, None)  # its definitions were refused
-        report.add(written)
+        # Its definitions may be what is refused; its own row too (a path longer than
+        # PostgreSQL can index, an mtime beyond 64 bits): then only its error row, or nothing,
+        # lands; it is counted failed and read again next run.
+        kept = (outcome,) if isinstance(outcome, IndexedFile) else ()
+        attempts: list[tuple[FailedFile | None, bool, Outcome | None]] = [
+            *((refused, True, o) for o in kept),
+            (refused, True, None),
+            *((refused, False, o) for o in kept),
+            (refused, False, None),
+            *((None, False, o) for o in kept),
+        ]
+        for failed, file_row, definitions_of in attempts:
+            try:
+                written = self._write_refused(conn, failed, file_row, definitions_of)
+            except Exception as err:
+                if self.backend.refused(err) is None:
+                    raise
+                continue
+            report.add(written)
+            if file_row:
+                return
+            break
+        report.failed += 1
 
     def _write_refused(
-        self, conn: Connection, refused: FailedFile, definitions_of: Outcome | None
+        self,
+        conn: Connection,
+        refused: FailedFile | None,
+        file_row: bool,
+        definitions_of: Outcome | None,
     ) -> BatchReport:
-        """One transaction: the refused file's row and error (its old contents removed),
-        with the definitions `definitions_of` carried."""
+        """One transaction: the refused file's row and error (its old contents removed), or
+        its error row alone (without `file_row`), with the definitions `definitions_of`."""
         written = BatchReport()
         with conn.begin():
             deltas = summaries.Deltas()
-            self._write_files(conn, [refused], written, deltas)
+            if refused is not None and file_row:
+                self._write_files(conn, [refused], written, deltas)
+            elif refused is not None:
+                conn.execute(delete(errors).where(errors.c.path == refused.path))
+                conn.execute(
+                    insert(errors),
+                    [
+                        self._error(
+                            refused.path,
+                            refused.stage,
+                            refused.reason,
+                            refused.message,
+                            "error",
+                            time.time(),
+                        )
+                    ],
+                )
             if isinstance(definitions_of, IndexedFile):
                 self._write_definitions(conn, definitions_of, deltas)
             summaries.apply(conn, deltas)  # what its old contents counted goes

@@ -230,13 +230,21 @@ class Hierarchy:
                 old, new = table.c[name], stmt.excluded[name]
                 differ = and_(old.is_not(None), old != "", new.is_not(None), old != new)
                 bits = bits.op("|")(case((differ, _bit(table.name, name)), else_=0))
+        # "Smallest" by code point, as _merge compares within a batch: a PostgreSQL database
+        # with a linguistic collation would otherwise pick by how the files were batched.
+        code_points = self.backend.name == "postgresql"
+
+        def smaller(name: str) -> Any:
+            new, old = stmt.excluded[name], table.c[name]
+            return new.collate("C") < old.collate("C") if code_points else new < old
+
         set_: dict[str, Any] = {
             name: case(
                 (
                     or_(
                         table.c[name].is_(None),
                         table.c[name] == "",
-                        stmt.excluded[name] < table.c[name],
+                        smaller(name),
                     ),
                     stmt.excluded[name],
                 ),

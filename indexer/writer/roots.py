@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..db import chunks, describe_url, first_line, open_index, resolve_url
 from ..errors import DatabaseError, IndexerError
-from ..rows import stored_path
+from ..rows import disk_path
 from ..schema import errors, files
 from .catalog import delete_files, stored_root, under_root
 from .contents import with_contents
@@ -134,7 +134,7 @@ def relocate_root(
         report.files = len(moved)
         report.missing = sum(1 for m in moved if m[2] == "missing")
         report.sampled = _check_sample(
-            [(new_os + m[1][len(old_root) :], m[3], m[4]) for m in moved if m[2] != "missing"],
+            [(disk_path(renamed[m[0]]), m[3], m[4]) for m in moved if m[2] != "missing"],
             sample,
         )
         old_errors: list[str] = [
@@ -204,15 +204,11 @@ def _indexed_among(conn: Connection, paths: list[str]) -> int:
 
 def _check_sample(candidates: list[tuple[str, int, int]], size: int) -> int:
     """Compare up to `size` of (OS path, size, mtime_ns), spread over the list, with the disk;
-    returns how many were compared. Raises IndexerError when one differs or is absent.
-
-    Only paths that are plain text are sampled (stored_path leaves them as they are, so the
-    stored text is the OS path); names the index escapes would need the inverse mapping."""
-    plain = [c for c in candidates if stored_path(c[0]) == c[0]]
-    if not plain or size <= 0:
+    returns how many were compared. Raises IndexerError when one differs or is absent."""
+    if not candidates or size <= 0:
         return 0
-    step = max(1, len(plain) // size)
-    picked = plain[::step][:size]
+    step = max(1, len(candidates) // size)
+    picked = candidates[::step][:size]
     differ = absent = 0
     for path, want_size, want_mtime in picked:
         try:
