@@ -30,7 +30,7 @@ from .crawler import Skipped, iter_files
 from .db import describe_url, first_line, open_index, resolve_url
 from .errors import DatabaseError, IndexerError
 from .records import DEFAULT_VALUE_LIMIT
-from .rows import Outcome
+from .rows import Outcome, stored_path
 from .worker import Task, init_process, process_chunk
 from .writer import BatchWriter, Catalog, finish_run, start_run
 from .writer.runs import record_counts
@@ -319,8 +319,9 @@ def _roots(roots: Iterable[str | os.PathLike[str]]) -> list[str]:
         # Refused before anything is written: a mistyped path or an unmounted share would
         # otherwise have every file indexed under it marked missing (or pruned).
         if not os.path.lexists(root):
+            shown = stored_path(root)  # as the index stores and prints it (non-UTF-8 bytes)
             raise IndexerError(
-                f"{root}: no such file or folder (gone for good? `indexer forget {root}`)"
+                f"{shown}: no such file or folder (gone for good? `indexer forget {shown}`)"
             )
     return root_list
 

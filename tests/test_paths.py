@@ -9,12 +9,13 @@ collide; `path_bytes` gives the bytes back. The folders of these tests hold real
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from alembic import command
-from helpers import engine_for, query
+from helpers import INDEXER_BIN, engine_for, query
 from hypothesis import given
 from hypothesis import strategies as st
 from torture.build import dicom_file, uid_for
@@ -219,3 +220,16 @@ def test_the_migration_reads_ambiguous_old_texts_as_the_old_scheme_wrote_them(
     )
     _alembic(db_url, "downgrade", "0002")
     assert sorted(r[0] for r in query(db_url, "SELECT path FROM files")) == sorted(old_to_new)
+
+
+def test_a_vanished_root_is_named_as_the_index_stores_it(tmp_path: Path) -> None:
+    """The refusal of a root that is gone suggests `indexer forget ROOT` with the root as the
+    index stores it, so the line can be pasted back (a non-UTF-8 byte as \\xHH)."""
+    root = os.path.join(os.fsencode(tmp_path), b"gone_\xff")
+    result = subprocess.run(
+        [INDEXER_BIN, "index", root, "--db", str(tmp_path / "i.db"), "-q"], capture_output=True
+    )
+    assert result.returncode == 1
+    stderr = result.stderr.decode("utf-8")
+    assert f"indexer forget {stored_path(os.fsdecode(root))}`" in stderr
+    assert "gone_\\xff" in stderr and "Traceback" not in stderr
