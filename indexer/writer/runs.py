@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import Connection, Engine, insert, select, update
 
+from ..backends.scratch import pid_alive
 from ..schema import runs
 
 _ZERO_COUNTS = (
@@ -30,7 +31,7 @@ def start_run(engine: Engine, roots: Sequence[str], options: dict[str, object]) 
         stale = conn.execute(
             select(runs.c.id, runs.c.pid).where(runs.c.outcome == "running", runs.c.host == host)
         ).all()
-        dead = [run_id for run_id, pid in stale if not _pid_alive(pid)]
+        dead = [run_id for run_id, pid in stale if not pid_alive(pid)]
         if dead:
             conn.execute(update(runs).where(runs.c.id.in_(dead)).values(outcome="interrupted"))
         row: dict[str, object] = {
@@ -58,13 +59,3 @@ def record_counts(conn: Connection, run_id: int, counts: dict[str, int]) -> None
     """The run's counts so far, after each batch: a run killed later keeps what it committed."""
     with conn.begin():
         conn.execute(update(runs).where(runs.c.id == run_id).values(**counts))
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
