@@ -235,8 +235,10 @@ def open_index(db: str | None, *, create: bool = True, migrate: bool = True) -> 
     head = head_revision()
     try:
         with engine.connect() as connection:
-            current = current_revision(connection)
+            # Tables first, then the version: a first command creating the schema meanwhile
+            # commits both at once, so this order never sees its tables without its version.
             empty = not inspect(connection).get_table_names()
+            current = current_revision(connection)
     except OperationalError as err:
         raise DatabaseError(
             f"cannot open the index at {describe_url(url)}: {first_line(err)}"
