@@ -146,7 +146,7 @@ def index(
         bool, typer.Option(help="Delete files gone from PATHS instead of marking them missing.")
     ] = False,
     value_limit: Annotated[
-        int, typer.Option(min=16, metavar="N", help="Characters of each value kept (16 or more).")
+        int, typer.Option(min=16, metavar="N", help="Characters of each value kept.")
     ] = 1024,
     follow_links: Annotated[
         bool,
@@ -751,7 +751,7 @@ def dump(
         bool, typer.Option("--meta", help="Include the File Meta Information (0002).")
     ] = False,
     value_limit: Annotated[
-        int, typer.Option(min=16, metavar="N", help="Characters of each value kept (16 or more).")
+        int, typer.Option(min=16, metavar="N", help="Characters of each value kept.")
     ] = 1024,
 ) -> None:
     """Print every element of one file, with sequences, items and fragments, and the total count.

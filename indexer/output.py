@@ -19,7 +19,7 @@ class Format(str, Enum):
     csv = "csv"
 
 
-MIN_COLUMN = 8  # a column is never cut narrower than this (nor than its heading)
+MIN_COLUMN = 6  # a column is never cut narrower than this
 
 
 def terminal_width() -> int | None:
@@ -41,8 +41,11 @@ def render_table(
         for i, value in enumerate(row):
             widths[i] = max(widths[i], len(value))
     if width is not None:
-        widths = _fit(widths, [len(c) for c in columns], width)
+        # Cut the cells first; the headings too only when cells alone cannot make it fit.
+        widths = _fit(widths, [max(MIN_COLUMN, len(c)) for c in columns], width)
+        widths = _fit(widths, [MIN_COLUMN] * len(widths), width)
         cells = [[_cut(v, w) for v, w in zip(row, widths, strict=False)] for row in cells]
+        columns = [_cut(c, w) for c, w in zip(columns, widths, strict=True)]
     numeric = [
         all(
             isinstance(row[i], (int, float)) and not isinstance(row[i], bool)
@@ -69,15 +72,15 @@ def render_table(
     return "\n".join(line.rstrip() for line in lines)
 
 
-def _fit(widths: list[int], headings: list[int], width: int) -> list[int]:
-    """Narrow the widest columns, one character at a time, until the line fits `width`."""
+def _fit(widths: list[int], floors: list[int], width: int) -> list[int]:
+    """Narrow the widest columns, one character at a time and none below its floor, until
+    the line fits `width`."""
     widths = list(widths)
-    floors = [max(MIN_COLUMN, h) for h in headings]
     excess = sum(widths) + 2 * (len(widths) - 1) - width
     while excess > 0:
         shrinkable = [i for i, w in enumerate(widths) if w > floors[i]]
         if not shrinkable:
-            break  # nothing left to narrow: the terminal wraps what remains
+            break  # at its floor: the terminal wraps what remains
         widest = max(shrinkable, key=lambda i: widths[i])
         widths[widest] -= 1
         excess -= 1
