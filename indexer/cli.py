@@ -14,13 +14,34 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+import typer.core
 
 from . import __version__
 from .errors import IndexerError
-from .output import Format, render_csv, render_json, render_table
+from .output import Format, machine_key, render_csv, render_json, render_table, terminal_width
 
 if TYPE_CHECKING:
     from .run import IndexReport
+
+
+def _argument_usage(self: typer.core.TyperArgument) -> str:
+    """`PATH...` and `[FILTER]...` in usage lines, as click writes them (not `{PATH}...`)."""
+    name = self.metavar or (self.name or "").upper()
+    name = name if self.required else f"[{name}]"
+    return name + ("..." if self.nargs != 1 else "")
+
+
+def _argument_type(self: typer.core.TyperArgument, ctx: Any) -> str:
+    """No `<list[Path]>` beside an argument: its metavar and help say what it takes."""
+    return ""
+
+
+# typer offers no class of its own for arguments; these two methods only render help.
+typer.core.TyperArgument._usage_display_name = _argument_usage  # type: ignore[method-assign]
+typer.core.TyperArgument.display_type = _argument_type  # type: ignore[method-assign,assignment]
+
+# -h as well as --help, on every command (subcommands inherit it from the top context).
+CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 app = typer.Typer(
     help="Index DICOM archives into SQLite or PostgreSQL, and ask the index questions.",
@@ -28,8 +49,11 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
+    context_settings=CONTEXT,
 )
-db_app = typer.Typer(help="Manage the index database schema.", no_args_is_help=True)
+db_app = typer.Typer(
+    help="Manage the index database schema.", no_args_is_help=True, context_settings=CONTEXT
+)
 app.add_typer(db_app, name="db")
 
 DbOption = Annotated[
@@ -37,12 +61,16 @@ DbOption = Annotated[
     typer.Option(
         "--db",
         envvar="INDEXER_DB",
-        help="Index database: a SQLite file path or a URL such as "
-        "postgresql+psycopg://user@host/db [default: dicom-index.db]",
+        metavar="DB",
+        help="The index, by default dicom-index.db: a SQLite file or a PostgreSQL URL "
+        "(postgresql://user@host/name); SQLite and PostgreSQL are supported.",
         show_envvar=True,
     ),
 ]
-FormatOption = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
+FormatOption = Annotated[
+    Format,
+    typer.Option("--format", "-f", metavar="FORMAT", help="Output format: table, json, csv."),
+]
 
 
 def _version(value: bool) -> None:
@@ -73,8 +101,14 @@ def reported_errors(doing: str = "read the index") -> Iterator[None]:
         message = _error_line(err, doing)
         if message is None:
             raise
+        missing = _MISSING_DATABASE.search(message)
+        if missing:  # PostgreSQL does not create databases on connect, as SQLite does
+            message += f"; create it first: createdb {missing[1]}"
         typer.echo(f"error: {message}", err=True)
         raise typer.Exit(code=1) from None
+
+
+_MISSING_DATABASE = re.compile(r'database "([^"]+)" does not exist')
 
 
 def _error_line(err: Exception, doing: str) -> str | None:
@@ -94,17 +128,26 @@ def _error_line(err: Exception, doing: str) -> str | None:
 @app.command()
 def index(
     paths: Annotated[
-        list[Path], typer.Argument(help="Files and folders to index.", show_default=False)
+        list[Path],
+        typer.Argument(metavar="PATH", help="Files and folders to index.", show_default=False),
     ],
     db: DbOption = None,
     workers: Annotated[
         int | None,
-        typer.Option("--workers", "-w", min=0, help="Reader processes [default: CPU count]."),
+        typer.Option(
+            "--workers",
+            "-w",
+            min=0,
+            metavar="N",
+            help="Reader processes; 0 reads in this process [default: CPU count].",
+        ),
     ] = None,
     prune: Annotated[
         bool, typer.Option(help="Delete files gone from PATHS instead of marking them missing.")
     ] = False,
-    value_limit: Annotated[int, typer.Option(min=16, help="Characters of each value kept.")] = 1024,
+    value_limit: Annotated[
+        int, typer.Option(min=16, metavar="N", help="Characters of each value kept.")
+    ] = 1024,
     follow_links: Annotated[
         bool,
         typer.Option(
@@ -113,10 +156,14 @@ def index(
         ),
     ] = False,
     quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")
+        bool,
+        typer.Option(
+            "--quiet", "-q", help="No progress bar; no summary unless --format is json or csv."
+        ),
     ] = False,
     output: Annotated[
-        Format, typer.Option("--format", "-f", help="Summary format.")
+        Format,
+        typer.Option("--format", "-f", metavar="FORMAT", help="Summary format: table, json, csv."),
     ] = Format.table,
 ) -> None:
     """Index every DICOM file under PATHS (found by content, any file name).
@@ -152,9 +199,13 @@ def index(
         raise typer.Exit(code=128 + signum) from None  # the shell's code for that signal
     finally:
         progress.close()
-    if quiet:
-        return
-    _print_mapping(_index_summary(report, prune), output)
+    if quiet and output is Format.table:
+        return  # -q -f json|csv: a script asked for the summary, without the progress bar
+    summary = _index_summary(report, prune)
+    if output is Format.table:
+        _print_mapping(_index_table(summary), output)
+    else:
+        _print_mapping(summary, output)
     if report.errors:
         typer.echo(
             'see the errors table, or: indexer sql "SELECT path, reason, message FROM errors"',
@@ -187,20 +238,47 @@ class _ProgressBar:
 
 
 def _index_summary(report: IndexReport, prune: bool) -> dict[str, Any]:
+    """The run summary under its JSON/CSV keys (README: "index --format json"); the table
+    prints INDEX_LABELS instead."""
+    read = report.indexed + report.partial + report.failed + report.skipped
     return {
         "database": report.database,
         "run": report.run_id,
-        "files seen": report.files_seen,
+        "files_seen": report.files_seen,
         "indexed": report.indexed,
-        "indexed with problems": report.partial,
+        "indexed_with_problems": report.partial,
         "unchanged": report.unchanged,
         "errors": report.failed,
-        "not DICOM (skipped)": report.skipped,
-        "missing (pruned)" if prune else "missing": report.missing,
-        "crawl problems": report.crawl_problems,
-        "elements written": report.elements,
-        "elapsed s": round(report.elapsed, 2),
-        "files/s": round(report.files_per_second, 1),
+        "not_dicom": report.skipped,
+        "missing": report.missing,
+        "pruned": prune,
+        "crawl_problems": report.crawl_problems,
+        "elements_written": report.elements,
+        "elapsed_s": round(report.elapsed, 2),
+        # Files read per second; an unchanged re-run read none, so it has no rate (null).
+        "files_per_s": round(report.files_per_second, 1) if read else None,
+    }
+
+
+INDEX_LABELS = {
+    "files_seen": "files seen",
+    "indexed_with_problems": "indexed with problems",
+    "not_dicom": "not DICOM (skipped)",
+    "crawl_problems": "crawl problems",
+    "elements_written": "elements written",
+    "elapsed_s": "elapsed s",
+    "files_per_s": "files/s",
+}
+
+
+def _index_table(summary: dict[str, Any]) -> dict[str, Any]:
+    """The summary with the human labels; the missing count says whether it was pruned, and an
+    absent rate is left out."""
+    labels = dict(INDEX_LABELS, missing="missing (pruned)" if summary["pruned"] else "missing")
+    return {
+        labels.get(k, k): v
+        for k, v in summary.items()
+        if k != "pruned" and not (k == "files_per_s" and v is None)
     }
 
 
@@ -221,7 +299,13 @@ def stats(
     output: FormatOption = Format.table,
     by: Annotated[
         Breakdown | None,
-        typer.Option("--by", help="Print this one breakdown alone.", show_default=False),
+        typer.Option(
+            "--by",
+            metavar="BREAKDOWN",
+            help="Print this one breakdown alone: modality, sop-class, transfer-syntax, "
+            "manufacturer or study-year.",
+            show_default=False,
+        ),
     ] = None,
 ) -> None:
     """Counts of the index (patients to elements, errors, duplicates) and breakdowns.
@@ -280,14 +364,15 @@ def _rows_table(rows: list[dict[str, Any]]) -> str:
         [("(none)" if v is None and i < labels else v) for i, v in enumerate(row.values())]
         for row in rows
     ]
-    return render_table(columns, cells)
+    return render_table(columns, cells, terminal_width())
 
 
-def _print_rows(rows: list[dict[str, Any]], output: Format) -> None:
+def _print_rows(rows: list[dict[str, Any]], output: Format, columns: tuple[str, ...] = ()) -> None:
+    """Rows as a table, JSON or CSV; `columns` head a CSV without rows (pandas needs them)."""
     if output is Format.json:
         typer.echo(render_json(rows))
     elif output is Format.csv:
-        columns = list(rows[0]) if rows else []
+        columns = tuple(rows[0]) if rows else columns
         typer.echo(
             render_csv(columns, [[_csv_value(v) for v in r.values()] for r in rows]), nl=False
         )
@@ -306,13 +391,20 @@ def _csv_value(value: Any) -> Any:
 
 ModalityOption = Annotated[
     str | None,
-    typer.Option("--modality", "-m", help="Only instances of this modality.", show_default=False),
+    typer.Option(
+        "--modality",
+        "-m",
+        metavar="MODALITY",
+        help="Only instances of this modality.",
+        show_default=False,
+    ),
 ]
 
 SopClassOption = Annotated[
     str | None,
     typer.Option(
         "--sop-class",
+        metavar="SOP_CLASS",
         help="Only instances of this SOP class (UID, name or keyword).",
         show_default=False,
     ),
@@ -323,6 +415,7 @@ TagOption = Annotated[
     typer.Option(
         "--tag",
         "-t",
+        metavar="TAG",
         help="One tag's values: keyword, (gggg,eeee), private key or sequence path.",
         show_default=False,
     ),
@@ -332,6 +425,7 @@ PathOption = Annotated[
     str | None,
     typer.Option(
         "--path",
+        metavar="PATTERN",
         help="Tags whose key or keyword path matches this pattern (* and ?), "
         "e.g. '(0040,0275).*' or '*.CodeValue'.",
         show_default=False,
@@ -343,6 +437,7 @@ TopOption = Annotated[
     typer.Option(
         "--top",
         min=0,
+        metavar="N",
         help="Most common values shown per tag [default: 5; with --tag: all].",
         show_default=False,
     ),
@@ -425,7 +520,7 @@ def _print_tag_usage(usage: dict[str, Any], output: Format) -> None:
         for r in rows
     ]  # fmt: skip
     columns = ["tag", "keyword / name", "instances", "share", "distinct", "common values"]
-    typer.echo(render_table(columns, table))
+    typer.echo(render_table(columns, table, terminal_width()))
 
 
 def _tag_usage_cell(row: dict[str, Any], column: str) -> Any:
@@ -477,6 +572,7 @@ def _print_tag_values(report: dict[str, Any], output: Format) -> None:
         render_table(
             ["value", "instances", "occurrences"],
             [[_shown(v["value"]), v["instances"], v["occurrences"]] for v in values],
+            terminal_width(),
         )
     )
 
@@ -510,14 +606,35 @@ class Level(str, Enum):
     instances = "instances"
 
 
+# The keys of reports.find's rows per level: the CSV header when nothing matched.
+FIND_COLUMNS = {
+    Level.studies: (
+        "study_instance_uid", "patient_id", "study_date", "accession_number",
+        "study_description", "modalities", "series", "instances",
+    ),
+    Level.series: (
+        "series_instance_uid", "study_instance_uid", "patient_id", "modality",
+        "series_number", "series_description", "instances",
+    ),
+    Level.instances: (
+        "sop_instance_uid", "sop_class_uid", "series_instance_uid", "study_instance_uid",
+        "patient_id", "modality", "instance_number", "path",
+    ),
+}  # fmt: skip
+
+
 @app.command()
 def find(
-    level: Annotated[Level, typer.Argument(help="What to list.")],
+    level: Annotated[
+        Level, typer.Argument(metavar="LEVEL", help="What to list: studies, series or instances.")
+    ],
     filters: Annotated[
         list[str] | None,
         typer.Argument(
+            metavar="FILTER",
             help="KEY=VALUE filters, all must match: PatientID=12*, PatientName=DOE^*, "
-            "StudyDate=20240101-20241231, Modality=MR, AccessionNumber=A1, BodyPartExamined=HEAD, "
+            "StudyDate=20240101-20241231, Modality=MR, AccessionNumber=A1, BodyPartExamined=HEAD; "
+            "a key in a sequence joins keywords with dots, e.g. "
             "RequestAttributesSequence.RequestedProcedureID=77.",
             show_default=False,
         ),
@@ -526,7 +643,9 @@ def find(
     output: FormatOption = Format.table,
     limit: Annotated[
         int | None,
-        typer.Option("--limit", min=1, help="Print at most this many.", show_default=False),
+        typer.Option(
+            "--limit", min=1, metavar="N", help="Print at most this many.", show_default=False
+        ),
     ] = None,
     include_missing: Annotated[
         bool,
@@ -555,7 +674,7 @@ def find(
             else "no match"
         )
     else:
-        _print_rows(rows, output)
+        _print_rows(rows, output, FIND_COLUMNS[level])
 
 
 # -- sql --------------------------------------------------------------------------------------
@@ -578,6 +697,7 @@ def sql(
         typer.Option(
             "--timeout",
             min=0,
+            metavar="SECONDS",
             help="Stop the query after this many seconds (exit code 124); 0: no limit.",
         ),
     ] = 60,
@@ -605,7 +725,11 @@ def sql(
     elif output is Format.csv:
         typer.echo(render_csv(result.columns, result.rows), nl=False)
     else:
-        typer.echo(render_table(result.columns, result.rows) if result.columns else "(no result)")
+        typer.echo(
+            render_table(result.columns, result.rows, terminal_width())
+            if result.columns
+            else "(no result)"
+        )
 
 
 # -- dump -------------------------------------------------------------------------------------
@@ -620,12 +744,15 @@ class DumpFormat(str, Enum):
 def dump(
     file: Annotated[Path, typer.Argument(help="The DICOM file.", show_default=False)],
     output: Annotated[
-        DumpFormat, typer.Option("--format", "-f", help="text tree, or json records.")
+        DumpFormat,
+        typer.Option("--format", "-f", metavar="FORMAT", help="text (a tree) or json (records)."),
     ] = DumpFormat.text,
     meta: Annotated[
         bool, typer.Option("--meta", help="Include the File Meta Information (0002).")
     ] = False,
-    value_limit: Annotated[int, typer.Option(min=16, help="Characters of each value kept.")] = 1024,
+    value_limit: Annotated[
+        int, typer.Option(min=16, metavar="N", help="Characters of each value kept.")
+    ] = 1024,
 ) -> None:
     """Print every element of one file, with sequences, items and fragments, and the total count.
 
@@ -828,8 +955,8 @@ def db_current(db: DbOption = None) -> None:
     """Print the schema revision of the index and the revision this version expects."""
     from .db import current_revision, describe_url, head_revision, make_engine, resolve_url
 
-    url = resolve_url(db)
     with reported_errors():
+        url = resolve_url(db)
         engine = make_engine(url, read_only=True)
         with engine.connect() as conn:
             current = current_revision(conn)
@@ -840,6 +967,10 @@ def db_current(db: DbOption = None) -> None:
 
 
 def _print_mapping(data: dict[str, Any], output: Format) -> None:
+    """A summary: `label  value` lines for people; for scripts, the same under snake_case keys
+    (one vocabulary with stats: "files seen" is files_seen)."""
+    if output is not Format.table:
+        data = {machine_key(k): v for k, v in data.items()}
     if output is Format.json:
         typer.echo(render_json(data))
         return
@@ -847,7 +978,7 @@ def _print_mapping(data: dict[str, Any], output: Format) -> None:
     if output is Format.csv:
         typer.echo(render_csv(["key", "value"], flat), nl=False)
     else:
-        typer.echo(render_table(["", ""], flat).split("\n", 2)[2])
+        typer.echo(render_table(["", ""], flat, terminal_width()).split("\n", 2)[2])
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> Any:
@@ -882,7 +1013,10 @@ def main() -> None:
         sys.exit(130)
     except Exception as err:
         if type(err).__name__ == "NoArgsIsHelpError":
-            sys.exit(0)  # the help text was printed
+            # `indexer` or `indexer db` alone: the help (click would print it on stderr and exit
+            # 2; asking for nothing is asking what there is, so stdout and 0, like --help).
+            typer.echo(err.ctx.get_help())  # type: ignore[attr-defined]
+            sys.exit(0)
         if hasattr(err, "format_message") and hasattr(err, "exit_code"):  # a usage error
             typer.echo(f"error: {err.format_message()}", err=True)
             sys.exit(1)

@@ -30,13 +30,21 @@ _PG_MIGRATION_LOCK = 7_301_920_441  # advisory lock key: one migrator at a time 
 def resolve_url(db: str | None) -> str:
     """Return a SQLAlchemy URL for `db`, `$INDEXER_DB` or the default SQLite file.
 
-    A value without ``://`` is a path to a SQLite file.
+    A value without ``://`` is a path to a SQLite file (``~`` is the home folder, also when
+    it comes quoted from $INDEXER_DB). Other schemes than sqlite and postgresql are refused
+    with DatabaseError, before any driver is looked for.
     """
     value = db or os.environ.get(ENV_VAR) or DEFAULT_DB
     if "://" not in value:
-        value = "sqlite:///" + os.path.abspath(value)
-    elif value.startswith(("postgresql://", "postgres://")):
-        value = "postgresql+psycopg://" + value.split("://", 1)[1]
+        return "sqlite:///" + os.path.abspath(os.path.expanduser(value))
+    scheme = value.split("://", 1)[0].lower()
+    if scheme in ("postgresql", "postgres"):
+        return "postgresql+psycopg://" + value.split("://", 1)[1]
+    if scheme.split("+", 1)[0] not in ("sqlite", "postgresql"):
+        raise DatabaseError(
+            f"unsupported database {scheme.split('+', 1)[0]!r}: the index is a SQLite file "
+            "(a path) or a PostgreSQL database (postgresql://user@host/name)"
+        )
     return value
 
 

@@ -71,19 +71,17 @@ def test_json_summary(db_url: str, sample_dir: Path) -> None:
     assert code == 0, err
     data = json.loads(out)
     counts = _status_counts(db_url)
-    assert data["files seen"] == sum(counts.values())
+    assert data["files_seen"] == sum(counts.values())
     assert data["indexed"] == counts.get("indexed", 0)
-    assert data["indexed with problems"] == counts.get("partial", 0)
-    assert data["errors"] + data["not DICOM (skipped)"] == counts.get("not_dicom", 0) + counts.get(
-        "error", 0
-    )
+    assert data["indexed_with_problems"] == counts.get("partial", 0)
+    assert data["errors"] + data["not_dicom"] == counts.get("not_dicom", 0) + counts.get("error", 0)
     assert data["unchanged"] == 0 and data["missing"] == 0
     assert data["run"] == query(db_url, "SELECT MAX(id) FROM runs")[0][0]
     # Re-run: everything unchanged.
     code, out, err = invoke("index", str(sample_dir), "--db", db_url, "-w", "2", "-f", "json")
     again = json.loads(out)
-    assert code == 0 and again["unchanged"] == again["files seen"] == data["files seen"]
-    assert again["indexed"] == again["elements written"] == 0
+    assert code == 0 and again["unchanged"] == again["files_seen"] == data["files_seen"]
+    assert again["indexed"] == again["elements_written"] == 0
 
 
 def test_quiet_prints_nothing(sample_dir: Path, tmp_path: Path) -> None:
@@ -103,7 +101,8 @@ def test_prune_via_cli(sample_dir: Path, tmp_path: Path) -> None:
     assert code == 0 and json.loads(out)["missing"] == 1, err
     assert _status_counts(db_url)["missing"] == 1
     code, out, err = invoke("index", str(tree), "--db", db_url, "-w", "2", "-f", "json", "--prune")
-    assert code == 0 and json.loads(out)["missing (pruned)"] == 1, err
+    assert code == 0 and json.loads(out)["missing"] == 1, err
+    assert json.loads(out)["pruned"] is True
     assert "missing" not in _status_counts(db_url)
 
 

@@ -163,7 +163,7 @@ def test_special_file_system_as_root_is_refused_per_path(db_url: str, tmp_path: 
         pytest.skip("no /proc")
     ran = run_cli(["index", "/proc/self", "/sys/kernel", "--db", db_url, "-f", "json"], timeout=60)
     assert ran.returncode == 0, ran.stderr
-    assert '"files seen": 0' in ran.stdout
+    assert '"files_seen": 0' in ran.stdout
     assert sorted(query(db_url, "SELECT path, reason FROM errors")) == [
         ("/proc/self", "special_fs"),
         ("/sys/kernel", "special_fs"),

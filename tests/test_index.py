@@ -885,9 +885,9 @@ def test_index_summary_json_matches_database(
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     status = dict(Counter(s for (s,) in query(f"sqlite:///{db}", "SELECT status FROM files")))
-    assert summary["files seen"] == len(regular_files(tree))
+    assert summary["files_seen"] == len(regular_files(tree))
     assert summary["indexed"] == status.get("indexed", 0) == 4
-    assert summary["errors"] + summary["not DICOM (skipped)"] == status.get("not_dicom", 0)
+    assert summary["errors"] + summary["not_dicom"] == status.get("not_dicom", 0)
     assert (
         summary["errors"]
         == query(f"sqlite:///{db}", "SELECT COUNT(DISTINCT path) FROM errors")[0][0]

@@ -286,12 +286,12 @@ def test_forget_a_vanished_folder_by_whole_components(
     dry = _cli("forget", str(archive / "a_b"), "--db", db_url, "--dry-run", "-f", "json")
     assert dry.exit_code == 0, dry.output
     preview = json.loads(dry.stdout)
-    assert preview["files to forget"] > 0 and preview["dry run"] is True
+    assert preview["files_to_forget"] > 0 and preview["dry_run"] is True
     assert dump_index(db_url) == before
     for name in ("a_b", "a%"):
         result = _cli("forget", str(archive / name), "--db", db_url, "-f", "json")
         assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["files forgotten"] > 0
+    assert json.loads(result.stdout)["files_forgotten"] > 0
     # Nothing left to forget: said on stderr, exit 0 (forgetting is idempotent).
     again = _cli("forget", str(archive / "a_b"), "--db", db_url)
     assert again.exit_code == 0 and "nothing is indexed under" in again.output
@@ -327,7 +327,7 @@ def test_forget_of_missing_files_keeps_summaries_exact(
     index_paths([archive], db_url, workers=0)  # abc's files are missing now
     result = _cli("forget", str(archive / "abc"), "--db", db_url, "-f", "json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["already missing"] > 0
+    assert json.loads(result.stdout)["already_missing"] > 0
     expected = _fresh(request, db_url, tmp_path, "rest")
     index_paths([archive], expected, workers=0)
     _same_index(db_url, expected)
@@ -347,7 +347,7 @@ def test_forget_on_a_database_with_a_linguistic_collation(pg_url: str, tmp_path:
         index_paths([root / "x", root / "x%y", root / "x+y"], url, workers=0)
         result = _cli("forget", str(root / "x"), "--db", url, "-f", "json")
         assert result.exit_code == 0, result.output
-        assert json.loads(result.stdout)["files forgotten"] == 1
+        assert json.loads(result.stdout)["files_forgotten"] == 1
         paths = sorted(r[0] for r in query(url, "SELECT path FROM files"))
         assert paths == [str(root / n / "rtplan.dcm") for n in ("x%y", "x+y")]
 
@@ -365,11 +365,11 @@ def test_relocate_a_moved_archive_without_reading_it(
     before = dump_index(db_url)
     dry = _cli("relocate", str(archive), str(moved), "--db", db_url, "--dry-run", "-f", "json")
     assert dry.exit_code == 0, dry.output
-    assert dump_index(db_url) == before and json.loads(dry.stdout)["files sampled"] > 0
+    assert dump_index(db_url) == before and json.loads(dry.stdout)["files_sampled"] > 0
     result = _cli("relocate", str(archive), str(moved), "--db", db_url, "-f", "json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert summary["files moved"] == len(query(db_url, "SELECT id FROM files"))
+    assert summary["files_moved"] == len(query(db_url, "SELECT id FROM files"))
     again = index_paths([moved], db_url, workers=0)
     assert again.indexed + again.partial + again.failed + again.skipped == 0
     assert again.missing == 0

@@ -176,7 +176,7 @@ def test_odd_tree_does_not_block_and_every_oddity_is_recorded(
     assert not wrong, "\n".join(wrong)
 
     summary = json.loads(ran.stdout)
-    assert summary["crawl problems"] >= 7, summary
+    assert summary["crawl_problems"] >= 7, summary
     # The good files next to all this: exactly a clean run's content.
     assert good_content_diff(good_reference, relative_dump(url, root)) == ""
 
