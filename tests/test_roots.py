@@ -436,7 +436,7 @@ def test_relocate_samples_names_the_index_escapes(db_url: str, tmp_path: Path) -
         result = _cli("relocate", str(old), str(new), "--db", db_url, "--dry-run", "-f", "json")
         if same:
             assert result.exit_code == 0, result.output
-            assert json.loads(result.stdout)["files sampled"] == 2
+            assert json.loads(result.stdout)["files_sampled"] == 2
         else:
             assert result.exit_code == 1, result.output
             assert "differ in size or modification time" in result.output
