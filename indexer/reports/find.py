@@ -10,18 +10,29 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, and_, func, literal, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from ..dictionary import public_keyword, public_vr
+from ..dictionary import keyword_tag, private_vr, public_keyword, public_vr
 from ..errors import ReportError, UnknownTagError
+from ..records import CUT
 from ..schema import elements, files, instances, patients, series, studies
 from ..tagkeys import parse as parse_tag_key
 from .common import in_ids, lookup
+from .filters import (
+    RANGE_VRS,
+    Filter,
+    as_filters,
+    date_range,
+    is_numeric_test,
+    number_condition,
+    number_test,
+    values_matcher,
+)
 from .missing import missing_files, present_counts
 from .tags import find_tag_key, key_element_rows
 
@@ -54,38 +65,32 @@ _COLUMNS: dict[str, tuple[Any, str]] = {
     "InstanceNumber": (instances.c.instance_number, "text"),
     "ContentDate": (instances.c.content_date, "range"),
 }
-_RANGE_VRS = {"DA", "TM", "DT"}
+_RANGE_VRS = RANGE_VRS
+# An IS value written as the hierarchy column stores it: `=` on it can use the indexed column.
+_PLAIN_INTEGER = re.compile(r"(0|-?[1-9][0-9]*)\Z")
 # Hierarchy attributes of the instance rows: matched without the series and studies rows.
 _INSTANCE_ATTRIBUTES = ("SOPInstanceUID", "SOPClassUID", "InstanceNumber", "ContentDate")
 
 Row = dict[str, Any]
 
 
-def parse_filters(items: Iterable[str]) -> list[tuple[str, str]]:
-    """Split ``KEY=VALUE`` arguments. Raises ReportError for an argument without "="."""
-    pairs = []
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ReportError(f"filter {item!r} is not KEY=VALUE, e.g. StudyDate=20240101-20241231")
-        pairs.append((key.strip(), value))
-    return pairs
-
-
 def find(
     conn: Connection,
     level: str,
-    filters: Sequence[tuple[str, str]] = (),
+    filters: Sequence[Filter | tuple[str, str] | tuple[str, str, str]] = (),
     *,
     limit: int | None = None,
     include_missing: bool = False,
 ) -> list[Row]:
     """The C-FIND / QIDO question over the index: studies, series or instances matching `filters`.
 
-    `filters` are (attribute, value) pairs, all of which must match: a keyword, a tag or
-    a sequence path (see tagkeys.parse) and a value with ``*``/``?`` wildcards, a
-    range ``FROM-TO`` for dates and times (either end may be left out), or a list of
-    UIDs separated by ``\\`` or ``,``. Hierarchy attributes (PatientID, StudyDate,
+    `filters` (Filter, or (attribute, value) pairs meaning ``=``), all of which must match:
+    a keyword, a tag or a sequence path (see tagkeys.parse) and a value with ``*``/``?``
+    wildcards, a range ``FROM-TO`` for dates and times (either end may be left out), or a
+    list of UIDs separated by ``\\`` or ``,``. Numeric VRs (DS IS US SS UL SL FL FD SV UV)
+    compare as numbers: ``=`` (one number or several separated by ``\\``), ``!=``, ``<``,
+    ``<=``, ``>``, ``>=`` and ``FROM-TO``; dates and times take ``>=`` and ``<=`` as open
+    ranges; any other comparison raises ReportError. Hierarchy attributes (PatientID, StudyDate,
     Modality, AccessionNumber, ...) are matched on the hierarchy tables; any other tag
     on the element rows, at the given place in sequences; a multi-valued element
     matches when one of its values does. A study or series matches when one of its
@@ -103,7 +108,7 @@ def find(
     """
     if level not in LEVELS:
         raise ReportError(f"unknown level {level!r}; choose one of: {', '.join(LEVELS)}")
-    plan = _plan(conn, level, filters)
+    plan = _plan(conn, level, as_filters(filters))
     matched = _element_matches(conn, plan.element_filters)
     if matched is not None and not matched:
         return []
@@ -125,29 +130,52 @@ class _Plan:
     """What the filters ask of the tables, and which tables the hit query must join."""
 
     conditions: list[ColumnElement[bool]] = field(default_factory=list)
-    element_filters: list[tuple[str, str]] = field(default_factory=list)
+    element_filters: list[tuple[Filter, Any, str | None]] = field(default_factory=list)
     hierarchy: bool = False  # the series and studies rows are needed
     on_instances: bool = False  # a condition or the answer needs the instance rows
     on_patients: bool = False  # a condition is on the patient rows
 
 
-def _plan(conn: Connection, level: str, filters: Sequence[tuple[str, str]]) -> _Plan:
+def _plan(conn: Connection, level: str, filters: Sequence[Filter]) -> _Plan:
     plan = _Plan(hierarchy=level != "instances", on_instances=level == "instances")
-    for key, value in filters:
+    for f in filters:
+        key = f.key
         keyword = _top_level_keyword(key)
+        tag = keyword_tag(keyword) if keyword.isidentifier() else None
+        vr = public_vr(tag) if tag is not None else None
+        numeric = is_numeric_test(f, vr)
+        if numeric and f.op == "=" and _PLAIN_INTEGER.match(f.value.strip()):
+            # SeriesNumber=3: the text column holds what the files hold, and is indexed.
+            numeric = keyword not in _COLUMNS
         if keyword == "Modality":
             column = instances.c.modality if level == "instances" else series.c.modality
+            value = date_range(f, vr)
             plan.conditions.append(_match_column(conn, column, "text", value, key))
-        elif keyword in _COLUMNS:
+        elif keyword in _COLUMNS and not numeric:
             column, kind = _COLUMNS[keyword]
+            value = date_range(f, vr)
             plan.hierarchy = plan.hierarchy or keyword not in _INSTANCE_ATTRIBUTES
             plan.on_instances = plan.on_instances or column.table is instances
             plan.on_patients = plan.on_patients or column.table is patients
             plan.conditions.append(_match_column(conn, column, kind, value, key))
         else:
-            plan.element_filters.append((key, value))
+            # Any other tag, and numbers compared as numbers (the element rows' `number`).
+            row = _filter_key(conn, key)
+            vr = _vr_of(row)
+            if not is_numeric_test(f, vr):
+                date_range(f, vr)  # refuses a comparison on text before any query runs
+            else:
+                number_test(f, vr or "")  # refuses a value that is not a number
+            plan.element_filters.append((f, row, vr))
             plan.on_instances = True
     return plan
+
+
+def _vr_of(row: Any) -> str | None:
+    """The dictionary VR of a tag_keys row (private tags: as their creator's dictionary has it)."""
+    if row.private_creator:
+        return private_vr(int(row.tag), row.private_creator)
+    return public_vr(int(row.tag))
 
 
 def _top_level_keyword(key: str) -> str:
@@ -217,21 +245,24 @@ def _case_sensitive_like(conn: Connection, column: Any, value: str) -> ColumnEle
 # -- element filters -> matching files ----------------------------------------------------------
 
 
-def _element_matches(conn: Connection, filters: Sequence[tuple[str, str]]) -> set[int] | None:
+def _element_matches(
+    conn: Connection, filters: Sequence[tuple[Filter, Any, str | None]]
+) -> set[int] | None:
     """The file ids whose elements match every filter (None: no element filter). Stops at the
     first filter that leaves none."""
     matched: set[int] | None = None
-    for key, value in filters:
-        hits = _element_hits(conn, key, value)
+    for f, row, vr in filters:
+        hits = _element_hits(conn, f, row, vr)
         matched = hits if matched is None else matched & hits
         if not matched:
             return set()
     return matched
 
 
-def _element_hits(conn: Connection, key: str, value: str) -> set[int]:
-    row = _filter_key(conn, key)
-    vr = public_vr(row.tag)
+def _element_hits(conn: Connection, f: Filter, row: Any, vr: str | None) -> set[int]:
+    if is_numeric_test(f, vr):
+        return _number_hits(conn, f, row, vr or "")
+    value = date_range(f, vr)
     test = _value_matcher(value, vr)
     where = []
     if not _wildcard(value) and not (vr in _RANGE_VRS and "-" in value):
@@ -244,6 +275,23 @@ def _element_hits(conn: Connection, key: str, value: str) -> set[int]:
         )
     rows = key_element_rows(conn, row.id, [elements.c.value], *where)
     return {f for f, v in rows if v is not None and test(v)}
+
+
+def _number_hits(conn: Connection, f: Filter, row: Any, vr: str) -> set[int]:
+    """Files whose element under `row` matches a numeric filter: single values by the `number`
+    column the walker fills; multi-valued, cut or unparsable ones (number NULL) by their text,
+    where any value matching is a match (for != : no value equals)."""
+    test = number_test(f, vr)
+    where = or_(number_condition(elements.c.number, test), elements.c.number.is_(None))
+    rows = key_element_rows(
+        conn, row.id, [elements.c.number, elements.c.value, elements.c.flags], where
+    )
+    by_text = values_matcher(test)
+    return {
+        file_id
+        for file_id, number, value, flags in rows
+        if number is not None or by_text(value, bool(flags & CUT))
+    }
 
 
 def _filter_key(conn: Connection, key: str) -> Any:
