@@ -554,7 +554,12 @@ def find(
         pairs = parse_filters(filters or [])
         with connect(db) as conn:
             rows = find_in_index(
-                conn, level.value, pairs, limit=limit, include_missing=include_missing
+                conn,
+                level.value,
+                pairs,
+                limit=limit,
+                include_missing=include_missing,
+                hint=lambda line: typer.echo(f"hint: {line}", err=True),
             )
     if output is Format.table:
         typer.echo(

@@ -135,3 +135,60 @@ def test_dates_keep_their_ranges(tmp_path: Path) -> None:
     for argument in ("StudyDate>=20200101", "StudyDate<=2020"):
         done = run_cli(["find", "studies", "--db", url, argument])
         assert done.returncode == 0 and done.stdout.strip() == "no match", done.stderr
+
+
+# -- hints: inputs that cannot match say why, on stderr, one line each; results unchanged ---------
+
+
+@pytest.mark.parametrize(
+    ("argument", "says"),
+    [
+        ("StudyDate=2024-01-01", "a DA is written YYYYMMDD"),
+        ("StudyDate=20241231-20240101", "the range is reversed"),
+        ("StudyDate=2024", "a year or month is a range"),
+        ("StudyTime=12:00", "a TM is written HHMMSS"),
+        ("SliceThickness=5-1", "the range is reversed"),
+        ("Modality=CT,MR", "separate several values with \\"),
+        ("Modality=CAT", "not Modality defined terms (PS3.3 C.7.3.1.1.1"),
+        ("SOPClassUID=1.2.3.4", "not registered SOP classes"),
+    ],
+)
+def test_hints(index_url: str, argument: str, says: str) -> None:
+    done = run_cli(["find", "series", "--db", index_url, argument])
+    assert done.returncode == 0
+    assert done.stdout.strip() == "no match"
+    assert done.stderr.startswith("hint: ") and says in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "argument",
+    ["Modality=CT", "Modality=SR", "SOPClassUID=1.2.840.10008.5.1.4.1.1.7", "StudyDate=20240131"],
+)
+def test_no_hint_for_sound_filters(index_url: str, argument: str) -> None:
+    done = run_cli(["find", "series", "--db", index_url, argument])
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
+def test_values_the_index_holds_get_no_hint(tmp_path: Path) -> None:
+    # A modality that is no defined term, but that the files carry: no hint, and it matches.
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    (tmp_path / "a.dcm").write_bytes(dicom_file("a", modality=b"SCAN"))
+    assert run_cli(["index", "--db", url, "-q", str(tmp_path / "a.dcm")]).returncode == 0
+    done = run_cli(["find", "series", "--db", url, "-f", "json", "Modality=SCAN"])
+    assert done.stderr == ""
+    assert [r["series_instance_uid"] for r in json.loads(done.stdout)] == [_series("a")]
+    done = run_cli(["find", "series", "--db", url, "Modality=SCAM"])
+    assert done.stderr.startswith("hint: Modality:")
+
+
+def test_several_modalities_separated_by_backslash(index_url: str) -> None:
+    assert _found(index_url, "Modality=CT\\MR") == {_series(n) for n in CASES}
+    assert _found(index_url, "Modality=CT\\XA") == {_series("thin"), _series("one")}
+
+
+def test_keyword_typo(index_url: str) -> None:
+    done = run_cli(["find", "series", "--db", index_url, "Modalty=CT"])
+    assert done.returncode == 1
+    assert "did you mean Modality?" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1

@@ -33,6 +33,7 @@ from .filters import (
     number_test,
     values_matcher,
 )
+from .hints import keyword_hint, modality_hint, number_range_hint, sop_class_hint, value_hints
 from .missing import missing_files, present_counts
 from .tags import find_tag_key, key_element_rows
 
@@ -81,6 +82,7 @@ def find(
     *,
     limit: int | None = None,
     include_missing: bool = False,
+    hint: Callable[[str], None] | None = None,
 ) -> list[Row]:
     """The C-FIND / QIDO question over the index: studies, series or instances matching `filters`.
 
@@ -104,11 +106,16 @@ def find(
     totals of the study or series, as QIDO returns them.
 
     Files marked missing (gone from disk at the last run over their folder) are left
-    out, and out of the counts; `include_missing` keeps them.
+    out, and out of the counts; `include_missing` keeps them. `hint` is called with one line
+    for each filter that cannot match as typed (a DA with dashes, a reversed range, a comma
+    list of codes, an unknown Modality or SOP class), before the query runs.
     """
     if level not in LEVELS:
         raise ReportError(f"unknown level {level!r}; choose one of: {', '.join(LEVELS)}")
     plan = _plan(conn, level, as_filters(filters))
+    if hint is not None:
+        for line in plan.hints:
+            hint(line)
     matched = _element_matches(conn, plan.element_filters)
     if matched is not None and not matched:
         return []
@@ -134,6 +141,7 @@ class _Plan:
     hierarchy: bool = False  # the series and studies rows are needed
     on_instances: bool = False  # a condition or the answer needs the instance rows
     on_patients: bool = False  # a condition is on the patient rows
+    hints: list[str] = field(default_factory=list)  # why a filter cannot match as typed
 
 
 def _plan(conn: Connection, level: str, filters: Sequence[Filter]) -> _Plan:
@@ -147,6 +155,7 @@ def _plan(conn: Connection, level: str, filters: Sequence[Filter]) -> _Plan:
         if numeric and f.op == "=" and _PLAIN_INTEGER.match(f.value.strip()):
             # SeriesNumber=3: the text column holds what the files hold, and is indexed.
             numeric = keyword not in _COLUMNS
+        plan.hints.extend(_hints(conn, f, keyword, vr))
         if keyword == "Modality":
             column = instances.c.modality if level == "instances" else series.c.modality
             value = date_range(f, vr)
@@ -164,11 +173,33 @@ def _plan(conn: Connection, level: str, filters: Sequence[Filter]) -> _Plan:
             vr = _vr_of(row)
             if not is_numeric_test(f, vr):
                 date_range(f, vr)  # refuses a comparison on text before any query runs
+                if tag is None:
+                    plan.hints.extend(value_hints(f, keyword, vr))
             else:
-                number_test(f, vr or "")  # refuses a value that is not a number
+                test = number_test(f, vr or "")  # refuses a value that is not a number
+                plan.hints.extend(number_range_hint(f, test.low, test.high))
             plan.element_filters.append((f, row, vr))
             plan.on_instances = True
     return plan
+
+
+def _hints(conn: Connection, f: Filter, keyword: str, vr: str | None) -> list[str]:
+    """Hints on a filter whose attribute the dictionary knows (see hints.py)."""
+    if vr is None:
+        return []
+    if keyword in ("Modality", "ModalitiesInStudy"):
+        held = lambda values: _held(conn, series.c.modality, values)  # noqa: E731
+        return value_hints(f, keyword, vr) or modality_hint(f, held)
+    if keyword == "SOPClassUID":
+        return sop_class_hint(f, lambda uids: _held(conn, instances.c.sop_class_uid, uids))
+    if is_numeric_test(f, vr):
+        return []  # checked with the test itself
+    return value_hints(f, keyword, vr)
+
+
+def _held(conn: Connection, column: Any, values: list[str]) -> set[str]:
+    """Which of `values` some row holds in `column`."""
+    return {v for (v,) in conn.execute(select(column).where(column.in_(values)).distinct())}
 
 
 def _vr_of(row: Any) -> str | None:
@@ -214,6 +245,9 @@ def _match_column(
         return func.lower(column).like(_like_pattern(value.lower()), escape="\\")
     if _wildcard(value):
         return _case_sensitive_like(conn, column, value)
+    if "\\" in value and kind == "text":
+        # Several values of a single-valued attribute (Modality=CT\MR): any of them.
+        return column.in_([v.strip() for v in value.split("\\") if v.strip()])  # type: ignore[no-any-return]
     return column == value  # type: ignore[no-any-return]
 
 
@@ -299,6 +333,8 @@ def _filter_key(conn: Connection, key: str) -> Any:
         return find_tag_key(conn, key)
     except UnknownTagError as err:
         raise UnknownTagError(f"filter {key}: {err}; nothing can match") from None
+    except ReportError as err:
+        raise ReportError(f"{err}{keyword_hint(key)}") from None
 
 
 def _value_matcher(value: str, vr: str | None) -> Callable[[str], bool]:
