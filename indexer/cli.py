@@ -635,7 +635,10 @@ def find(
             help="KEY=VALUE filters, all must match: PatientID=12*, PatientName=DOE^*, "
             "StudyDate=20240101-20241231, Modality=MR, AccessionNumber=A1, BodyPartExamined=HEAD; "
             "a key in a sequence joins keywords with dots, e.g. "
-            "RequestAttributesSequence.RequestedProcedureID=77.",
+            "RequestAttributesSequence.RequestedProcedureID=77. Numbers (DS IS US SS UL SL FL FD "
+            "SV UV) also take KEY!=N, KEY<N, KEY<=N, KEY>N, KEY>=N and KEY=FROM-TO "
+            "('SliceThickness<=1.5', SliceThickness=0-1.5); dates and times take FROM-TO, >= "
+            "and <=; text takes = only.",
             show_default=False,
         ),
     ] = None,
@@ -654,8 +657,13 @@ def find(
 ) -> None:
     """Studies, series or instances matching attribute filters (the C-FIND / QIDO question).
 
-    Prints UIDs, Patient IDs, counts and (instances) file paths. Example:
+    Prints UIDs, Patient IDs, counts and (instances) file paths. Hierarchy keys (PatientID,
+    StudyDate, Modality, SeriesDescription, ...) use indexed columns; other tags, and
+    comparisons of numbers, read the element rows. Examples:
+
+    \b
     indexer find studies StudyDate=20240101-20241231 Modality=CT
+    indexer find series Modality=CT 'SliceThickness<=1.5'
     """
     from .db import connect
     from .reports import find as find_in_index
@@ -665,7 +673,12 @@ def find(
         pairs = parse_filters(filters or [])
         with connect(db) as conn:
             rows = find_in_index(
-                conn, level.value, pairs, limit=limit, include_missing=include_missing
+                conn,
+                level.value,
+                pairs,
+                limit=limit,
+                include_missing=include_missing,
+                hint=lambda line: typer.echo(f"hint: {line}", err=True),
             )
     if output is Format.table:
         typer.echo(

@@ -14,7 +14,8 @@ it matched, because that is the question it answers.
 """
 
 from ..errors import ReportError, UnknownTagError
-from .find import LEVELS, find, parse_filters
+from .filters import parse_filters
+from .find import LEVELS, find
 from .sql import QueryError, QueryResult, QueryTimeout, run_query
 from .stats import BREAKDOWNS, collect_breakdown, collect_stats
 from .tags import find_tag_key, is_patient_key, key_element_rows, tag_usage, tag_values_report

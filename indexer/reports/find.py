@@ -10,18 +10,30 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, and_, func, literal, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from ..dictionary import public_keyword, public_vr
+from ..dictionary import keyword_tag, private_vr, public_keyword, public_vr
 from ..errors import ReportError, UnknownTagError
+from ..records import CUT
 from ..schema import elements, files, instances, patients, series, studies
 from ..tagkeys import parse as parse_tag_key
 from .common import in_ids, lookup
+from .filters import (
+    RANGE_VRS,
+    Filter,
+    as_filters,
+    date_range,
+    is_numeric_test,
+    number_condition,
+    number_test,
+    values_matcher,
+)
+from .hints import keyword_hint, modality_hint, number_range_hint, sop_class_hint, value_hints
 from .missing import missing_files, present_counts
 from .tags import find_tag_key, key_element_rows
 
@@ -54,38 +66,33 @@ _COLUMNS: dict[str, tuple[Any, str]] = {
     "InstanceNumber": (instances.c.instance_number, "text"),
     "ContentDate": (instances.c.content_date, "range"),
 }
-_RANGE_VRS = {"DA", "TM", "DT"}
+_RANGE_VRS = RANGE_VRS
+# An IS value written as the hierarchy column stores it: `=` on it can use the indexed column.
+_PLAIN_INTEGER = re.compile(r"(0|-?[1-9][0-9]*)\Z")
 # Hierarchy attributes of the instance rows: matched without the series and studies rows.
 _INSTANCE_ATTRIBUTES = ("SOPInstanceUID", "SOPClassUID", "InstanceNumber", "ContentDate")
 
 Row = dict[str, Any]
 
 
-def parse_filters(items: Iterable[str]) -> list[tuple[str, str]]:
-    """Split ``KEY=VALUE`` arguments. Raises ReportError for an argument without "="."""
-    pairs = []
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ReportError(f"filter {item!r} is not KEY=VALUE, e.g. StudyDate=20240101-20241231")
-        pairs.append((key.strip(), value))
-    return pairs
-
-
 def find(
     conn: Connection,
     level: str,
-    filters: Sequence[tuple[str, str]] = (),
+    filters: Sequence[Filter | tuple[str, str] | tuple[str, str, str]] = (),
     *,
     limit: int | None = None,
     include_missing: bool = False,
+    hint: Callable[[str], None] | None = None,
 ) -> list[Row]:
     """The C-FIND / QIDO question over the index: studies, series or instances matching `filters`.
 
-    `filters` are (attribute, value) pairs, all of which must match: a keyword, a tag or
-    a sequence path (see tagkeys.parse) and a value with ``*``/``?`` wildcards, a
-    range ``FROM-TO`` for dates and times (either end may be left out), or a list of
-    UIDs separated by ``\\`` or ``,``. Hierarchy attributes (PatientID, StudyDate,
+    `filters` (Filter, or (attribute, value) pairs meaning ``=``), all of which must match:
+    a keyword, a tag or a sequence path (see tagkeys.parse) and a value with ``*``/``?``
+    wildcards, a range ``FROM-TO`` for dates and times (either end may be left out), or a
+    list of UIDs separated by ``\\`` or ``,``. Numeric VRs (DS IS US SS UL SL FL FD SV UV)
+    compare as numbers: ``=`` (one number or several separated by ``\\``), ``!=``, ``<``,
+    ``<=``, ``>``, ``>=`` and ``FROM-TO``; dates and times take ``>=`` and ``<=`` as open
+    ranges; any other comparison raises ReportError. Hierarchy attributes (PatientID, StudyDate,
     Modality, AccessionNumber, ...) are matched on the hierarchy tables; any other tag
     on the element rows, at the given place in sequences; a multi-valued element
     matches when one of its values does. A study or series matches when one of its
@@ -99,11 +106,16 @@ def find(
     totals of the study or series, as QIDO returns them.
 
     Files marked missing (gone from disk at the last run over their folder) are left
-    out, and out of the counts; `include_missing` keeps them.
+    out, and out of the counts; `include_missing` keeps them. `hint` is called with one line
+    for each filter that cannot match as typed (a DA with dashes, a reversed range, a comma
+    list of codes, an unknown Modality or SOP class), before the query runs.
     """
     if level not in LEVELS:
         raise ReportError(f"unknown level {level!r}; choose one of: {', '.join(LEVELS)}")
-    plan = _plan(conn, level, filters)
+    plan = _plan(conn, level, as_filters(filters))
+    if hint is not None:
+        for line in plan.hints:
+            hint(line)
     matched = _element_matches(conn, plan.element_filters)
     if matched is not None and not matched:
         return []
@@ -125,29 +137,76 @@ class _Plan:
     """What the filters ask of the tables, and which tables the hit query must join."""
 
     conditions: list[ColumnElement[bool]] = field(default_factory=list)
-    element_filters: list[tuple[str, str]] = field(default_factory=list)
+    element_filters: list[tuple[Filter, Any, str | None]] = field(default_factory=list)
     hierarchy: bool = False  # the series and studies rows are needed
     on_instances: bool = False  # a condition or the answer needs the instance rows
     on_patients: bool = False  # a condition is on the patient rows
+    hints: list[str] = field(default_factory=list)  # why a filter cannot match as typed
 
 
-def _plan(conn: Connection, level: str, filters: Sequence[tuple[str, str]]) -> _Plan:
+def _plan(conn: Connection, level: str, filters: Sequence[Filter]) -> _Plan:
     plan = _Plan(hierarchy=level != "instances", on_instances=level == "instances")
-    for key, value in filters:
+    for f in filters:
+        key = f.key
         keyword = _top_level_keyword(key)
+        tag = keyword_tag(keyword) if keyword.isidentifier() else None
+        vr = public_vr(tag) if tag is not None else None
+        numeric = is_numeric_test(f, vr)
+        if numeric and f.op == "=" and _PLAIN_INTEGER.match(f.value.strip()):
+            # SeriesNumber=3: the text column holds what the files hold, and is indexed.
+            numeric = keyword not in _COLUMNS
+        plan.hints.extend(_hints(conn, f, keyword, vr))
         if keyword == "Modality":
             column = instances.c.modality if level == "instances" else series.c.modality
+            value = date_range(f, vr)
             plan.conditions.append(_match_column(conn, column, "text", value, key))
-        elif keyword in _COLUMNS:
+        elif keyword in _COLUMNS and not numeric:
             column, kind = _COLUMNS[keyword]
+            value = date_range(f, vr)
             plan.hierarchy = plan.hierarchy or keyword not in _INSTANCE_ATTRIBUTES
             plan.on_instances = plan.on_instances or column.table is instances
             plan.on_patients = plan.on_patients or column.table is patients
             plan.conditions.append(_match_column(conn, column, kind, value, key))
         else:
-            plan.element_filters.append((key, value))
+            # Any other tag, and numbers compared as numbers (the element rows' `number`).
+            row = _filter_key(conn, key)
+            vr = _vr_of(row)
+            if not is_numeric_test(f, vr):
+                date_range(f, vr)  # refuses a comparison on text before any query runs
+                if tag is None:
+                    plan.hints.extend(value_hints(f, keyword, vr))
+            else:
+                test = number_test(f, vr or "")  # refuses a value that is not a number
+                plan.hints.extend(number_range_hint(f, test.low, test.high))
+            plan.element_filters.append((f, row, vr))
             plan.on_instances = True
     return plan
+
+
+def _hints(conn: Connection, f: Filter, keyword: str, vr: str | None) -> list[str]:
+    """Hints on a filter whose attribute the dictionary knows (see hints.py)."""
+    if vr is None:
+        return []
+    if keyword in ("Modality", "ModalitiesInStudy"):
+        held = lambda values: _held(conn, series.c.modality, values)  # noqa: E731
+        return value_hints(f, keyword, vr) or modality_hint(f, held)
+    if keyword == "SOPClassUID":
+        return sop_class_hint(f, lambda uids: _held(conn, instances.c.sop_class_uid, uids))
+    if is_numeric_test(f, vr):
+        return []  # checked with the test itself
+    return value_hints(f, keyword, vr)
+
+
+def _held(conn: Connection, column: Any, values: list[str]) -> set[str]:
+    """Which of `values` some row holds in `column`."""
+    return {v for (v,) in conn.execute(select(column).where(column.in_(values)).distinct())}
+
+
+def _vr_of(row: Any) -> str | None:
+    """The dictionary VR of a tag_keys row (private tags: as their creator's dictionary has it)."""
+    if row.private_creator:
+        return private_vr(int(row.tag), row.private_creator)
+    return public_vr(int(row.tag))
 
 
 def _top_level_keyword(key: str) -> str:
@@ -186,6 +245,9 @@ def _match_column(
         return func.lower(column).like(_like_pattern(value.lower()), escape="\\")
     if _wildcard(value):
         return _case_sensitive_like(conn, column, value)
+    if "\\" in value and kind == "text":
+        # Several values of a single-valued attribute (Modality=CT\MR): any of them.
+        return column.in_([v.strip() for v in value.split("\\") if v.strip()])  # type: ignore[no-any-return]
     return column == value  # type: ignore[no-any-return]
 
 
@@ -217,21 +279,24 @@ def _case_sensitive_like(conn: Connection, column: Any, value: str) -> ColumnEle
 # -- element filters -> matching files ----------------------------------------------------------
 
 
-def _element_matches(conn: Connection, filters: Sequence[tuple[str, str]]) -> set[int] | None:
+def _element_matches(
+    conn: Connection, filters: Sequence[tuple[Filter, Any, str | None]]
+) -> set[int] | None:
     """The file ids whose elements match every filter (None: no element filter). Stops at the
     first filter that leaves none."""
     matched: set[int] | None = None
-    for key, value in filters:
-        hits = _element_hits(conn, key, value)
+    for f, row, vr in filters:
+        hits = _element_hits(conn, f, row, vr)
         matched = hits if matched is None else matched & hits
         if not matched:
             return set()
     return matched
 
 
-def _element_hits(conn: Connection, key: str, value: str) -> set[int]:
-    row = _filter_key(conn, key)
-    vr = public_vr(row.tag)
+def _element_hits(conn: Connection, f: Filter, row: Any, vr: str | None) -> set[int]:
+    if is_numeric_test(f, vr):
+        return _number_hits(conn, f, row, vr or "")
+    value = date_range(f, vr)
     test = _value_matcher(value, vr)
     where = []
     if not _wildcard(value) and not (vr in _RANGE_VRS and "-" in value):
@@ -246,11 +311,30 @@ def _element_hits(conn: Connection, key: str, value: str) -> set[int]:
     return {f for f, v in rows if v is not None and test(v)}
 
 
+def _number_hits(conn: Connection, f: Filter, row: Any, vr: str) -> set[int]:
+    """Files whose element under `row` matches a numeric filter: single values by the `number`
+    column the walker fills; multi-valued, cut or unparsable ones (number NULL) by their text,
+    where any value matching is a match (for != : no value equals)."""
+    test = number_test(f, vr)
+    where = or_(number_condition(elements.c.number, test), elements.c.number.is_(None))
+    rows = key_element_rows(
+        conn, row.id, [elements.c.number, elements.c.value, elements.c.flags], where
+    )
+    by_text = values_matcher(test)
+    return {
+        file_id
+        for file_id, number, value, flags in rows
+        if number is not None or by_text(value, bool(flags & CUT))
+    }
+
+
 def _filter_key(conn: Connection, key: str) -> Any:
     try:
         return find_tag_key(conn, key)
     except UnknownTagError as err:
         raise UnknownTagError(f"filter {key}: {err}; nothing can match") from None
+    except ReportError as err:
+        raise ReportError(f"{err}{keyword_hint(key)}") from None
 
 
 def _value_matcher(value: str, vr: str | None) -> Callable[[str], bool]:
