@@ -179,6 +179,26 @@ def run_outcomes(url: str) -> list[str]:
         engine.dispose()
 
 
+def rebuilt_summaries(url: str, tables: Sequence[str]) -> dict[str, list[Row]]:
+    """`tables` (summary tables) as summaries.rebuild recounts them from the elements, in a
+    transaction rolled back: the index is left as it was."""
+    from indexer import summaries
+
+    engine = engine_for(url)
+    try:
+        with engine.connect() as conn:
+            trans = conn.begin()
+            summaries.rebuild(conn)
+            rebuilt = {
+                t: sorted(tuple(r) for r in conn.execute(sa.text(f"SELECT * FROM {t}")))
+                for t in tables
+            }
+            trans.rollback()
+            return rebuilt
+    finally:
+        engine.dispose()
+
+
 def query(url: str, sql: str, **params: Any) -> list[Row]:
     """Rows of one SQL statement on the index behind `url`."""
     engine = engine_for(url)

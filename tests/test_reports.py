@@ -22,7 +22,7 @@ from typing import Any
 import pydicom
 import pytest
 import sqlalchemy as sa
-from helpers import pg_database, pydicom_nested, pydicom_read, readable_rows
+from helpers import pg_database, pydicom_nested, pydicom_read, readable_rows, rebuilt_summaries
 from helpers import query as sql_rows
 from pydicom.multival import MultiValue
 from sqlalchemy.pool import NullPool
@@ -653,23 +653,6 @@ def test_summaries_equal_a_rebuild_from_the_elements(corpus_index: str) -> None:
     assert summary_dump(corpus_index) == incremental  # the rollback left them as they were
 
 
-def _rebuilt(url: str) -> dict[str, list[tuple[Any, ...]]]:
-    """The summary tables recounted from the elements (in a transaction rolled back)."""
-    engine = sa.create_engine(url, poolclass=NullPool)
-    try:
-        with engine.connect() as conn:
-            trans = conn.begin()
-            summaries.rebuild(conn)
-            rebuilt = {
-                t: sorted(tuple(r) for r in conn.execute(sa.text(f"SELECT * FROM {t}")))
-                for t in SUMMARY_TABLES
-            }
-            trans.rollback()
-            return rebuilt
-    finally:
-        engine.dispose()
-
-
 def test_instance_groups_stay_exact_when_files_of_a_series_disagree(
     db_url: str, sample_dir: Path, tmp_path: Path
 ) -> None:
@@ -689,7 +672,7 @@ def test_instance_groups_stay_exact_when_files_of_a_series_disagree(
     index_paths([first], db_url, workers=0)
     index_paths([second], db_url, workers=0)  # the series row now says "AA Maker"
     assert sql_rows(db_url, "SELECT manufacturer FROM series") == [("AA Maker",)]
-    assert summary_dump(db_url) == _rebuilt(db_url)
+    assert summary_dump(db_url) == rebuilt_summaries(db_url, SUMMARY_TABLES)
     with connect(db_url) as conn:
         by_maker = {
             r["manufacturer"]: r["instances"]
@@ -699,7 +682,7 @@ def test_instance_groups_stay_exact_when_files_of_a_series_disagree(
 
     (first / "image.dcm").unlink()
     index_paths([first], db_url, workers=0, prune=True)  # the "ZZ Maker" instance goes
-    assert summary_dump(db_url) == _rebuilt(db_url)
+    assert summary_dump(db_url) == rebuilt_summaries(db_url, SUMMARY_TABLES)
     with connect(db_url) as conn:
         by_maker = {
             r["manufacturer"]: r["instances"]

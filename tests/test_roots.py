@@ -19,11 +19,17 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 from typer.testing import CliRunner
 
-from indexer import summaries
 from indexer.cli import app
 from indexer.reports import collect_breakdown, collect_stats, find
 from indexer.run import index_paths
-from tests.helpers import DICTIONARY_TABLES, diff_dumps, dump_index, pg_database, query
+from tests.helpers import (
+    DICTIONARY_TABLES,
+    diff_dumps,
+    dump_index,
+    pg_database,
+    query,
+    rebuilt_summaries,
+)
 
 SUMMARY_TABLES = (
     "usage_groups",
@@ -69,23 +75,6 @@ def _fresh(request: pytest.FixtureRequest, db_url: str, tmp_path: Path, name: st
 
 def _counted(url: str) -> dict[str, list[tuple[Any, ...]]]:
     return {t: rows for t, rows in dump_index(url).items() if t in COUNTED}
-
-
-def _rebuilt(url: str) -> dict[str, list[tuple[Any, ...]]]:
-    """The counted summary tables recounted from the elements, in a transaction rolled back."""
-    engine = sa.create_engine(url, poolclass=NullPool)
-    try:
-        with engine.connect() as conn:
-            trans = conn.begin()
-            summaries.rebuild(conn)
-            rebuilt = {
-                t: sorted(tuple(r) for r in conn.execute(sa.text(f"SELECT * FROM {t}")))
-                for t in COUNTED
-            }
-            trans.rollback()
-            return rebuilt
-    finally:
-        engine.dispose()
 
 
 # The keys of the hierarchy rows in the dump. Their other columns keep what any file gave
@@ -171,7 +160,7 @@ def test_missing_files_leave_find_stats_and_summaries_and_come_back(
             assert _breakdown(db_url, by) == _breakdown(expected, by), by
     assert got["missing_files"] == report.missing
     assert _counted(db_url) == _counted(expected)  # the summaries, so `tags` too
-    assert _rebuilt(db_url) == _counted(db_url)
+    assert rebuilt_summaries(db_url, COUNTED) == _counted(db_url)
     # `tags --tag` of a tag counted from the element rows (UIDs are not in tag_values) too.
     for url_ in (db_url, expected):
         shown = _cli("tags", "--tag", "SOPInstanceUID", "--db", url_, "-f", "json")
@@ -299,7 +288,7 @@ def test_forget_a_vanished_folder_by_whole_components(
     expected = _fresh(request, db_url, tmp_path, "rest")
     index_paths([archive], expected, workers=0)
     _same_index(db_url, expected)  # axb, a%z and the others untouched, counts exact
-    assert _rebuilt(db_url) == _counted(db_url)
+    assert rebuilt_summaries(db_url, COUNTED) == _counted(db_url)
 
 
 def test_forget_of_most_of_the_index_recounts_exactly(

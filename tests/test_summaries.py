@@ -14,7 +14,7 @@ from sqlalchemy.pool import NullPool
 
 from indexer import summaries
 from indexer.run import index_paths
-from tests.helpers import pg_database
+from tests.helpers import pg_database, rebuilt_summaries
 
 SUMMARY_TABLES = (
     "usage_groups",
@@ -99,28 +99,15 @@ def test_summaries_equal_a_rebuild_with_missing_files(
     archive = tmp_path / "corpus"
     shutil.copytree(corpus_dir, archive, copy_function=shutil.copy2)
 
-    def rebuilt(url: str) -> dict[str, list[tuple[Any, ...]]]:
-        engine = sa.create_engine(url, poolclass=NullPool)
-        try:
-            with engine.connect() as conn:
-                trans = conn.begin()
-                summaries.rebuild(conn)
-                out = {
-                    t: sorted(tuple(r) for r in conn.execute(sa.text(f"SELECT * FROM {t}")))
-                    for t in ("tag_usage", "tag_values", "instance_groups")
-                }
-                trans.rollback()
-                return out
-        finally:
-            engine.dispose()
-
     def counted(url: str) -> dict[str, list[tuple[Any, ...]]]:
         dump = summary_dump(url)
         return {t: dump[t] for t in ("tag_usage", "tag_values", "instance_groups")}
 
     def check(url: str) -> None:
         index_paths([archive], url, workers=2)
-        assert counted(url) == rebuilt(url)
+        assert counted(url) == rebuilt_summaries(
+            url, ("tag_usage", "tag_values", "instance_groups")
+        )
 
     def run(url: str) -> None:
         check(url)
