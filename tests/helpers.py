@@ -48,6 +48,15 @@ _VOLATILE = {
 # (entries are shared between files and never counted down): sequence paths, and the tag keys,
 # their paths and the usage groups of the summaries. Every other table must match exactly.
 DICTIONARY_TABLES = frozenset({"paths", "path_keys", "tag_keys", "usage_groups"})
+# The tables indexer/summaries/ keeps (schema.py, the summaries section).
+SUMMARY_TABLES = (
+    "usage_groups",
+    "tag_keys",
+    "path_keys",
+    "tag_usage",
+    "tag_values",
+    "instance_groups",
+)
 # Tables the dump knows how to write without ids. Anything else in the database
 # (say, summary tables added later) is dumped with all its columns.
 _KNOWN = {

@@ -22,7 +22,14 @@ from typing import Any
 import pydicom
 import pytest
 import sqlalchemy as sa
-from helpers import pg_database, pydicom_nested, pydicom_read, readable_rows, rebuilt_summaries
+from helpers import (
+    SUMMARY_TABLES,
+    pg_database,
+    pydicom_nested,
+    pydicom_read,
+    readable_rows,
+    rebuilt_summaries,
+)
 from helpers import query as sql_rows
 from pydicom.multival import MultiValue
 from sqlalchemy.pool import NullPool
@@ -34,14 +41,6 @@ from indexer.run import index_paths
 
 pytestmark = pytest.mark.corpus
 
-SUMMARY_TABLES = (
-    "usage_groups",
-    "tag_keys",
-    "path_keys",
-    "tag_usage",
-    "tag_values",
-    "instance_groups",
-)
 # fo-dicom/GH064 and GH179A: element counts depend on the reader (see the corpus README).
 COUNT_EXCEPTIONS = {"fo-dicom/GH064.dcm", "fo-dicom/GH179A.dcm"}
 

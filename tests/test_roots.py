@@ -31,14 +31,6 @@ from tests.helpers import (
     rebuilt_summaries,
 )
 
-SUMMARY_TABLES = (
-    "usage_groups",
-    "tag_keys",
-    "path_keys",
-    "tag_usage",
-    "tag_values",
-    "instance_groups",
-)
 COUNTED = ("tag_usage", "tag_values", "instance_groups")  # exact, never a dictionary
 
 # Folder names that a LIKE pattern or a plain prefix would confuse: "a_b" must not match

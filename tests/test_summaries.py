@@ -14,16 +14,7 @@ from sqlalchemy.pool import NullPool
 
 from indexer import summaries
 from indexer.run import index_paths
-from tests.helpers import pg_database, rebuilt_summaries
-
-SUMMARY_TABLES = (
-    "usage_groups",
-    "tag_keys",
-    "path_keys",
-    "tag_usage",
-    "tag_values",
-    "instance_groups",
-)
+from tests.helpers import SUMMARY_TABLES, pg_database, rebuilt_summaries
 
 
 def _dump(url: str, queries: dict[str, str]) -> dict[str, list[tuple[Any, ...]]]:
