@@ -745,6 +745,42 @@ def sql(
         )
 
 
+# -- report -----------------------------------------------------------------------------------
+
+
+@app.command()
+def report(
+    html: Annotated[
+        Path,
+        typer.Option(
+            "--html", metavar="FILE", help="Write the report to this HTML file (mode 0600)."
+        ),
+    ],
+    db: DbOption = None,
+    output: FormatOption = Format.table,
+    patient_values: Annotated[
+        bool,
+        typer.Option(
+            "--patient-values",
+            help="Show the common values of patient tags (names, IDs, birth dates, ...).",
+        ),
+    ] = False,
+) -> None:
+    """Write one self-contained HTML page about the index: counts, charts, errors, duplicates.
+
+    No network fetches, no patient values unless --patient-values. Example:
+    indexer report --html morning.html --db archive.db
+    """
+    from .db import connect, describe_url, resolve_url
+    from .reports.html import write_html_report
+
+    with reported_errors(), connect(db) as conn:
+        written = write_html_report(
+            conn, html, patient_values=patient_values, database=describe_url(resolve_url(db))
+        )
+    _print_mapping(written, output)
+
+
 # -- dump -------------------------------------------------------------------------------------
 
 
