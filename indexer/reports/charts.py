@@ -56,16 +56,19 @@ def bar_chart(items: Sequence[tuple[str, int]], *, title: str, width: int = 720)
     return "".join(parts)
 
 
-def column_chart(items: Sequence[tuple[str, int]], *, title: str, height: int = 220) -> str:
-    """Vertical columns, one per (label, value) in the order given (years, oldest first)."""
+def column_chart(
+    items: Sequence[tuple[str, int]], *, title: str, width: int = 900, height: int = 220
+) -> str:
+    """Vertical columns, one per (label, value) in the order given (years, oldest first), in at
+    most `width` pixels."""
     if not items:
         return '<p class="empty">nothing to show</p>'
-    column = max(min(48, 900 // len(items)), 10)
+    column = max(min(48, (width - 20) // len(items)), 6)
     width = len(items) * column + 20
     plot = height - 50
     top = max(value for _, value in items) or 1
     parts = [_open(width, height, title)]
-    every = max(1, round(len(items) / (900 / 60)))  # a label every few columns when crowded
+    every = -(-40 // column)  # a label every few columns when crowded (40 px a label)
     for i, (label, value) in enumerate(items):
         x = 10 + i * column
         length = round(plot * value / top, 1)

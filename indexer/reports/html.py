@@ -31,7 +31,7 @@ LISTED = 20  # duplicate UIDs, missing files, patient tags, private creators lis
 HEAT_MODALITIES = 10  # columns of the heat map: the modalities with the most instances
 HEAT_TAGS_PER_MODALITY = 8  # rows: the union of each modality's most used tags ...
 HEAT_ROWS = 40  # ... at most this many
-BARS = 25  # bars per chart; the rest are summed in one "other" bar
+BARS = 15  # bars per chart; a line counts the rest
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
@@ -211,7 +211,8 @@ td, th { border-bottom: 1px solid #eee; padding: 3px 8px; text-align: left; vert
 td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
 code { font-size: 12px; word-break: break-all; }
 .empty, .note { color: #666; font-size: 13px; }
-.grid2 { display: grid; grid-template-columns: 1fr; gap: 8px; }
+.grid2 { display: grid; grid-template-columns: repeat(auto-fit, minmax(520px, 1fr));
+  column-gap: 24px; }
 """
 
 
@@ -279,13 +280,14 @@ def _size(n: int) -> str:
     raise AssertionError("unreachable")
 
 
-def _bars(items: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
-    """At most BARS bars: the rest summed in one 'other' bar."""
+def _bars(items: Iterable[tuple[str, int]], title: str, width: int = 720) -> str:
+    """A bar chart of the first BARS items, and a line that counts the rest."""
     rows = list(items)
+    chart = bar_chart(rows[:BARS], title=title, width=width)
     if len(rows) <= BARS:
-        return rows
-    rest = sum(n for _, n in rows[BARS - 1 :])
-    return [*rows[: BARS - 1], (f"{len(rows) - BARS + 1} others", rest)]
+        return chart
+    rest = sum(n for _, n in rows[BARS:])
+    return chart + f'<p class="note">and {len(rows) - BARS:,} more, with {rest:,} in all</p>'
 
 
 def _section_breakdowns(stats: dict[str, Any]) -> str:
@@ -303,27 +305,26 @@ def _section_breakdowns(stats: dict[str, Any]) -> str:
         for t in stats["by_transfer_syntax"]
     ]
     years = sorted(stats["by_study_year"], key=lambda y: (y["year"] is None, y["year"] or ""))
+    half = 520  # two charts side by side on a wide page
     parts = [
-        ("Files by status", bar_chart(by_status, title="files by status")),
-        ("Instances by modality", bar_chart(_bars(modality), title="instances by modality")),
-        ("Instances by SOP class", bar_chart(_bars(sop), title="instances by SOP class")),
-        (
-            "Instances by manufacturer and model",
-            bar_chart(_bars(maker), title="instances by manufacturer and model"),
-        ),
+        ("Files by status", _bars(by_status, "files by status", half)),
+        ("Instances by modality", _bars(modality, "instances by modality", half)),
+        ("Instances by SOP class", _bars(sop, "instances by SOP class", half)),
+        ("Instances by manufacturer and model", _bars(maker, "instances by model", half)),
+        ("Instances by transfer syntax", _bars(syntax, "instances by transfer syntax", half)),
         (
             "Instances by study year",
             column_chart(
                 [(y["year"] or "none", y["instances"]) for y in years],
                 title="instances by study year",
+                width=half,
             ),
         ),
-        (
-            "Instances by transfer syntax",
-            bar_chart(_bars(syntax), title="instances by transfer syntax"),
-        ),
     ]
-    return "\n".join(f"<h2>{text(title)}</h2>\n{chart}" for title, chart in parts)
+    cells = "\n".join(
+        f"<section><h2>{text(title)}</h2>\n{chart}</section>" for title, chart in parts
+    )
+    return f'<div class="grid2">{cells}</div>'
 
 
 def _section_heat_map(heat: dict[str, Any], tag_count: int) -> str:
@@ -341,9 +342,8 @@ def _section_heat_map(heat: dict[str, Any], tag_count: int) -> str:
 def _section_private_creators(creators: list[dict[str, Any]]) -> str:
     if not creators:
         return '<h2>Private creators</h2>\n<p class="empty">no private tags</p>'
-    chart = bar_chart(
-        _bars((c["private_creator"], c["instances"]) for c in creators),
-        title="instances per private creator",
+    chart = _bars(
+        ((c["private_creator"], c["instances"]) for c in creators), "instances per private creator"
     )
     rows = "".join(
         f'<tr><td><code>{text(c["private_creator"])}</code></td><td class="n">{c["tags"]:,}</td>'
@@ -397,9 +397,9 @@ def _section_errors(stats: dict[str, Any], reasons: list[dict[str, Any]]) -> str
     )
     if not reasons:
         return head + '<p class="empty">none</p>'
-    chart = bar_chart(
-        _bars((f"{r['severity']}: {r['reason']}", r["count"]) for r in reasons),
-        title="errors and warnings by reason",
+    chart = _bars(
+        ((f"{r['severity']}: {r['reason']}", r["count"]) for r in reasons),
+        "errors and warnings by reason",
     )
     rows = []
     for r in reasons:
