@@ -82,7 +82,13 @@ def test_report_of_the_sample_files(sample_index: str, tmp_path: Path) -> None:
     assert "GE MEDICAL SYSTEMS \u00b7 DISCOVERY MR750" in page
     for row in stats["by_study_year"]:
         assert f"<title>{row['year'] or 'none'}: {row['instances']:,}</title>" in page
-    assert "Most used tags per modality" in page and "<title>ImageType in MR: " in page
+    # The heat map agrees with `tags --modality`.
+    code, out, _ = invoke("tags", "--db", sample_index, "--modality", "MR", "-f", "json")
+    mr = {t["keyword"]: t["share"] for t in json.loads(out)["tags"]}
+    in_map = re.findall(r"<title>(\w+) in MR: ([\d.]+)%</title>", page)
+    assert len(in_map) >= 8 and any(float(p) < 100 for _, p in in_map)
+    for keyword, percent in in_map:
+        assert f"{mr.get(keyword, 0):.1%}" == f"{percent}%", keyword
     assert "GEMS_IDEN_01" in page and "SIEMENS CSA HEADER" in page  # private creators
     # Errors by reason with example paths, and the duplicate SOP Instance UIDs with theirs.
     assert "truncated" in page and "broken/pydicom/MR_truncated.dcm" in page
@@ -150,6 +156,14 @@ def test_missing_files_are_listed(db_url: str, sample_dir: Path, tmp_path: Path)
     assert "<h2>Missing files (1)</h2>" in page
     assert f"<li><code>{tree / 'rtplan.dcm'}</code></li>" in page
     assert "<b>1</b><span>missing files</span>" in page
+
+
+def test_an_empty_index(db_url: str, tmp_path: Path) -> None:
+    code, _, stderr = invoke("db", "upgrade", "--db", db_url)
+    assert code == 0, stderr
+    page = make_report(db_url, tmp_path / "empty.html")
+    assert "<b>0</b><span>instances</span>" in page
+    assert page.count('<p class="empty">') >= 8  # each chart and list says it has nothing
 
 
 def test_a_report_that_cannot_be_written(sample_index: str, tmp_path: Path) -> None:

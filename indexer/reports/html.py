@@ -24,7 +24,7 @@ from ..schema import errors, files, instances, tag_keys
 from .charts import bar_chart, column_chart, cut, heat_map, text
 from .missing import present_instance
 from .stats import collect_stats
-from .tags import is_patient_key, tag_usage
+from .tags import is_patient_key, tag_usage, usage_by_modality
 
 EXAMPLES_PER_REASON = 3  # example paths listed under each error reason
 LISTED = 20  # duplicate UIDs, missing files, patient tags, private creators listed at most
@@ -78,25 +78,25 @@ def _heat_map(conn: Connection, stats: dict[str, Any], usage: dict[str, Any]) ->
     number is given instead)."""
     total = usage["instances"]
     everywhere = {t["tag"] for t in usage["tags"] if t["instances"] == total}
-    modalities = [m["modality"] for m in stats["by_modality"][:HEAT_MODALITIES]]
-    per_modality: list[dict[str, float]] = []
-    chosen: dict[str, str] = {}
+    labels = {t["tag"]: _label(t) for t in usage["tags"]}
+    by_modality = usage_by_modality(conn)
+    modalities = [m["modality"] or "" for m in stats["by_modality"][:HEAT_MODALITIES]]
+    shares: list[dict[str, float]] = []
+    chosen: set[str] = set()
     for modality in modalities:
-        scoped = tag_usage(conn, modality=modality or "", top=0)
-        counts = {t["tag"]: t["share"] or 0.0 for t in scoped["tags"]}
-        per_modality.append(counts)
+        instances, counts = by_modality.get(modality, (0, {}))
+        shares.append({k: n / instances for k, n in counts.items()} if instances else {})
         ranked = sorted(
-            (t for t in scoped["tags"] if t["tag"] not in everywhere),
-            key=lambda t: (-t["instances"], t["tag"]),
+            (k for k in counts if k not in everywhere and k in labels),
+            key=lambda k: (-counts[k], k),
         )
-        for t in ranked[:HEAT_TAGS_PER_MODALITY]:
-            chosen.setdefault(t["tag"], _label(t))
+        chosen.update(ranked[:HEAT_TAGS_PER_MODALITY])
     overall = {t["tag"]: t["instances"] for t in usage["tags"]}
     keys = sorted(chosen, key=lambda k: (-overall.get(k, 0), k))[:HEAT_ROWS]
     return {
         "modalities": [m or "(none)" for m in modalities],
-        "tags": [chosen[k] for k in keys],
-        "shares": [[counts.get(k, 0.0) for counts in per_modality] for k in keys],
+        "tags": [labels[k] for k in keys],
+        "shares": [[row.get(k, 0.0) for row in shares] for k in keys],
         "in_every_instance": len(everywhere),
     }
 

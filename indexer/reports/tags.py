@@ -410,3 +410,27 @@ def _values_from_elements(conn: Connection, key_id: int, scope: _Scope) -> list[
         entry[0].add(file_id)
         entry[1] += 1
     return [{"value": v, "instances": len(c[0]), "occurrences": c[1]} for v, c in counts.items()]
+
+
+def usage_by_modality(conn: Connection) -> dict[str, tuple[int, dict[str, int]]]:
+    """{modality ("" when none): (its instances, {tag key: instances that have the tag})}.
+
+    Two grouped reads of the summaries (no element rows), for the heat map of
+    `indexer report --html`; modalities as stored (`tags --modality` ignores case).
+    """
+    totals: dict[str, int] = defaultdict(int)
+    for modality, n in conn.execute(
+        select(instance_groups.c.modality, func.sum(instance_groups.c.instances)).group_by(
+            instance_groups.c.modality
+        )
+    ):
+        totals[modality or ""] += int(n)
+    found: dict[str, dict[str, int]] = defaultdict(dict)
+    for modality, key, n in conn.execute(
+        select(usage_groups.c.modality, tag_keys.c.key, func.sum(usage_table.c.instances))
+        .join(usage_groups, usage_groups.c.id == usage_table.c.group_id)
+        .join(tag_keys, tag_keys.c.id == usage_table.c.key_id)
+        .group_by(usage_groups.c.modality, tag_keys.c.key)
+    ):
+        found[modality][key] = int(n)
+    return {m: (n, found.get(m, {})) for m, n in totals.items()}
