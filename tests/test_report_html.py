@@ -254,6 +254,20 @@ def test_the_report_renders_in_chromium(sample_index: str, tmp_path: Path) -> No
 
 
 @pytest.mark.browser
+def test_hostile_values_stay_text_in_chromium(sample_dir: Path, tmp_path: Path) -> None:
+    """Markup in values and paths neither runs nor fetches: the console stays silent."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    _evil_copy(sample_dir / "pydicom" / "MR_small_bigendian.dcm", tree / "a.dcm")
+    (tree / "<img src=x onerror=alert(1)>.dcm").write_bytes(b"not dicom" * 40)
+    url = f"sqlite:///{tmp_path}/index.db"
+    index_paths([str(tree)], url, workers=1)
+    page = tmp_path / "report.html"
+    make_report(url, page, "--patient-values")
+    assert render(page, tmp_path / "report.png", tmp_path / "profile") == []
+
+
+@pytest.mark.browser
 def test_the_browser_check_sees_fetches_and_errors(tmp_path: Path) -> None:
     """The check above can fail: a page that fetches, or whose script throws, gets messages."""
     page = tmp_path / "bad.html"

@@ -33,13 +33,15 @@ HEAT_TAGS_PER_MODALITY = 8  # rows: the union of each modality's most used tags 
 HEAT_ROWS = 40  # ... at most this many
 BARS = 15  # bars per chart; a line counts the rest
 
-CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+# Nothing may load: no script, image, font or frame; only the inline style sheet applies.
+CSP = "default-src 'none'; style-src 'unsafe-inline'"
 
 
 def collect_report(conn: Connection, *, patient_values: bool = False) -> dict[str, Any]:
     """Everything the HTML page shows, as plain data (no HTML).
 
-    Keys: stats (collect_stats), heat_map {modalities, tags, shares}, private_creators
+    Keys: stats (collect_stats), tag_count (tag keys in the index), heat_map {modalities,
+    tags, shares (per tag, per modality, 0 to 1), in_every_instance}, private_creators
     [{private_creator, tags, instances}], patient_tags [{tag, keyword, instances,
     top_values (None unless patient_values)}], errors [{severity, reason, count,
     examples [{path, message}]}], duplicates [{sop_instance_uid, paths}], missing_paths,
