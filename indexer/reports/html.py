@@ -212,6 +212,7 @@ table { border-collapse: collapse; font-size: 13px; margin: 8px 0; }
 td, th { border-bottom: 1px solid #eee; padding: 3px 8px; text-align: left; vertical-align: top; }
 td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
 code { font-size: 12px; word-break: break-all; }
+.example { margin-bottom: 4px; }
 .empty, .note { color: #666; font-size: 13px; }
 .grid2 { display: grid; grid-template-columns: repeat(auto-fit, minmax(520px, 1fr));
   column-gap: 24px; }
@@ -405,8 +406,9 @@ def _section_errors(stats: dict[str, Any], reasons: list[dict[str, Any]]) -> str
     )
     rows = []
     for r in reasons:
-        examples = "<br>".join(
-            f"<code>{text(e['path'])}</code> &mdash; {text(cut(e['message'], 160))}"
+        examples = "".join(
+            f'<div class="example"><code>{text(e["path"])}</code> &mdash; '
+            f"{text(cut(e['message'], 160))}</div>"
             for e in r["examples"]
         )
         rows.append(
