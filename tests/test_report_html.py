@@ -168,7 +168,7 @@ def test_an_empty_index(db_url: str, tmp_path: Path) -> None:
 
 def test_a_report_that_cannot_be_written(sample_index: str, tmp_path: Path) -> None:
     target = tmp_path / "old.html"
-    target.write_text("old")
+    target.write_text("<!DOCTYPE html><p>yesterday</p>")
     target.chmod(0o644)
     make_report(sample_index, target)
     assert stat.S_IMODE(target.stat().st_mode) == 0o600  # an existing file is made private
@@ -178,6 +178,19 @@ def test_a_report_that_cannot_be_written(sample_index: str, tmp_path: Path) -> N
         assert stderr.startswith("error: cannot write the report to ") and stderr.count("\n") == 1
     code, _, stderr = invoke("report", "--db", sample_index)
     assert code != 0 and "--html" in stderr
+    # A slip that names the index, or any file that is not an HTML page, changes nothing.
+    index_file = tmp_path / "index.db"
+    if sample_index.startswith("sqlite"):
+        index_file = Path(sample_index.split("///", 1)[1])
+    else:
+        index_file.write_bytes(b"SQLite format 3\x00" + bytes(100))
+    before = index_file.read_bytes()
+    code, _, stderr = invoke("report", "--html", str(index_file), "--db", sample_index)
+    assert (
+        code == 1
+        and stderr == f"error: {index_file} exists and is not an HTML page: not replaced\n"
+    )
+    assert index_file.read_bytes() == before
 
 
 @pytest.mark.corpus

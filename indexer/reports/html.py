@@ -470,13 +470,16 @@ def write_html_report(
     patient_values: bool = False,
     database: str = "",
 ) -> dict[str, Any]:
-    """Write the report of the index on `conn` to `path` (mode 0600, replaced if it exists).
+    """Write the report of the index on `conn` to `path` (mode 0600).
 
-    `database` names the index in the page (a URL without password). Returns {path, bytes,
-    patient_values}. Raises ReportError when the file cannot be written.
+    An existing file is replaced only when it is empty or an HTML page, so that a slip
+    (`--html index.db`, `--html scan.dcm`) cannot destroy data. `database` names the index
+    in the page (a URL without password). Returns {path, bytes, patient_values}. Raises
+    ReportError when the file cannot be written or is not an HTML page.
     """
-    page = render_report(collect_report(conn, patient_values=patient_values), database=database)
     target = Path(path)
+    _refuse_to_replace_data(target)
+    page = render_report(collect_report(conn, patient_values=patient_values), database=database)
     data = page.encode("utf-8")
     try:
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -490,3 +493,15 @@ def write_html_report(
     except OSError as err:
         raise ReportError(f"cannot write the report to {target}: {err.strerror}") from err
     return {"path": str(target), "bytes": len(data), "patient_values": patient_values}
+
+
+def _refuse_to_replace_data(target: Path) -> None:
+    try:
+        with open(target, "rb") as fh:
+            head = fh.read(64).lstrip().lower()
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        return  # nothing to protect, or the write says why it cannot
+    except OSError as err:
+        raise ReportError(f"cannot write the report to {target}: {err.strerror}") from err
+    if head and not head.startswith((b"<!doctype html", b"<html")):
+        raise ReportError(f"{target} exists and is not an HTML page: not replaced")
