@@ -25,7 +25,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from indexer.cli import app
-from indexer.reports.charts import BAR_COLOUR
+from indexer.reports import charts
 from indexer.run import index_paths
 
 # A Patient's Name in tests/data (pydicom/MR_small_bigendian.dcm) and its Patient ID.
@@ -246,7 +246,7 @@ def render(page: Path, screenshot: Path, profile: Path) -> list[str]:
 
 
 def _bar_pixels(image: Image.Image) -> int:
-    colour = tuple(int(BAR_COLOUR[i : i + 2], 16) for i in (1, 3, 5))
+    colour = tuple(int(charts.BAR_COLOUR[i : i + 2], 16) for i in (1, 3, 5))
     return sum(n for n, c in image.getcolors(maxcolors=1 << 24) or [] if c == colour)
 
 
@@ -301,3 +301,33 @@ def test_the_sample_manifest_has_the_known_patient(sample_manifest: list[dict[st
     # The constants above name a file of tests/data: keep them true if the data changes.
     row = next(r for r in sample_manifest if r["relpath"] == "pydicom/MR_small_bigendian.dcm")
     assert row["patient_id"] == KNOWN_PATIENT_ID and row in readable_rows(sample_manifest)
+
+
+# -- the charts alone -----------------------------------------------------------------------------
+
+
+def test_chart_text_is_escaped_and_printable() -> None:
+    assert charts.text('<a href="x">&\x00\x1b') == "&lt;a href=&quot;x&quot;&gt;&amp;\ufffd\ufffd"
+    assert charts.cut("x" * 50, 10) == "x" * 9 + "\u2026"
+    svg = charts.bar_chart([("<b>" + "y" * 60, 3), ("z", 0)], title="<t>")
+    assert "<b>" not in svg and 'aria-label="&lt;t&gt;"' in svg
+    assert f"<title>&lt;b&gt;{'y' * 60}: 3</title>" in svg  # the tooltip keeps the whole label
+    assert svg.count("<rect") == 2 and 'width="0.0"' in svg  # a zero is a bar of no length
+    for empty in (
+        charts.bar_chart([], title="t"),
+        charts.column_chart([], title="t"),
+        charts.heat_map([], ["CT"], [], title="t"),
+    ):
+        assert empty == '<p class="empty">nothing to show</p>'
+
+
+def test_heat_map_cells() -> None:
+    svg = charts.heat_map(["A", "B"], ["CT", "MR"], [[1.0, 0.0], [0.004, 0.5]], title="t")
+    cells = re.findall(r"<title>(\w) in (\w+): ([\d.]+)%</title><rect [^>]* fill=\"(#\w+)\"", svg)
+    assert cells == [
+        ("A", "CT", "100.0", "#08306b"),
+        ("A", "MR", "0.0", "#f4f4f4"),
+        ("B", "CT", "0.4", "#ddeaf6"),
+        ("B", "MR", "50.0", "#738eb1"),
+    ]
+    assert "&lt;1%" in svg  # a small share is not written 0%
