@@ -4,7 +4,9 @@ A field is a column of the level's rows (find.COLUMNS: `path`, `instances`, ...)
 DICOM attribute: a keyword, a tag (``(0018,0050)``, ``00180050``) or a tag key, nested ones
 too (``ReferencedSeriesSequence.SeriesInstanceUID``). An attribute's value is the
 instance's own element value; for a study or series, the distinct values of its instances.
-Fields are named in snake_case (``SliceThickness`` -> ``slice_thickness``).
+Fields are named in snake_case (``SliceThickness`` -> ``slice_thickness``); a keyword always
+gives the element values, also where its name is a column's (``PatientID`` -> ``patient_id``,
+the instance's own, where the column ``patient_id`` is its study's patient).
 """
 
 from __future__ import annotations
@@ -106,11 +108,7 @@ def resolve_fields(conn: Connection, level: str, names: Iterable[str]) -> list[F
             row = find_tag_key(conn, name)
         except UnknownTagError:
             row = None  # a valid attribute no file holds: an empty column, not an error
-        field_name = _field_name(row.keywords if row is not None else key)
-        if field_name in COLUMNS[level]:
-            resolved.append(Field(field_name, column=field_name))
-        else:
-            resolved.append(Field(field_name, key=row))
+        resolved.append(Field(_field_name(row.keywords if row is not None else key), key=row))
     names_seen = [f.name for f in resolved]
     twice = sorted({n for n in names_seen if names_seen.count(n) > 1})
     if twice:
@@ -181,7 +179,7 @@ def _own_values(conn: Connection, key_id: int, file_ids: set[int]) -> dict[int, 
     columns = [elements.c.ordinal, elements.c.vr, elements.c.value, elements.c.number]
     found: dict[int, list[tuple[int, Any]]] = defaultdict(list)
     for file_id, ordinal, vr, value, number in key_rows_of(conn, key_id, columns, [], within):
-        if file_id in file_ids and value is not None:
+        if file_id in file_ids and value:  # an empty value (type 2: unknown) is absent
             found[file_id].append((ordinal, _typed(vr, value, number)))
     return {
         file_id: _combined([v for _, v in sorted(values, key=lambda x: x[0])], distinct=False)
