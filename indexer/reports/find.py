@@ -1,9 +1,11 @@
 """`indexer find`: the C-FIND / QIDO question over the index.
 
-Filters are parsed into conditions on the hierarchy tables and tests of element rows;
-one query over the smallest join tree that answers them gives the matching ids; the
-rows to print are then looked up by primary keys and parent indexes only. `find`
-returns the Patient IDs of what it matched, because that is the question it answers.
+Each instance is matched on its own values. Filters on the fast keys become conditions on
+the instance rows (OWN_COLUMNS) and the hierarchy UIDs (KEY_COLUMNS); any other filter tests
+element rows, of the files the conditions left when they are few. The rows to print are then
+looked up by primary keys and parent indexes only; fields.py adds chosen fields and sorts.
+`find` returns the Patient IDs of what it matched, because that is the question it answers
+(the CLI prints them only when asked for).
 """
 
 from __future__ import annotations
@@ -139,6 +141,8 @@ def find(
         for line in plan.hints:
             hint(line)
     gone = set() if include_missing else missing_files(conn)
+    # Studies or series matched on instance columns alone, none missing: one row per series.
+    plan.per_series = level != "instances" and not plan.element_filters and not gone
     found = [] if plan.impossible else _matching_instances(conn, plan)
     hits = [r for r in found if r[0] not in gone]
     rows = _ROWS[level](conn, hits, gone)
@@ -178,6 +182,7 @@ class _Plan:
     on_instances: bool = False  # a condition or the answer needs the instance rows
     hints: list[str] = field(default_factory=list)  # why a filter cannot match as typed
     impossible: bool = False  # a filter names an attribute no file holds
+    per_series: bool = False  # the hits need no file ids: distinct series suffice
 
 
 def _plan(conn: Connection, level: str, filters: Sequence[Filter]) -> _Plan:
@@ -508,10 +513,9 @@ def _value_matcher(
 
 def _hits_query(plan: _Plan, conditions: Sequence[ColumnElement[bool]]) -> Any:
     """(file_id or NULL, series id, study id) of every match of the hierarchy conditions."""
-    file_id = instances.c.file_id if plan.on_instances else literal(None)
-    return (
-        select(file_id, series.c.id, studies.c.id).select_from(_join_tree(plan)).where(*conditions)
-    )
+    file_id = instances.c.file_id if plan.on_instances and not plan.per_series else literal(None)
+    query = select(file_id, series.c.id, studies.c.id).select_from(_join_tree(plan))
+    return query.where(*conditions).distinct() if plan.per_series else query.where(*conditions)
 
 
 def _join_tree(plan: _Plan) -> Any:
