@@ -692,13 +692,14 @@ def find(
     """Studies, series or instances matching attribute filters (the C-FIND / QIDO question).
 
     Each instance is matched on its own values; a study or series matches when one of its
-    instances does. Fast keys (indexed columns of the instance rows): SOPInstanceUID,
+    instances does. Fast keys (columns of the instance rows, hierarchy UIDs): SOPInstanceUID,
     SOPClassUID, Modality, ModalitiesInStudy, StudyDate, ContentDate, Manufacturer,
     ManufacturerModelName, StudyInstanceUID and SeriesInstanceUID; any other tag reads the
     element rows of that tag (of the files the fast keys left, when they are few).
     Comparisons: numbers (DS IS US SS UL SL FL FD SV UV) take KEY=N, KEY!=N, KEY<N, KEY<=N,
     KEY>N, KEY>=N and KEY=FROM-TO; dates and times (DA TM DT) KEY=FROM-TO, >= and <=; UIDs
-    a list separated by , or \\; text (and everything else) = only, with * and ? wildcards.
+    a list separated by , or \\; text (and everything else) = only, with * and ? wildcards
+    (person names ignore case).
     Prints no patient data (PatientID, AccessionNumber) unless named in --fields. Examples:
 
     \b

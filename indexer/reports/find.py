@@ -22,7 +22,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from ..dictionary import keyword_tag, private_vr, public_keyword, public_vm, public_vr
 from ..errors import ReportError, UnknownTagError
 from ..records import CUT
-from ..schema import elements, files, instances, patients, series, studies
+from ..schema import elements, files, instances, patients, series, studies, tag_usage, tag_values
 from ..tagkeys import parse as parse_tag_key
 from .common import in_ids, lookup
 from .filters import (
@@ -143,6 +143,7 @@ def find(
     gone = set() if include_missing else missing_files(conn)
     # Studies or series matched on instance columns alone, none missing: one row per series.
     plan.per_series = level != "instances" and not plan.element_filters and not gone
+    plan.summaries_apply = not include_missing  # the summaries leave missing files out
     found = [] if plan.impossible else _matching_instances(conn, plan)
     hits = [r for r in found if r[0] not in gone]
     rows = _ROWS[level](conn, hits, gone)
@@ -183,6 +184,7 @@ class _Plan:
     hints: list[str] = field(default_factory=list)  # why a filter cannot match as typed
     impossible: bool = False  # a filter names an attribute no file holds
     per_series: bool = False  # the hits need no file ids: distinct series suffice
+    summaries_apply: bool = False  # tag_values holds every value of the files asked about
 
 
 def _plan(conn: Connection, level: str, filters: Sequence[Filter]) -> _Plan:
@@ -349,7 +351,10 @@ def _matching_instances(conn: Connection, plan: _Plan) -> list[Any]:
     if plan.element_filters:
         narrowed = bool(plan.conditions or plan.checked)
         matched = _element_matches(
-            conn, plan.element_filters, {h[0] for h in hits} if narrowed else None
+            conn,
+            plan.element_filters,
+            {h[0] for h in hits} if narrowed else None,
+            plan.summaries_apply,
         )
         hits = [h for h in hits if h[0] in matched]
     return hits
@@ -377,7 +382,10 @@ def _checked_on_elements(conn: Connection, plan: _Plan) -> list[Any]:
 
 
 def _element_matches(
-    conn: Connection, filters: Sequence[tuple[Filter, Any, str | None]], candidates: set[int] | None
+    conn: Connection,
+    filters: Sequence[tuple[Filter, Any, str | None]],
+    candidates: set[int] | None,
+    summaries_apply: bool = False,
 ) -> set[int]:
     """The file ids (of `candidates`, None: of any file) whose elements match every filter.
     Stops at the first filter that leaves none."""
@@ -389,11 +397,28 @@ def _element_matches(
             if total is None:
                 total = conn.execute(select(func.count()).select_from(instances)).scalar_one()
             within = matched if len(matched) <= _FEW * total else None
+        if summaries_apply and _no_counted_value_matches(conn, f, row, vr):
+            return set()
         hits = _element_hits(conn, f, row, vr, within)
         matched = hits if matched is None else matched & hits
         if not matched:
             return set()
     return matched if matched is not None else set()
+
+
+def _no_counted_value_matches(conn: Connection, f: Filter, row: Any, vr: str | None) -> bool:
+    """True when the summaries count every value of the key and none matches `f`: then no
+    element row can, and the pass over the elements table is saved (a typo, an absent ID)."""
+    if is_numeric_test(f, vr):
+        return False
+    untracked = conn.execute(
+        select(func.sum(tag_usage.c.untracked)).where(tag_usage.c.key_id == row.id)
+    ).scalar()
+    if untracked is None or untracked > 0:
+        return False
+    test, _ = _value_matcher(date_range(f, vr), vr, _vm_of(row))
+    counted = select(tag_values.c.value).where(tag_values.c.key_id == row.id).distinct()
+    return not any(test(value) for (value,) in conn.execute(counted))
 
 
 def key_rows_of(
