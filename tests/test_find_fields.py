@@ -303,3 +303,16 @@ def test_an_edited_file_is_found_by_its_new_value(db_url: str, tmp_path: Path) -
     assert _names(old) == {"a.dcm"}
     # The series row still says ORIGINAL (smallest value any file gave): it would have missed it.
     assert query(db_url, "SELECT description FROM series") == [(ORIGINAL,)]
+
+
+def test_a_missing_file_is_matched_only_with_include_missing(db_url: str, tmp_path: Path) -> None:
+    # AccessionNumber values are all counted in the summaries, which leave missing files out:
+    # the filter must still find the missing file's own value when asked to include it.
+    root = _tree(tmp_path / "tree")
+    run(db_url, "index", "-q", str(root))
+    (root / "edited.dcm").rename(tmp_path / "away.dcm")
+    run(db_url, "index", "-q", str(root))
+    args = ("find", "instances", "AccessionNumber=ACC123", "--fields", "path")
+    assert run_json(db_url, *args) == []
+    assert _names(run_json(db_url, *args, "--include-missing")) == {"edited.dcm"}
+    assert run(db_url, *args, "-f", "paths", "--include-missing").strip().endswith("edited.dcm")
