@@ -1,9 +1,10 @@
 """Time `find` questions on an existing index, with this checkout and optionally a baseline one.
 
-Run ``python benchmarks/bench_find.py INDEX_DB [--baseline OTHER_CHECKOUT] [--repeat 5]``
+Run ``python benchmarks/bench_find.py INDEX_DB [--baseline OTHER_CHECKOUT] [--rounds 3]``
 (INDEX_DB e.g. built by make_archive.py + ``indexer index``). Each question is asked through
-the library (``indexer.reports.find``) `--repeat` times in one process per checkout; the best
-time is printed, with the ratio to the baseline measured in the same run, and the load average.
+the library (``indexer.reports.find``) `--repeat` times in one process per checkout and round,
+rounds alternating between the checkouts; the best time is printed, with the ratio to the
+baseline measured in the same run, and the load average.
 """
 
 from __future__ import annotations
@@ -56,19 +57,33 @@ def _run(checkout: Path, db: str, repeat: int) -> list[tuple[int, float]]:
     return [tuple(r) for r in json.loads(done.stdout)]  # type: ignore[misc]
 
 
+def _best(kept: list[tuple[int, float]], new: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    if not kept:
+        return new
+    return [(n, min(t, u)) for (n, t), (_, u) in zip(kept, new, strict=True)]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("db")
     parser.add_argument("--baseline", type=Path, help="another checkout to compare with")
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=3, help="times per round")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(_measure(args.db, args.repeat)))
         return 0
     print(f"load average before: {os.getloadavg()[0]:.2f}")
-    ours = _run(Path(__file__).resolve().parent.parent, args.db, args.repeat)
-    base = _run(args.baseline, args.db, args.repeat) if args.baseline else None
+    here = Path(__file__).resolve().parent.parent
+    ours: list[tuple[int, float]] = []
+    base: list[tuple[int, float]] | None = [] if args.baseline else None
+    # Rounds alternate between the checkouts, so that a change in the machine's load
+    # does not favour one; the best of every round is kept.
+    for _ in range(args.rounds):
+        ours = _best(ours, _run(here, args.db, args.repeat))
+        if base is not None:
+            base = _best(base, _run(args.baseline, args.db, args.repeat))
     for i, (level, filters) in enumerate(QUESTIONS):
         line = f"{level:9} {' '.join(filters):42} {ours[i][0]:6} rows {ours[i][1] * 1000:8.1f} ms"
         if base is not None:

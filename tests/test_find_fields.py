@@ -236,6 +236,7 @@ def test_errors_are_one_line(index_url: str) -> None:
     assert "did you mean Modality" in err
     one_line_error(index_url, "find", "series", "--fields", "path")  # not a series column
     one_line_error(index_url, "find", "instances", "--sort", "NoSuchKeyword")
+    one_line_error(index_url, "find", "instances", "--fields", ",")
     one_line_error(index_url, "export", "csv", "/nonexistent/dir/x.csv")
     # A dictionary keyword that no file holds: an empty column, and no match with a hint.
     rows = run_json(index_url, "find", "instances", "--fields", "path,ExposureIndex")

@@ -91,6 +91,9 @@ def resolve_fields(conn: Connection, level: str, names: Iterable[str]) -> list[F
     level nor a DICOM attribute (with a did-you-mean for a keyword typo), or named twice."""
     from .find import COLUMNS
 
+    names = list(names)
+    if not names:
+        raise ReportError(f"no field given; e.g. --fields {','.join(default_fields(level))}")
     resolved: list[Field] = []
     for name in names:
         name = name.strip()
