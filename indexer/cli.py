@@ -606,21 +606,59 @@ class Level(str, Enum):
     instances = "instances"
 
 
-# The keys of reports.find's rows per level: the CSV header when nothing matched.
-FIND_COLUMNS = {
-    Level.studies: (
-        "study_instance_uid", "patient_id", "study_date", "accession_number",
-        "study_description", "modalities", "series", "instances",
+class FindFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+    paths = "paths"
+
+
+FieldsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--fields",
+        metavar="FIELDS",
+        help="Comma-separated columns: keywords, tags (0018,0050) or tag keys (nested: "
+        "ReferencedSeriesSequence.SeriesInstanceUID) and the level's columns (path, instances, "
+        "...); PatientID and AccessionNumber are printed only when named here.",
+        show_default=False,
     ),
-    Level.series: (
-        "series_instance_uid", "study_instance_uid", "patient_id", "modality",
-        "series_number", "series_description", "instances",
+]
+SortOption = Annotated[
+    str | None,
+    typer.Option(
+        "--sort",
+        metavar="FIELD",
+        help="Order by this field (numbers as numbers, absent values last); -FIELD descending.",
+        show_default=False,
     ),
-    Level.instances: (
-        "sop_instance_uid", "sop_class_uid", "series_instance_uid", "study_instance_uid",
-        "patient_id", "modality", "instance_number", "path",
-    ),
-}  # fmt: skip
+]
+DescOption = Annotated[bool, typer.Option("--desc", help="Sort descending.")]
+IncludeMissingOption = Annotated[
+    bool,
+    typer.Option("--include-missing", help="Also files marked missing (gone at the last run)."),
+]
+
+
+def _filters_argument(help_text: str) -> Any:
+    return typer.Argument(metavar="FILTER", help=help_text, show_default=False)
+
+
+_FILTER_HELP = (
+    "KEY=VALUE filters, all must match: PatientID=12*, PatientName=DOE^*, "
+    "StudyDate=20240101-20241231, Modality=MR, BodyPartExamined=HEAD; a key in a sequence joins "
+    "keywords with dots, e.g. RequestAttributesSequence.RequestedProcedureID=77."
+)
+
+
+def _sort_order(sort: str | None, desc: bool) -> tuple[str | None, bool]:
+    if sort is not None and sort.startswith("-"):
+        return sort[1:], True
+    return sort, desc
+
+
+def _hint_line(line: str) -> None:
+    typer.echo(f"hint: {line}", err=True)
 
 
 @app.command()
@@ -628,47 +666,61 @@ def find(
     level: Annotated[
         Level, typer.Argument(metavar="LEVEL", help="What to list: studies, series or instances.")
     ],
-    filters: Annotated[
-        list[str] | None,
-        typer.Argument(
-            metavar="FILTER",
-            help="KEY=VALUE filters, all must match: PatientID=12*, PatientName=DOE^*, "
-            "StudyDate=20240101-20241231, Modality=MR, AccessionNumber=A1, BodyPartExamined=HEAD; "
-            "a key in a sequence joins keywords with dots, e.g. "
-            "RequestAttributesSequence.RequestedProcedureID=77. Numbers (DS IS US SS UL SL FL FD "
-            "SV UV) also take KEY!=N, KEY<N, KEY<=N, KEY>N, KEY>=N and KEY=FROM-TO "
-            "('SliceThickness<=1.5', SliceThickness=0-1.5); dates and times take FROM-TO, >= "
-            "and <=; text takes = only.",
-            show_default=False,
-        ),
-    ] = None,
+    filters: Annotated[list[str] | None, _filters_argument(_FILTER_HELP)] = None,
     db: DbOption = None,
-    output: FormatOption = Format.table,
+    output: Annotated[
+        FindFormat,
+        typer.Option(
+            "--format",
+            "-f",
+            metavar="FORMAT",
+            help="Output format: table, json, csv, or paths (instances: one file path a line, "
+            "nothing else, for xargs).",
+        ),
+    ] = FindFormat.table,
+    fields: FieldsOption = None,
+    sort: SortOption = None,
+    desc: DescOption = False,
     limit: Annotated[
         int | None,
         typer.Option(
             "--limit", min=1, metavar="N", help="Print at most this many.", show_default=False
         ),
     ] = None,
-    include_missing: Annotated[
-        bool,
-        typer.Option("--include-missing", help="Also files marked missing (gone at the last run)."),
-    ] = False,
+    include_missing: IncludeMissingOption = False,
 ) -> None:
     """Studies, series or instances matching attribute filters (the C-FIND / QIDO question).
 
-    Prints UIDs, Patient IDs, counts and (instances) file paths. Hierarchy keys (PatientID,
-    StudyDate, Modality, SeriesDescription, ...) use indexed columns; other tags, and
-    comparisons of numbers, read the element rows. Examples:
+    Each instance is matched on its own values; a study or series matches when one of its
+    instances does. Fast keys (columns of the instance rows, hierarchy UIDs): SOPInstanceUID,
+    SOPClassUID, Modality, ModalitiesInStudy, StudyDate, ContentDate, Manufacturer,
+    ManufacturerModelName, StudyInstanceUID and SeriesInstanceUID; any other tag reads the
+    element rows of that tag (of the files the fast keys left, when they are few).
+    Comparisons: numbers (DS IS US SS UL SL FL FD SV UV) take KEY=N, KEY!=N, KEY<N, KEY<=N,
+    KEY>N, KEY>=N and KEY=FROM-TO; dates and times (DA TM DT) KEY=FROM-TO, >= and <=; UIDs
+    a list separated by , or \\; text (and everything else) = only, with * and ? wildcards
+    (person names ignore case).
+    Prints no patient data (PatientID, AccessionNumber) unless named in --fields. Examples:
 
     \b
     indexer find studies StudyDate=20240101-20241231 Modality=CT
-    indexer find series Modality=CT 'SliceThickness<=1.5'
+    indexer find series Modality=CT 'SliceThickness<=1.5' --fields SeriesDescription,instances
+    indexer find instances SeriesDescription='*T1*' --fields PatientID,SliceThickness,path
+    indexer find instances Modality=MR --sort -SliceThickness --limit 10
+    indexer find instances Modality=CT --format paths | xargs -d '\\n' ls -l
     """
     from .db import connect
     from .reports import find as find_in_index
     from .reports import parse_filters
+    from .reports.fields import default_fields, resolve_fields, split_fields
 
+    chosen = split_fields(fields) if fields is not None else default_fields(level.value)
+    if output is FindFormat.paths:
+        if level is not Level.instances:
+            typer.echo("error: --format paths lists files: use find instances", err=True)
+            raise typer.Exit(code=1)
+        chosen = ["path"]
+    sort_field, descending = _sort_order(sort, desc)
     with reported_errors():
         pairs = parse_filters(filters or [])
         with connect(db) as conn:
@@ -678,16 +730,83 @@ def find(
                 pairs,
                 limit=limit,
                 include_missing=include_missing,
-                hint=lambda line: typer.echo(f"hint: {line}", err=True),
+                hint=_hint_line,
+                fields=chosen,
+                sort=sort_field,
+                descending=descending,
             )
-    if output is Format.table:
+            columns = [f.name for f in resolve_fields(conn, level.value, chosen)]
+    if output is FindFormat.paths:
+        for r in rows:
+            typer.echo(r["path"])
+    elif output is FindFormat.table:
         typer.echo(
             _rows_table([{k: _csv_value(v) for k, v in r.items()} for r in rows])
             if rows
             else "no match"
         )
     else:
-        _print_rows(rows, output, FIND_COLUMNS[level])
+        _print_rows(rows, Format(output.value), tuple(columns))
+
+
+# -- export -----------------------------------------------------------------------------------
+
+export_app = typer.Typer(
+    help="Export chosen fields of the index as flat files, one row per instance.",
+    no_args_is_help=True,
+    context_settings=CONTEXT,
+)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("csv")
+def export_csv(
+    file: Annotated[
+        str, typer.Argument(metavar="FILE", help="The CSV file to write (mode 0600); - for stdout.")
+    ],
+    filters: Annotated[list[str] | None, _filters_argument(_FILTER_HELP + " As for find.")] = None,
+    fields: FieldsOption = None,
+    level: Annotated[
+        Level,
+        typer.Option("--level", metavar="LEVEL", help="One row per: instances, series, studies."),
+    ] = Level.instances,
+    sort: SortOption = None,
+    desc: DescOption = False,
+    include_missing: IncludeMissingOption = False,
+    db: DbOption = None,
+) -> None:
+    """Write one CSV row per matching instance with the chosen fields (pandas.read_csv reads it).
+
+    Fields and filters as for find; without --fields, find's default columns. Example:
+
+    \b
+    indexer export csv cohort.csv Modality=CT 'SliceThickness<=1.5' \\
+        --fields PatientID,SeriesDescription,SliceThickness,path
+    python -c "import pandas; print(pandas.read_csv('cohort.csv'))"
+    """
+    from .db import connect
+    from .reports import parse_filters
+    from .reports.export_csv import export_table, write_private
+    from .reports.fields import split_fields
+
+    sort_field, descending = _sort_order(sort, desc)
+    with reported_errors():
+        pairs = parse_filters(filters or [])
+        with connect(db) as conn:
+            text = export_table(
+                conn,
+                level=level.value,
+                filters=pairs,
+                fields=split_fields(fields) if fields is not None else None,
+                sort=sort_field,
+                descending=descending,
+                include_missing=include_missing,
+                hint=_hint_line,
+            )
+        if file == "-":
+            typer.echo(text, nl=False)
+        else:
+            write_private(Path(file), text)
 
 
 # -- sql --------------------------------------------------------------------------------------

@@ -188,6 +188,12 @@ def keyword_tag(keyword: str) -> int | None:
     return _public_tables()[1].get(keyword)
 
 
+def public_vm(tag: int) -> str | None:
+    """The VM of a public tag in the DICOM dictionary ("1", "1-n", ...), None when unknown."""
+    entry = _pydicom_data("_dicom_dict").DicomDictionary.get(tag)
+    return str(entry[1]) if entry else None
+
+
 def private_vr(tag: int, creator: str) -> str | None:
     """The VR of a private tag (block written as 10) in pydicom's private dictionary."""
     entries = _pydicom_data("_private_dict").private_dictionaries.get(creator)

@@ -294,7 +294,17 @@ def test_tags_errors(corpus_index: str) -> None:
 def test_find_outputs(corpus_index: str, corpus_dir: Path, rows: list[dict[str, str]]) -> None:
     tree = [r for r in rows if r["study_uid"] and r["series_uid"]]
     patient = Counter(r["patient_id"] for r in tree if r["patient_id"]).most_common(1)[0][0]
-    studies = run_json(corpus_index, "find", "studies", f"PatientID={patient}")
+    studies = run_json(
+        corpus_index,
+        "find",
+        "studies",
+        f"PatientID={patient}",
+        "--fields",
+        "study_instance_uid,patient_id,instances",
+    )
+    by_default = run_json(corpus_index, "find", "studies", f"PatientID={patient}")
+    # PatientID and AccessionNumber are patient data (tags hides them): only when asked for.
+    assert by_default and not {"patient_id", "accession_number"} & set(by_default[0])
     assert {s["study_instance_uid"] for s in studies} == {
         r["study_uid"] for r in tree if r["patient_id"] == patient
     }

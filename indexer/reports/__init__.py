@@ -10,7 +10,7 @@ rows only for one tag at a time; sql.py runs one read-only statement.
 
 Privacy: patient values (see is_patient_key) are left out of `tags` unless the
 caller asks for them; `stats` holds none; `find` returns the Patient IDs of what
-it matched, because that is the question it answers.
+it matched (the CLI prints them only when named in --fields).
 """
 
 from ..errors import ReportError, UnknownTagError

@@ -1,9 +1,11 @@
 """`indexer find`: the C-FIND / QIDO question over the index.
 
-Filters are parsed into conditions on the hierarchy tables and tests of element rows;
-one query over the smallest join tree that answers them gives the matching ids; the
-rows to print are then looked up by primary keys and parent indexes only. `find`
-returns the Patient IDs of what it matched, because that is the question it answers.
+Each instance is matched on its own values. Filters on the fast keys become conditions on
+the instance rows (OWN_COLUMNS) and the hierarchy UIDs (KEY_COLUMNS); any other filter tests
+element rows, of the files the conditions left when they are few. The rows to print are then
+looked up by primary keys and parent indexes only; fields.py adds chosen fields and sorts.
+`find` returns the Patient IDs of what it matched, because that is the question it answers
+(the CLI prints them only when asked for).
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, literal, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from ..dictionary import keyword_tag, private_vr, public_keyword, public_vr
+from ..dictionary import keyword_tag, private_vr, public_keyword, public_vm, public_vr
 from ..errors import ReportError, UnknownTagError
 from ..records import CUT
-from ..schema import elements, files, instances, patients, series, studies
+from ..schema import elements, files, instances, patients, series, studies, tag_usage, tag_values
 from ..tagkeys import parse as parse_tag_key
 from .common import in_ids, lookup
 from .filters import (
@@ -39,38 +41,50 @@ from .tags import find_tag_key, key_element_rows
 
 LEVELS = ("studies", "series", "instances")
 
-# Attributes answered from the hierarchy tables; anything else is looked up in the elements.
-_COLUMNS: dict[str, tuple[Any, str]] = {
-    "PatientID": (patients.c.patient_id, "text"),
-    "IssuerOfPatientID": (patients.c.issuer, "text"),
-    "PatientName": (patients.c.patient_name, "name"),
-    "PatientBirthDate": (patients.c.birth_date, "range"),
-    "PatientSex": (patients.c.sex, "text"),
-    "StudyInstanceUID": (studies.c.study_uid, "uid"),
-    "StudyDate": (studies.c.study_date, "range"),
-    "StudyTime": (studies.c.study_time, "range"),
-    "AccessionNumber": (studies.c.accession_number, "text"),
-    "StudyID": (studies.c.study_id, "text"),
-    "StudyDescription": (studies.c.description, "text"),
-    "ReferringPhysicianName": (studies.c.referring_physician, "name"),
-    "ModalitiesInStudy": (series.c.modality, "text"),
-    "SeriesInstanceUID": (series.c.series_uid, "uid"),
-    "SeriesNumber": (series.c.series_number, "text"),
-    "SeriesDescription": (series.c.description, "text"),
-    "BodyPartExamined": (series.c.body_part, "text"),
-    "Manufacturer": (series.c.manufacturer, "text"),
-    "ManufacturerModelName": (series.c.model, "text"),
-    "SeriesDate": (series.c.series_date, "range"),
+# The keys of the rows find() returns per level (also the CSV header when nothing matched).
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "studies": (
+        "study_instance_uid", "patient_id", "study_date", "accession_number",
+        "study_description", "modalities", "series", "instances",
+    ),
+    "series": (
+        "series_instance_uid", "study_instance_uid", "patient_id", "modality",
+        "series_number", "series_description", "instances",
+    ),
+    "instances": (
+        "sop_instance_uid", "sop_class_uid", "series_instance_uid", "study_instance_uid",
+        "patient_id", "modality", "instance_number", "path",
+    ),
+}  # fmt: skip
+
+# Fast keys: columns of the instance rows that hold the instance's own top-level value, as
+# its element row does (read whole, padding stripped). The series, study and patient rows
+# keep the smallest value any file ever gave, so they would miss an edited file or one
+# outside the hierarchy: every other attribute is matched on the element rows.
+OWN_COLUMNS: dict[str, tuple[Any, str]] = {
     "SOPInstanceUID": (instances.c.sop_instance_uid, "uid"),
     "SOPClassUID": (instances.c.sop_class_uid, "uid"),
-    "InstanceNumber": (instances.c.instance_number, "text"),
+    "Modality": (instances.c.modality, "text"),
+    "ModalitiesInStudy": (instances.c.modality, "text"),  # QIDO: a study holding that modality
     "ContentDate": (instances.c.content_date, "range"),
+    "StudyDate": (instances.c.study_date, "range"),
+    "Manufacturer": (instances.c.manufacturer, "text"),
+    "ManufacturerModelName": (instances.c.model, "text"),
+}
+# The UIDs that place an instance in the hierarchy: the series row of an instance is the one of
+# its own SeriesInstanceUID, and its series' study that of its own StudyInstanceUID unless the
+# writer flagged a hierarchy problem. Instances for which that does not hold (the second
+# column) are matched on their element rows. Studies and series are matched by their own UID.
+KEY_COLUMNS: dict[str, tuple[Any, ColumnElement[bool]]] = {
+    "StudyInstanceUID": (studies.c.study_uid, instances.c.hierarchy_problem.is_not(None)),
+    "SeriesInstanceUID": (series.c.series_uid, instances.c.series_ref.is_(None)),
 }
 _RANGE_VRS = RANGE_VRS
-# An IS value written as the hierarchy column stores it: `=` on it can use the indexed column.
-_PLAIN_INTEGER = re.compile(r"(0|-?[1-9][0-9]*)\Z")
-# Hierarchy attributes of the instance rows: matched without the series and studies rows.
-_INSTANCE_ATTRIBUTES = ("SOPInstanceUID", "SOPClassUID", "InstanceNumber", "ContentDate")
+# Element filters on at most this share of the instances read those files' rows by primary key
+# instead of the whole elements table.
+_FEW = 0.25
+# Several UIDs or values given: the SQL pre-filter on the element rows is left out above this.
+_PREFILTER_VALUES = 20
 
 Row = dict[str, Any]
 
@@ -83,6 +97,9 @@ def find(
     limit: int | None = None,
     include_missing: bool = False,
     hint: Callable[[str], None] | None = None,
+    fields: Sequence[str] | None = None,
+    sort: str | None = None,
+    descending: bool = False,
 ) -> list[Row]:
     """The C-FIND / QIDO question over the index: studies, series or instances matching `filters`.
 
@@ -92,44 +109,67 @@ def find(
     list of UIDs separated by ``\\`` or ``,``. Numeric VRs (DS IS US SS UL SL FL FD SV UV)
     compare as numbers: ``=`` (one number or several separated by ``\\``), ``!=``, ``<``,
     ``<=``, ``>``, ``>=`` and ``FROM-TO``; dates and times take ``>=`` and ``<=`` as open
-    ranges; any other comparison raises ReportError. Hierarchy attributes (PatientID, StudyDate,
-    Modality, AccessionNumber, ...) are matched on the hierarchy tables; any other tag
-    on the element rows, at the given place in sequences; a multi-valued element
-    matches when one of its values does. A study or series matches when one of its
-    instances does.
+    ranges; any other comparison raises ReportError. Each instance is matched on its own
+    values: the instance columns of OWN_COLUMNS and the UIDs of KEY_COLUMNS (indexed, fast),
+    any other tag on its element rows, at the given place in sequences; a multi-valued
+    element matches when one of its values does. A study or series matches when one of its
+    instances does (its own StudyInstanceUID / SeriesInstanceUID: the study's or series').
 
     Returns one dict per study (study_instance_uid, patient_id, study_date, accession_number,
     study_description, modalities, series, instances), series (series_instance_uid,
     study_instance_uid, patient_id, modality, series_number, series_description,
     instances) or instance (sop_instance_uid, sop_class_uid, series_instance_uid,
-    study_instance_uid, patient_id, modality, instance_number, path). Counts are the
-    totals of the study or series, as QIDO returns them.
+    study_instance_uid, patient_id, modality, instance_number, path): COLUMNS[level].
+    Counts are the totals of the study or series, as QIDO returns them. With `fields`
+    (names of COLUMNS[level], keywords, tags or tag keys, see fields.resolve_fields) each
+    dict has exactly those keys instead. `sort` orders by one such field (numbers as
+    numbers, absent values last; `descending` reverses), before `limit` keeps the first N.
 
     Files marked missing (gone from disk at the last run over their folder) are left
     out, and out of the counts; `include_missing` keeps them. `hint` is called with one line
     for each filter that cannot match as typed (a DA with dashes, a reversed range, a comma
     list of codes, an unknown Modality or SOP class), before the query runs.
     """
+    from .fields import add_field_values, resolve_fields, sort_rows
+
     if level not in LEVELS:
         raise ReportError(f"unknown level {level!r}; choose one of: {', '.join(LEVELS)}")
     plan = _plan(conn, level, as_filters(filters))
+    chosen = resolve_fields(conn, level, fields) if fields is not None else None
+    order = resolve_fields(conn, level, [sort])[0] if sort is not None else None
     if hint is not None:
         for line in plan.hints:
             hint(line)
-    matched = _element_matches(conn, plan.element_filters)
-    if matched is not None and not matched:
-        return []
     gone = set() if include_missing else missing_files(conn)
-    hits = [
-        r
-        for r in conn.execute(_hits_query(plan))
-        if (matched is None or r[0] in matched) and r[0] not in gone
-    ]
+    # Studies or series matched on instance columns alone, none missing: one row per series.
+    plan.per_series = level != "instances" and not plan.element_filters and not gone
+    plan.summaries_apply = not include_missing  # the summaries leave missing files out
+    found = [] if plan.impossible else _matching_instances(conn, plan)
+    hits = [r for r in found if r[0] not in gone]
     rows = _ROWS[level](conn, hits, gone)
-    return rows[:limit] if limit else rows
+    wanted = [*(chosen or []), *([order] if order is not None else [])]
+    add_field_values(conn, level, rows, wanted, gone)
+    if order is not None:
+        rows = sort_rows(rows, order.name, descending)
+    if limit:
+        rows = rows[:limit]
+    keys = [f.name for f in chosen] if chosen is not None else list(COLUMNS[level])
+    return [{k: r.get(k) for k in keys} for r in rows]
 
 
 # -- filters -> conditions ----------------------------------------------------------------------
+
+
+@dataclass
+class _Checked:
+    """A filter on a hierarchy UID: `condition` on the hierarchy rows decides for the instances
+    where `untrusted` is false, the element rows of `key` (a tag_keys row) for the others."""
+
+    filter: Filter
+    condition: ColumnElement[bool]
+    untrusted: ColumnElement[bool]
+    key: Any
+    vr: str | None
 
 
 @dataclass
@@ -137,11 +177,14 @@ class _Plan:
     """What the filters ask of the tables, and which tables the hit query must join."""
 
     conditions: list[ColumnElement[bool]] = field(default_factory=list)
+    checked: list[_Checked] = field(default_factory=list)
     element_filters: list[tuple[Filter, Any, str | None]] = field(default_factory=list)
     hierarchy: bool = False  # the series and studies rows are needed
     on_instances: bool = False  # a condition or the answer needs the instance rows
-    on_patients: bool = False  # a condition is on the patient rows
     hints: list[str] = field(default_factory=list)  # why a filter cannot match as typed
+    impossible: bool = False  # a filter names an attribute no file holds
+    per_series: bool = False  # the hits need no file ids: distinct series suffice
+    summaries_apply: bool = False  # tag_values holds every value of the files asked about
 
 
 def _plan(conn: Connection, level: str, filters: Sequence[Filter]) -> _Plan:
@@ -152,24 +195,29 @@ def _plan(conn: Connection, level: str, filters: Sequence[Filter]) -> _Plan:
         tag = keyword_tag(keyword) if keyword.isidentifier() else None
         vr = public_vr(tag) if tag is not None else None
         numeric = is_numeric_test(f, vr)
-        if numeric and f.op == "=" and _PLAIN_INTEGER.match(f.value.strip()):
-            # SeriesNumber=3: the text column holds what the files hold, and is indexed.
-            numeric = keyword not in _COLUMNS
-        plan.hints.extend(_hints(conn, f, keyword, vr))
-        if keyword == "Modality":
-            column = instances.c.modality if level == "instances" else series.c.modality
+        typed_hints = _hints(conn, f, keyword, vr)
+        plan.hints.extend(typed_hints)
+        if keyword in OWN_COLUMNS and not numeric:
+            column, kind = OWN_COLUMNS[keyword]
             value = date_range(f, vr)
-            plan.conditions.append(_match_column(conn, column, "text", value, key))
-        elif keyword in _COLUMNS and not numeric:
-            column, kind = _COLUMNS[keyword]
-            value = date_range(f, vr)
-            plan.hierarchy = plan.hierarchy or keyword not in _INSTANCE_ATTRIBUTES
-            plan.on_instances = plan.on_instances or column.table is instances
-            plan.on_patients = plan.on_patients or column.table is patients
             plan.conditions.append(_match_column(conn, column, kind, value, key))
+            plan.on_instances = True
+        elif keyword in KEY_COLUMNS:
+            column, untrusted = KEY_COLUMNS[keyword]
+            condition = _match_column(conn, column, "uid", date_range(f, vr), key)
+            if level == "instances":
+                plan.checked.append(_Checked(f, condition, untrusted, _known_key(conn, key), vr))
+            else:
+                plan.conditions.append(condition)
         else:
             # Any other tag, and numbers compared as numbers (the element rows' `number`).
-            row = _filter_key(conn, key)
+            row = _known_key(conn, key) if tag is not None else _filter_key(conn, key)
+            if row is None:  # a dictionary keyword no file holds: checked, then no match
+                number_test(f, vr or "") if numeric else date_range(f, vr)
+                if not typed_hints:
+                    plan.hints.append(f"{key}: no file in the index holds {keyword}")
+                plan.impossible = True
+                continue
             vr = _vr_of(row)
             if not is_numeric_test(f, vr):
                 date_range(f, vr)  # refuses a comparison on text before any query runs
@@ -181,6 +229,14 @@ def _plan(conn: Connection, level: str, filters: Sequence[Filter]) -> _Plan:
             plan.element_filters.append((f, row, vr))
             plan.on_instances = True
     return plan
+
+
+def _known_key(conn: Connection, key: str) -> Any:
+    """The tag_keys row of `key`, None when no file holds it (then no element row can match)."""
+    try:
+        return find_tag_key(conn, key)
+    except UnknownTagError:
+        return None
 
 
 def _hints(conn: Connection, f: Filter, keyword: str, vr: str | None) -> list[str]:
@@ -207,6 +263,10 @@ def _vr_of(row: Any) -> str | None:
     if row.private_creator:
         return private_vr(int(row.tag), row.private_creator)
     return public_vr(int(row.tag))
+
+
+def _vm_of(row: Any) -> str | None:
+    return None if row.private_creator else public_vm(int(row.tag))
 
 
 def _top_level_keyword(key: str) -> str:
@@ -236,19 +296,19 @@ def _match_column(
     conn: Connection, column: Any, kind: str, value: str, key: str
 ) -> ColumnElement[bool]:
     if kind == "uid":
-        uids = [u.strip() for u in re.split(r"[\\,]", value) if u.strip()]
-        return column.in_(uids)  # type: ignore[no-any-return]
+        return column.in_(_uids(value))  # type: ignore[no-any-return]
     if kind == "range" and "-" in value:
         return _match_range(column, value, key)
-    if kind == "name":
-        # Person names match without regard to case, as most archives do for C-FIND.
-        return func.lower(column).like(_like_pattern(value.lower()), escape="\\")
     if _wildcard(value):
         return _case_sensitive_like(conn, column, value)
     if "\\" in value and kind == "text":
         # Several values of a single-valued attribute (Modality=CT\MR): any of them.
         return column.in_([v.strip() for v in value.split("\\") if v.strip()])  # type: ignore[no-any-return]
     return column == value  # type: ignore[no-any-return]
+
+
+def _uids(value: str) -> list[str]:
+    return [u.strip() for u in re.split(r"[\\,]", value) if u.strip()]
 
 
 def _match_range(column: Any, value: str, key: str) -> ColumnElement[bool]:
@@ -279,47 +339,135 @@ def _case_sensitive_like(conn: Connection, column: Any, value: str) -> ColumnEle
 # -- element filters -> matching files ----------------------------------------------------------
 
 
+def _matching_instances(conn: Connection, plan: _Plan) -> list[Any]:
+    """(file_id or None, series id, study id) of every instance (or series) that matches.
+
+    The conditions on indexed columns run first; element filters then read only the rows of
+    the files those left when they are few (by primary key), else the whole elements table."""
+    trusted = [and_(~c.untrusted, c.condition) for c in plan.checked]
+    hits = list(conn.execute(_hits_query(plan, [*plan.conditions, *trusted])))
+    if plan.checked:
+        hits += _checked_on_elements(conn, plan)
+    if plan.element_filters:
+        narrowed = bool(plan.conditions or plan.checked)
+        matched = _element_matches(
+            conn,
+            plan.element_filters,
+            {h[0] for h in hits} if narrowed else None,
+            plan.summaries_apply,
+        )
+        hits = [h for h in hits if h[0] in matched]
+    return hits
+
+
+def _checked_on_elements(conn: Connection, plan: _Plan) -> list[Any]:
+    """The hits among instances whose hierarchy rows cannot answer a UID filter (outside the
+    hierarchy, or flagged): those filters are tested on their element rows."""
+    flags = [c.untrusted for c in plan.checked]
+    conditions = [*plan.conditions, or_(*flags)]
+    conditions += [or_(c.untrusted, c.condition) for c in plan.checked]
+    query = _hits_query(plan, conditions).add_columns(*flags)
+    rows = conn.execute(query).all()
+    kept = {r[0] for r in rows}
+    for i, check in enumerate(plan.checked):
+        to_test = {r[0] for r in rows if r[3 + i]}
+        if to_test:
+            passed = (
+                set()
+                if check.key is None
+                else _element_hits(conn, check.filter, check.key, check.vr, to_test)
+            )
+            kept -= to_test - passed
+    return [tuple(r[:3]) for r in rows if r[0] in kept]
+
+
 def _element_matches(
-    conn: Connection, filters: Sequence[tuple[Filter, Any, str | None]]
-) -> set[int] | None:
-    """The file ids whose elements match every filter (None: no element filter). Stops at the
-    first filter that leaves none."""
-    matched: set[int] | None = None
+    conn: Connection,
+    filters: Sequence[tuple[Filter, Any, str | None]],
+    candidates: set[int] | None,
+    summaries_apply: bool = False,
+) -> set[int]:
+    """The file ids (of `candidates`, None: of any file) whose elements match every filter.
+    Stops at the first filter that leaves none."""
+    matched = candidates
+    total: int | None = None
     for f, row, vr in filters:
-        hits = _element_hits(conn, f, row, vr)
+        within = None
+        if matched is not None:
+            if total is None:
+                total = conn.execute(select(func.count()).select_from(instances)).scalar_one()
+            within = matched if len(matched) <= _FEW * total else None
+        if summaries_apply and _no_counted_value_matches(conn, f, row, vr):
+            return set()
+        hits = _element_hits(conn, f, row, vr, within)
         matched = hits if matched is None else matched & hits
         if not matched:
             return set()
-    return matched
+    return matched if matched is not None else set()
 
 
-def _element_hits(conn: Connection, f: Filter, row: Any, vr: str | None) -> set[int]:
+def _no_counted_value_matches(conn: Connection, f: Filter, row: Any, vr: str | None) -> bool:
+    """True when the summaries count every value of the key and none matches `f`: then no
+    element row can, and the pass over the elements table is saved (a typo, an absent ID)."""
     if is_numeric_test(f, vr):
-        return _number_hits(conn, f, row, vr or "")
+        return False
+    untracked = conn.execute(
+        select(func.sum(tag_usage.c.untracked)).where(tag_usage.c.key_id == row.id)
+    ).scalar()
+    if untracked is None or untracked > 0:
+        return False
+    test, _ = _value_matcher(date_range(f, vr), vr, _vm_of(row))
+    counted = select(tag_values.c.value).where(tag_values.c.key_id == row.id).distinct()
+    return not any(test(value) for (value,) in conn.execute(counted))
+
+
+def key_rows_of(
+    conn: Connection, key_id: int, columns: Sequence[Any], where: Sequence[Any], within: Any
+) -> list[Any]:
+    """key_element_rows, of the files `within` only (by primary key) unless it is None."""
+    if within is None:
+        return key_element_rows(conn, key_id, columns, *where)
+    rows: list[Any] = []
+    for chunk in in_ids(conn, elements.c.file_id, within):
+        rows += key_element_rows(conn, key_id, columns, *where, chunk)
+    return rows
+
+
+def _element_hits(
+    conn: Connection, f: Filter, row: Any, vr: str | None, within: set[int] | None = None
+) -> set[int]:
+    if is_numeric_test(f, vr):
+        return _number_hits(conn, f, row, vr or "", within)
     value = date_range(f, vr)
-    test = _value_matcher(value, vr)
+    test, exact = _value_matcher(value, vr, _vm_of(row))
     where = []
-    if not _wildcard(value) and not (vr in _RANGE_VRS and "-" in value):
+    if exact is not None and len(exact) <= _PREFILTER_VALUES:
         # A cheap pre-filter in SQL; the test below decides on each value of the element.
         where.append(
             or_(
-                elements.c.value == value,
-                elements.c.value.like(f"%{_like_pattern(value)}%", escape="\\"),
+                *[
+                    or_(
+                        elements.c.value == v,
+                        elements.c.value.like(f"%{_like_pattern(v)}%", escape="\\"),
+                    )
+                    for v in exact
+                ]
             )
         )
-    rows = key_element_rows(conn, row.id, [elements.c.value], *where)
+    rows = key_rows_of(conn, row.id, [elements.c.value], where, within)
     return {f for f, v in rows if v is not None and test(v)}
 
 
-def _number_hits(conn: Connection, f: Filter, row: Any, vr: str) -> set[int]:
+def _number_hits(
+    conn: Connection, f: Filter, row: Any, vr: str, within: set[int] | None
+) -> set[int]:
     """Files whose element under `row` matches a numeric filter: single values by the `number`
     column the walker fills; multi-valued, cut or unparsable ones (number NULL) by their text,
     where any value matching is a match (for != : no value equals)."""
     test = number_test(f, vr)
     where = or_(number_condition(elements.c.number, test), elements.c.number.is_(None))
-    rows = key_element_rows(
-        conn, row.id, [elements.c.number, elements.c.value, elements.c.flags], where
-    )
+    columns = [elements.c.number, elements.c.value, elements.c.flags]
+    rows = key_rows_of(conn, row.id, columns, [where], within)
     by_text = values_matcher(test)
     return {
         file_id
@@ -337,8 +485,15 @@ def _filter_key(conn: Connection, key: str) -> Any:
         raise ReportError(f"{err}{keyword_hint(key)}") from None
 
 
-def _value_matcher(value: str, vr: str | None) -> Callable[[str], bool]:
-    """A function telling whether a stored value (text, possibly multi-valued) matches `value`."""
+def _value_matcher(
+    value: str, vr: str | None, vm: str | None
+) -> tuple[Callable[[str], bool], list[str] | None]:
+    """A function telling whether a stored value (text, possibly multi-valued) matches `value`,
+    and the exact values it looks for (for a pre-filter in SQL), None when it has none.
+
+    Person names match without regard to case, as most archives do for C-FIND. UIDs are a
+    list separated by ``\\`` or ``,``; several values of a single-valued attribute
+    (``SeriesDescription=T1\\T2``) match any of them."""
     if vr in _RANGE_VRS and "-" in value and vr != "DT":
         low, _, high = (v.strip() for v in value.partition("-"))
 
@@ -348,47 +503,59 @@ def _value_matcher(value: str, vr: str | None) -> Callable[[str], bool]:
                 for part in text.split("\\")
             )
 
-        return in_range
-    if _wildcard(value):
-        pattern = re.compile(
-            "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in value) + r"\Z",
-            re.DOTALL,
-        )
-        return lambda text: any(pattern.match(part) for part in text.split("\\"))
-    return lambda text: text == value or value in text.split("\\")
+        return in_range, None
+    fold = vr == "PN"
+    if fold:
+        value = value.lower()
+    if vr == "UI":
+        wanted = _uids(value)
+    elif "\\" in value and vm == "1":
+        wanted = [v.strip() for v in value.split("\\") if v.strip()]
+    else:
+        wanted = [value]
+
+    def parts(text: str) -> list[str]:
+        return (text.lower() if fold else text).split("\\")
+
+    if any(_wildcard(v) for v in wanted):
+        patterns = [
+            re.compile(
+                "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in v) + r"\Z",
+                re.DOTALL,
+            )
+            for v in wanted
+        ]
+        return lambda text: any(p.match(part) for part in parts(text) for p in patterns), None
+    one_of = set(wanted)
+    matcher = lambda text: (  # noqa: E731
+        (text.lower() if fold else text) in one_of or any(part in one_of for part in parts(text))
+    )
+    return matcher, None if fold else wanted
 
 
 # -- the hit query ------------------------------------------------------------------------------
 
 
-def _hits_query(plan: _Plan) -> Any:
+def _hits_query(plan: _Plan, conditions: Sequence[ColumnElement[bool]]) -> Any:
     """(file_id or NULL, series id, study id) of every match of the hierarchy conditions."""
-    file_id = instances.c.file_id if plan.on_instances else literal(None)
-    return (
-        select(file_id, series.c.id, studies.c.id)
-        .select_from(_join_tree(plan))
-        .where(*plan.conditions)
-    )
+    file_id = instances.c.file_id if plan.on_instances and not plan.per_series else literal(None)
+    query = select(file_id, series.c.id, studies.c.id).select_from(_join_tree(plan))
+    return query.where(*conditions).distinct() if plan.per_series else query.where(*conditions)
 
 
 def _join_tree(plan: _Plan) -> Any:
     if not plan.hierarchy:
-        return (
-            instances.outerjoin(series, series.c.id == instances.c.series_ref)
-            .outerjoin(studies, studies.c.id == series.c.study_ref)
-            .outerjoin(patients, patients.c.id == studies.c.patient_ref)
-        )
-    # Inner joins let both databases start from the most selective table (e.g. study_date).
-    # Studies or series asked by their own (or their patient's) attributes leave out the
-    # instance rows, many times more: every series row has instances (empty ones are deleted).
-    tree = series.join(studies, studies.c.id == series.c.study_ref)
-    if plan.on_instances:
-        tree = instances.join(series, series.c.id == instances.c.series_ref).join(
+        return instances.outerjoin(series, series.c.id == instances.c.series_ref).outerjoin(
             studies, studies.c.id == series.c.study_ref
         )
-    if plan.on_patients:
-        tree = tree.join(patients, patients.c.id == studies.c.patient_ref)
-    return tree
+    # Inner joins let both databases start from the most selective table. Studies or series
+    # asked by their own UIDs only leave out the instance rows, many times more: every series
+    # row has instances (empty ones are deleted).
+    if plan.on_instances:
+        return instances.join(series, series.c.id == instances.c.series_ref).join(
+            studies, studies.c.id == series.c.study_ref
+        )
+    return series.join(studies, studies.c.id == series.c.study_ref)
 
 
 # -- hits -> result rows ------------------------------------------------------------------------
@@ -451,6 +618,7 @@ def _instance_rows(conn: Connection, hits: Sequence[Any], gone: set[int]) -> lis
                 "modality": modality,
                 "instance_number": number,
                 "path": paths_of[file_id][0],
+                "_id": file_id,
             }
         )
     rows.sort(
@@ -501,6 +669,7 @@ def _series_rows(conn: Connection, hits: Sequence[Any], gone: set[int]) -> list[
                 "series_number": number,
                 "series_description": description,
                 "instances": counts.get(sid, 0),
+                "_id": sid,
             }
         )
     rows.sort(
@@ -552,6 +721,7 @@ def _study_rows(conn: Connection, hits: Sequence[Any], gone: set[int]) -> list[R
                 "modalities": sorted({m for _, m in members if m}),
                 "series": len(members),
                 "instances": sum(counts.get(sid, 0) for sid, _ in members),
+                "_id": study_id,
             }
         )
     rows.sort(key=lambda r: (r["study_date"] or "", r["study_instance_uid"]))

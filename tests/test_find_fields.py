@@ -1,0 +1,319 @@
+"""`indexer find` on each instance's own values, `--fields`, `--sort`, `--format paths` and
+`indexer export csv`, through the CLI, on SQLite and PostgreSQL.
+
+The tree is real files from tests/data and edited copies (pydicom): one whose
+SeriesDescription differs from the rest of its series (the series row keeps the smallest
+value any file gave, "Axial ..."), and one outside the hierarchy (no StudyInstanceUID).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+from helpers import DB_KINDS, pg_database, query, server_for
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence as DicomSequence
+from typer.testing import CliRunner
+
+from indexer.cli import app
+
+DATA = Path(__file__).parent / "data" / "dcm_qa_nih" / "20180918GE" / "mr_0004"
+FIRST = DATA / "axial_epi_fmri_interleaved_i_to_s-00001.dcm"
+SECOND = DATA / "axial_epi_fmri_interleaved_i_to_s-00002.dcm"
+ORIGINAL = "Axial EPI-FMRI (Interleaved I to S)"
+EDITED = "Zed edited T1"  # sorts after ORIGINAL: the series row keeps ORIGINAL
+ORPHAN_SERIES = "1.2.826.0.1.3680043.99.1"
+REFERENCED_SERIES = "1.2.826.0.1.3680043.99.2"
+
+
+def _edited(source: Path, target: Path, **changes: Any) -> None:
+    ds = pydicom.dcmread(source)
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = (
+        f"{ds.SOPInstanceUID}.{len(target.name)}9"
+    )
+    for keyword, value in changes.items():
+        if value is None:
+            del ds[keyword]
+        else:
+            setattr(ds, keyword, value)
+    ds.save_as(target)
+
+
+def _tree(root: Path) -> Path:
+    root.mkdir()
+    shutil.copy(FIRST, root / "a.dcm")
+    shutil.copy(SECOND, root / "b.dcm")
+    referenced = Dataset()
+    referenced.SeriesInstanceUID = REFERENCED_SERIES
+    _edited(
+        FIRST,
+        root / "edited.dcm",
+        SeriesDescription=EDITED,
+        SliceThickness="10",
+        AccessionNumber="ACC123",
+        ReferencedSeriesSequence=DicomSequence([referenced]),
+    )
+    _edited(
+        SECOND,
+        root / "orphan.dcm",
+        StudyInstanceUID=None,
+        SeriesInstanceUID=ORPHAN_SERIES,
+        SeriesDescription="Orphan T1",
+        SliceThickness="2",
+    )
+    return root
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, list(args), env={"INDEXER_DB": None})
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+def run(url: str, *args: str) -> str:
+    code, out, err = invoke(*args, "--db", url)
+    assert code == 0, err
+    return out
+
+
+def run_json(url: str, *args: str) -> Any:
+    return json.loads(run(url, *args, "--format", "json"))
+
+
+def one_line_error(url: str, *args: str) -> str:
+    code, _, err = invoke(*args, "--db", url)
+    assert code == 1 and err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _tree(tmp_path_factory.mktemp("fields") / "tree")
+
+
+@pytest.fixture(scope="module", params=DB_KINDS)
+def index_url(request: pytest.FixtureRequest, tree: Path) -> Iterator[str]:
+    def indexed(url: str) -> str:
+        code, _, err = invoke("index", "--db", url, "-q", str(tree))
+        assert code == 0, err
+        return url
+
+    server = server_for(request, request.param)
+    if server is None:
+        yield indexed(f"sqlite:///{tree.parent / 'index.db'}")
+    else:
+        with pg_database(server) as url:
+            yield indexed(url)
+
+
+def _names(rows: list[dict[str, Any]]) -> set[str]:
+    return {Path(r["path"]).name for r in rows}
+
+
+def test_instances_match_their_own_values(index_url: str) -> None:
+    # The series row holds ORIGINAL; the edited copy and the orphan are found by their own.
+    descriptions = query(index_url, "SELECT description FROM series")
+    assert {d for (d,) in descriptions} == {ORIGINAL}
+    fields = ["--fields", "path"]
+    assert _names(run_json(index_url, "find", "instances", "SeriesDescription=Z*", *fields)) == {
+        "edited.dcm"
+    }
+    assert _names(
+        run_json(index_url, "find", "instances", f"SeriesDescription={ORIGINAL}", *fields)
+    ) == {"a.dcm", "b.dcm"}
+    assert _names(run_json(index_url, "find", "instances", "SeriesDescription=*T1", *fields)) == {
+        "edited.dcm",
+        "orphan.dcm",
+    }
+    # Several values of a single-valued attribute: any of them.
+    both = run_json(
+        index_url, "find", "instances", f"SeriesDescription={EDITED}\\Orphan T1", *fields
+    )
+    assert _names(both) == {"edited.dcm", "orphan.dcm"}
+    # A SeriesInstanceUID outside the hierarchy (no study) is matched on the element rows.
+    orphan = run_json(index_url, "find", "instances", f"SeriesInstanceUID={ORPHAN_SERIES}", *fields)
+    assert _names(orphan) == {"orphan.dcm"}
+    series_uid = str(pydicom.dcmread(FIRST).SeriesInstanceUID)
+    in_series = run_json(index_url, "find", "instances", f"SeriesInstanceUID={series_uid}", *fields)
+    assert _names(in_series) == {"a.dcm", "b.dcm", "edited.dcm"}
+    # Numbers compare as numbers.
+    ten = run_json(index_url, "find", "instances", "SliceThickness>5", *fields)
+    assert _names(ten) == {"edited.dcm"}
+    # A study or series matches when one of its instances does.
+    series = run_json(index_url, "find", "series", "SeriesDescription=Z*")
+    assert [s["series_instance_uid"] for s in series] == [series_uid]
+    assert series[0]["instances"] == 3
+    study_uid = str(pydicom.dcmread(FIRST).StudyInstanceUID)
+    studies = run_json(index_url, "find", "studies", f"SeriesDescription={EDITED}")
+    assert [s["study_instance_uid"] for s in studies] == [study_uid]
+
+
+def test_fields_and_their_names(index_url: str, tree: Path) -> None:
+    rows = run_json(
+        index_url,
+        "find",
+        "instances",
+        "--fields",
+        "PatientID,SeriesDescription,(0018,0050),ReferencedSeriesSequence.SeriesInstanceUID,path",
+        "--sort",
+        "path",
+    )
+    assert [list(r) for r in rows] == [
+        [
+            "patient_id",
+            "series_description",
+            "slice_thickness",
+            "referenced_series_sequence.series_instance_uid",
+            "path",
+        ]
+    ] * 4
+    for r in rows:
+        ds = pydicom.dcmread(r["path"])
+        assert r["patient_id"] == ds.PatientID
+        assert r["series_description"] == ds.SeriesDescription
+        assert r["slice_thickness"] == float(ds.SliceThickness)  # a number in JSON
+        expected = REFERENCED_SERIES if "ReferencedSeriesSequence" in ds else None
+        assert r["referenced_series_sequence.series_instance_uid"] == expected
+        assert Path(r["path"]).parent == tree  # the full path, as the index stores it
+    same = run_json(index_url, "find", "instances", "--fields", "00180050", "--sort", "00180050")
+    assert [r["slice_thickness"] for r in same] == [2, 3, 3, 10]
+    # A study lists the distinct values of its instances.
+    study = run_json(index_url, "find", "studies", "--fields", "SeriesDescription,instances")
+    assert study == [{"series_description": f"{ORIGINAL}\\{EDITED}", "instances": 3}]
+
+
+def test_sort_numbers_as_numbers(index_url: str) -> None:
+    def order(*args: str) -> list[str]:
+        rows = run_json(index_url, "find", "instances", "--fields", "path", *args)
+        return [Path(r["path"]).name for r in rows]
+
+    # 2, 3, 3, 10: as text "10" would come first. Ties keep find's order (path).
+    assert order("--sort", "SliceThickness") == ["orphan.dcm", "a.dcm", "b.dcm", "edited.dcm"]
+    assert order("--sort", "-SliceThickness")[0] == "edited.dcm"
+    assert order("--sort", "SliceThickness", "--desc") == order("--sort", "-SliceThickness")
+    # Absent values last, either way.
+    assert order("--sort", "AccessionNumber")[0] == "edited.dcm"
+    assert order("--sort", "-AccessionNumber")[0] == "edited.dcm"
+    assert order("--sort", "SliceThickness", "--limit", "1") == ["orphan.dcm"]
+
+
+def test_default_columns_hold_no_patient_data(index_url: str) -> None:
+    for level in ("studies", "series", "instances"):
+        rows = run_json(index_url, "find", level)
+        assert rows and not {"patient_id", "accession_number"} & set(rows[0])
+        header = run(index_url, "find", level, "-f", "csv").split("\n", 1)[0]
+        assert "patient_id" not in header and "accession_number" not in header
+        assert "DEV" not in run(index_url, "find", level)  # the Patient ID in the table
+    asked = run_json(index_url, "find", "studies", "--fields", "PatientID,AccessionNumber")
+    assert asked == [{"patient_id": "DEV", "accession_number": "ACC123"}]  # its instances
+    own = run_json(index_url, "find", "instances", "AccessionNumber=ACC123", "--fields", "path")
+    assert _names(own) == {"edited.dcm"}
+
+
+def test_format_paths(index_url: str, tree: Path) -> None:
+    out = run(index_url, "find", "instances", "SeriesDescription=*T1", "--format", "paths")
+    assert sorted(out.splitlines()) == sorted(str(tree / n) for n in ("edited.dcm", "orphan.dcm"))
+    everything = run(index_url, "find", "instances", "-f", "paths")
+    (count,) = query(index_url, "SELECT count(*) FROM instances")[0]
+    assert len(everything.splitlines()) == count == 4
+    assert run(index_url, "find", "instances", "PatientID=nobody", "-f", "paths") == ""
+    assert "use find instances" in one_line_error(index_url, "find", "series", "-f", "paths")
+
+
+def test_errors_are_one_line(index_url: str) -> None:
+    err = one_line_error(index_url, "find", "instances", "--fields", "Modalty")
+    assert "did you mean Modality" in err
+    one_line_error(index_url, "find", "series", "--fields", "path")  # not a series column
+    one_line_error(index_url, "find", "instances", "--sort", "NoSuchKeyword")
+    one_line_error(index_url, "find", "instances", "--fields", ",")
+    one_line_error(index_url, "export", "csv", "/nonexistent/dir/x.csv")
+    # A dictionary keyword that no file holds: an empty column, and no match with a hint.
+    rows = run_json(index_url, "find", "instances", "--fields", "path,ExposureIndex")
+    assert all(r["exposure_index"] is None for r in rows)
+    code, out, err = invoke("find", "instances", "ExposureIndex=5", "--db", index_url)
+    assert code == 0 and out.strip() == "no match" and "hint:" in err
+
+
+def test_export_csv(index_url: str, tmp_path: Path) -> None:
+    target = tmp_path / "cohort.csv"
+    fields = "PatientID,SeriesDescription,SliceThickness,path"
+    run(index_url, "export", "csv", str(target), "SliceThickness<=3", "--fields", fields)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    rows = list(csv.DictReader(io.StringIO(target.read_text())))
+    assert [list(r) for r in rows[:1]] == [
+        ["patient_id", "series_description", "slice_thickness", "path"]
+    ]
+    assert {Path(r["path"]).name for r in rows} == {"a.dcm", "b.dcm", "orphan.dcm"}
+    assert {float(r["slice_thickness"]) for r in rows} == {2.0, 3.0}
+    # An existing file is replaced and made private; "-" is stdout, the same text.
+    target.write_text("old")
+    os.chmod(target, 0o644)
+    run(index_url, "export", "csv", str(target), "SliceThickness<=3", "--fields", fields)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    out = run(index_url, "export", "csv", "-", "SliceThickness<=3", "--fields", fields)
+    assert out == target.read_text()
+    # Nothing matched: the header alone; other levels; default fields.
+    none = run(index_url, "export", "csv", "-", "PatientID=nobody", "--fields", fields)
+    assert none == "patient_id,series_description,slice_thickness,path\n"
+    series = run(index_url, "export", "csv", "-", "--level", "series", "--fields", "instances")
+    assert series.splitlines() == ["instances", "3"]
+    default = run(index_url, "export", "csv", "-")
+    assert default.split("\n", 1)[0].split(",")[-1] == "path"
+    try:
+        import pandas
+    except ImportError:
+        return
+    frame = pandas.read_csv(target)
+    assert list(frame.columns) == list(rows[0]) and len(frame) == 3
+
+
+def test_help_names_fast_keys_and_comparisons() -> None:
+    code, out, _ = invoke("find", "--help")
+    assert code == 0
+    for words in ("Fast keys", "SOPInstanceUID", "SeriesInstanceUID", "KEY<=N", "FROM-TO"):
+        assert words in out
+    code, out, _ = invoke("export", "csv", "--help")
+    assert code == 0 and "pandas" in out
+
+
+def test_an_edited_file_is_found_by_its_new_value(db_url: str, tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    root.mkdir()
+    shutil.copy(FIRST, root / "a.dcm")
+    shutil.copy(SECOND, root / "b.dcm")
+    run(db_url, "index", "-q", str(root))
+    ds = pydicom.dcmread(root / "b.dcm")
+    ds.SeriesDescription = "Zz re-edited"
+    ds.save_as(root / "b.dcm")
+    os.utime(root / "b.dcm", ns=(1, 1))  # a new mtime for sure
+    run(db_url, "index", "-q", str(root))
+    found = run_json(db_url, "find", "instances", "SeriesDescription=Zz*", "--fields", "path")
+    assert _names(found) == {"b.dcm"}
+    old = run_json(db_url, "find", "instances", f"SeriesDescription={ORIGINAL}", "--fields", "path")
+    assert _names(old) == {"a.dcm"}
+    # The series row still says ORIGINAL (smallest value any file gave): it would have missed it.
+    assert query(db_url, "SELECT description FROM series") == [(ORIGINAL,)]
+
+
+def test_a_missing_file_is_matched_only_with_include_missing(db_url: str, tmp_path: Path) -> None:
+    # AccessionNumber values are all counted in the summaries, which leave missing files out:
+    # the filter must still find the missing file's own value when asked to include it.
+    root = _tree(tmp_path / "tree")
+    run(db_url, "index", "-q", str(root))
+    (root / "edited.dcm").rename(tmp_path / "away.dcm")
+    run(db_url, "index", "-q", str(root))
+    args = ("find", "instances", "AccessionNumber=ACC123", "--fields", "path")
+    assert run_json(db_url, *args) == []
+    assert _names(run_json(db_url, *args, "--include-missing")) == {"edited.dcm"}
+    assert run(db_url, *args, "-f", "paths", "--include-missing").strip().endswith("edited.dcm")
