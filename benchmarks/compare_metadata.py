@@ -37,6 +37,18 @@ def same_uri(_path: str) -> str:
     return "bulk"
 
 
+def pydicom_json(path: str) -> dict[str, Any]:
+    """pydicom's DICOM JSON of the file, every binary value a BulkDataURI. Without
+    suppress_invalid_tags first: that option also turns on strict reading, which drops
+    elements pydicom reads fine otherwise; with it only when the plain call fails."""
+    dataset = pydicom.dcmread(path, force=True)
+    options: dict[str, Any] = {"bulk_data_threshold": 0, "bulk_data_element_handler": same_uri}
+    try:
+        return dataset.to_json_dict(**options)
+    except Exception:
+        return pydicom.dcmread(path, force=True).to_json_dict(suppress_invalid_tags=True, **options)
+
+
 def compare(
     ours: dict[str, Any],
     theirs: dict[str, Any],
@@ -98,11 +110,7 @@ def main() -> int:
             for fid, ours, cut in datasets_of_rows(rows, lambda _fid: same_uri):
                 path = disk_path(stored[fid])
                 try:
-                    theirs = pydicom.dcmread(path, force=True).to_json_dict(
-                        bulk_data_threshold=0,
-                        bulk_data_element_handler=lambda _e: "bulk",
-                        suppress_invalid_tags=True,
-                    )
+                    theirs = pydicom_json(path)
                 except Exception:
                     unreadable += 1
                     continue

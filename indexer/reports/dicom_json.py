@@ -43,13 +43,14 @@ ROW_COLUMNS = (
 )
 
 
-def element_rows(conn: Connection, file_ids: Iterable[int]) -> Iterator[Any]:
-    """The element and item rows of the files (ROW_COLUMNS), by file then in file order."""
-    for where in in_ids(conn, elements.c.file_id, file_ids):
+def element_rows(conn: Connection, file_ids: Iterable[int], *where: Any) -> Iterator[Any]:
+    """The element and item rows of the files (ROW_COLUMNS), by file then in file order;
+    `where`: further conditions (on `paths`, say), e.g. to read only some attributes."""
+    for of_files in in_ids(conn, elements.c.file_id, file_ids):
         yield from conn.execute(
             select(*ROW_COLUMNS)
             .join(paths, paths.c.id == elements.c.path_id)
-            .where(where)
+            .where(of_files, *where)
             .order_by(elements.c.file_id, elements.c.ordinal)
         )
 

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydicom.datadict import dictionary_VR
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, and_, func, or_, select
 
 from ..errors import ReportError, UnknownTagError
 from ..rows import disk_path
-from ..schema import files, instances, series, studies
+from ..schema import files, instances, paths, series, studies
 from ..tagkeys import parse as parse_tag_key
 from .dicom_json import JsonDataset, datasets_of_rows, element_rows
 from .filters import Filter
@@ -170,8 +170,9 @@ def search(
         return SearchResult([], 0)  # a tag no file holds: nothing matches
     page = matches[query.offset : query.offset + query.limit]
     files_of = _representatives(conn, level, page)
-    datasets, found = _datasets(conn, files_of.values())
     wanted = _wanted(level, query)
+    only = () if query.include_all else (_rows_of(wanted),)
+    datasets, found = _datasets(conn, files_of.values(), *only)
     out = []
     for row in page:
         file_id = files_of.get(_uid_of(level, row))
@@ -220,8 +221,31 @@ def _representatives(conn: Connection, level: str, page: list[dict[str, Any]]) -
     return {str(k): int(v) for k, v in conn.execute(query)}
 
 
+def _rows_of(wanted: list[str]) -> Any:
+    """A condition on `paths` that keeps the rows the `wanted` attributes need: those
+    top-level tags, the contents of those of them that are sequences, and (when a private
+    key is wanted) the top-level private rows, whose creators say which block is whose."""
+    tags = {int(t, 16) for key in wanted if (t := _public_tag(key))}
+    keep = [paths.c.tag.in_(sorted(tags))]
+    if any('"' in key for key in wanted):
+        keep.append(paths.c.private_creator.is_not(None))
+    nested = [
+        paths.c.path.like(f"({tag >> 16:04X},{tag & 0xFFFF:04X})[%")
+        for tag in sorted(tags)
+        if _vr(tag) == "SQ"
+    ]
+    return or_(and_(paths.c.depth == 0, or_(*keep)), *nested)
+
+
+def _public_tag(key: str) -> str | None:
+    if len(key) == 8:
+        return key
+    found = _PUBLIC_KEY.match(key)
+    return found.group(1) + found.group(2) if found else None
+
+
 def _datasets(
-    conn: Connection, file_ids: Iterable[int]
+    conn: Connection, file_ids: Iterable[int], *where: Any
 ) -> tuple[dict[int, JsonDataset], dict[int, _Found]]:
     ids = sorted(set(file_ids))
     if not ids:
@@ -237,7 +261,7 @@ def _datasets(
     datasets: dict[int, JsonDataset] = {}
     found: dict[int, _Found] = {}
     no_uri: Callable[[int], Callable[[str], str]] = lambda _fid: lambda _path: ""  # noqa: E731
-    for file_id, dataset, cut in datasets_of_rows(element_rows(conn, ids), no_uri):
+    for file_id, dataset, cut in datasets_of_rows(element_rows(conn, ids, *where), no_uri):
         _, path, size, mtime_ns = stored[file_id]
         datasets[file_id] = dataset
         found[file_id] = _Found(
