@@ -1,6 +1,6 @@
 """Compare the DICOM JSON the server rebuilds from the index with pydicom's, file by file.
 
-    python benchmarks/compare_metadata.py [ROOT] [--db DB] [--examples N]
+    python benchmarks/compare_metadata.py [ROOT] [--db DB]
 
 ROOT defaults to $INDEXER_CORPUS. The files are indexed into DB (default: a new SQLite file
 in a temporary folder), then for every file that the index holds (status indexed or partial)
@@ -20,6 +20,7 @@ import sys
 import tempfile
 import warnings
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -80,13 +81,62 @@ def compare(
     return equal
 
 
+@dataclass
+class Comparison:
+    compared: int = 0
+    unreadable: int = 0
+    equal: int = 0
+    cut_read: int = 0
+    classes: Counter[str] = field(default_factory=Counter)
+    first: dict[str, str] = field(default_factory=dict)
+    differing_files: set[str] = field(default_factory=set)  # relative paths
+
+    @property
+    def total(self) -> int:
+        return self.equal + sum(self.classes.values())
+
+
+def compare_index(db: str, root: str) -> Comparison:
+    """Compare every file of the index `db` under `root` that pydicom reads (see module doc)."""
+    result = Comparison()
+    with connect(db) as conn:
+        stored = {
+            fid: path
+            for fid, path in conn.execute(
+                select(files.c.id, files.c.path).where(files.c.status.in_(("indexed", "partial")))
+            )
+        }
+        rows = element_rows(conn, sorted(stored))
+        for fid, ours, cut in datasets_of_rows(rows, lambda _fid: same_uri):
+            path = disk_path(stored[fid])
+            try:
+                theirs = pydicom_json(path)
+            except Exception:
+                result.unreadable += 1
+                continue
+            if cut:
+                result.cut_read += read_cut_values(path, ours, cut)
+            result.compared += 1
+            where = os.path.relpath(path, root)
+            # Files damaged on purpose: pydicom and the walker stop or recover differently.
+            label = "[broken/] " if where.startswith("broken") else ""
+            classes: Counter[str] = Counter()
+            first: dict[str, str] = {}
+            result.equal += compare(ours, theirs, where, classes, first)
+            for cls, n in classes.items():
+                result.classes[label + cls] += n
+                result.first.setdefault(label + cls, first[cls])
+            if classes:
+                result.differing_files.add(where)
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", nargs="?", default=os.environ.get("INDEXER_CORPUS"))
     parser.add_argument(
         "--db", help="index to build or bring up to date (default: a temporary SQLite file)"
     )
-    parser.add_argument("--examples", type=int, default=1, help="locations printed per class")
     args = parser.parse_args()
     if not args.root:
         parser.error("give ROOT or set INDEXER_CORPUS")
@@ -94,46 +144,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as scratch:
         db = args.db or str(Path(scratch) / "index.db")
         index_paths([args.root], db=db, workers=1)
-        with connect(db) as conn:
-            stored = {
-                fid: path
-                for fid, path in conn.execute(
-                    select(files.c.id, files.c.path).where(
-                        files.c.status.in_(("indexed", "partial"))
-                    )
-                )
-            }
-            classes: Counter[str] = Counter()
-            first: dict[str, str] = {}
-            compared = unreadable = equal = cut_read = 0
-            rows = element_rows(conn, sorted(stored))
-            for fid, ours, cut in datasets_of_rows(rows, lambda _fid: same_uri):
-                path = disk_path(stored[fid])
-                try:
-                    theirs = pydicom_json(path)
-                except Exception:
-                    unreadable += 1
-                    continue
-                if cut:
-                    cut_read += read_cut_values(path, ours, cut)
-                compared += 1
-                where = os.path.relpath(path, args.root)
-                if where.startswith("broken"):
-                    # damaged on purpose: pydicom and the walker stop or recover differently
-                    broken_classes: Counter[str] = Counter()
-                    broken_first: dict[str, str] = {}
-                    equal += compare(ours, theirs, where, broken_classes, broken_first)
-                    for cls, n in broken_classes.items():
-                        classes[f"[broken/] {cls}"] += n
-                        first.setdefault(f"[broken/] {cls}", broken_first[cls])
-                else:
-                    equal += compare(ours, theirs, where, classes, first)
-    total = equal + sum(classes.values())
-    print(f"files compared: {compared} (pydicom could not read {unreadable} more)")
-    print(f"elements equal: {equal} of {total} ({100.0 * equal / max(total, 1):.3f}%)")
-    print(f"values cut at the value limit, read from the file: {cut_read}")
-    for cls, n in sorted(classes.items(), key=lambda c: (c[0].startswith("[broken/]"), -c[1])):
-        print(f"  {n:6d}  {cls}   e.g. {first[cls]}")
+        r = compare_index(db, args.root)
+    print(f"files compared: {r.compared} (pydicom could not read {r.unreadable} more)")
+    print(f"elements equal: {r.equal} of {r.total} ({100.0 * r.equal / max(r.total, 1):.3f}%)")
+    print(f"values cut at the value limit, read from the file: {r.cut_read}")
+    for cls, n in sorted(r.classes.items(), key=lambda c: (c[0].startswith("[broken/]"), -c[1])):
+        print(f"  {n:6d}  {cls}   e.g. {r.first[cls]}")
     return 0
 
 
