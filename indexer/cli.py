@@ -1007,6 +1007,12 @@ def serve(
         access.setLevel(logging.INFO)
         access.propagate = False
 
+        if not token and host not in ("127.0.0.1", "localhost", "::1"):
+            typer.echo(
+                f"warning: listening on {host} without a token: whoever reaches it reads the index",
+                err=True,
+            )
+
         def ready(url: str) -> None:
             typer.echo(f"DICOMweb root: {url}" + ("" if token else " (no token required)"))
             sys.stdout.flush()

@@ -476,3 +476,27 @@ def test_metadata_equals_pydicom_on_the_corpus(corpus_dir: Path, tmp_path: Path)
     sound = {f for f in result.differing_files if not f.startswith("broken")}
     assert sound <= KNOWN_DIFFERENCES, sound - KNOWN_DIFFERENCES
     assert result.equal / result.total > 0.99
+
+
+def test_port_in_use_is_one_line(tmp_path: Path) -> None:
+    import socket
+
+    url = f"sqlite:///{tmp_path}/index.db"
+    index_paths([REPO / "tests" / "data" / "pydicom" / "rtplan.dcm"], url, workers=1)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        command = [sys.executable, "-c", "from indexer.cli import main; main()", "serve"]
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        busy = subprocess.run(
+            [*command, "--db", url, "--port", str(port)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+    assert busy.returncode == 1 and busy.stderr.startswith(
+        f"error: cannot listen on 127.0.0.1:{port}"
+    )
+    assert busy.stderr.count("\n") == 1 and busy.stdout == ""

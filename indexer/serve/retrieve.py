@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from ..reports.wado import IndexedFile, instance_files, read_bulk_value, unchanged_files
-from .errors import answered
+from .errors import answered, log
 
 _CHUNK = 1 << 20
 
@@ -19,14 +19,20 @@ _CHUNK = 1 << 20
 def _parts(found: list[IndexedFile], boundary: str) -> Iterator[bytes]:
     head = f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode("ascii")
     for f in found:
-        with open(f.path, "rb") as fh:
-            st = os.fstat(fh.fileno())
-            if st.st_size != f.size or st.st_mtime_ns != f.mtime_ns:
-                return  # changed after the check: the answer ends without its closing line
-            yield head
-            while chunk := fh.read(_CHUNK):
-                yield chunk
-            yield b"\r\n"
+        try:
+            with open(f.path, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                if st.st_size != f.size or st.st_mtime_ns != f.mtime_ns:
+                    raise OSError("changed since the check")
+                yield head
+                while chunk := fh.read(_CHUNK):
+                    yield chunk
+                yield b"\r\n"
+        except OSError:
+            # Changed or gone after the check: the answer ends without its closing boundary,
+            # so the client sees it incomplete; the log names no path.
+            log.warning("retrieve stopped: a file changed or vanished while it was sent")
+            return
     yield f"--{boundary}--\r\n".encode("ascii")
 
 
