@@ -1104,6 +1104,77 @@ def relocate(
     )
 
 
+# -- serve ------------------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    db: DbOption = None,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on; other than 127.0.0.1 with care.")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="TCP port; 0 picks a free one.")
+    ] = 8042,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--token-file",
+            metavar="FILE",
+            help="Require 'Authorization: Bearer TOKEN', TOKEN read from FILE "
+            "(or from $INDEXER_SERVE_TOKEN); never given on the command line.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Serve the index read-only over DICOMweb: QIDO-RS search, WADO-RS metadata and retrieve.
+
+    Prints the DICOMweb root URL, then one access-log line per request (never its query
+    string) on stderr, until Ctrl-C. Examples:
+
+    \b
+    indexer serve --db archive.db --port 8042
+    INDEXER_SERVE_TOKEN=s3cret indexer serve --db archive.db --port 0
+    curl 'http://127.0.0.1:8042/dicomweb/studies?StudyDate=20240101-20241231&limit=10'
+    """
+    import os
+
+    with reported_errors("serve the index"):
+        try:
+            from .serve.app import serve_index
+        except ImportError:
+            from .serve import INSTALL_SERVE
+
+            raise IndexerError(f"the DICOMweb server is not installed: {INSTALL_SERVE}") from None
+        token = os.environ.get("INDEXER_SERVE_TOKEN") or None
+        if token_file is not None:
+            try:
+                token = token_file.read_text(encoding="utf-8").strip()
+            except OSError as err:
+                message = f"cannot read the token file {token_file}: {err.strerror}"
+                raise IndexerError(message) from None
+            if not token:
+                raise IndexerError(f"the token file {token_file} is empty")
+        access = logging.getLogger("indexer.serve.access")  # method, path, status: no query
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        access.addHandler(handler)
+        access.setLevel(logging.INFO)
+        access.propagate = False
+
+        if not token and host not in ("127.0.0.1", "localhost", "::1"):
+            typer.echo(
+                f"warning: listening on {host} without a token: whoever reaches it reads the index",
+                err=True,
+            )
+
+        def ready(url: str) -> None:
+            typer.echo(f"DICOMweb root: {url}" + ("" if token else " (no token required)"))
+            sys.stdout.flush()
+
+        serve_index(db, host=host, port=port, token=token, on_ready=ready)
+
+
 # -- db -----------------------------------------------------------------------------------------
 
 

@@ -149,8 +149,12 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
                     raise DatabaseError(f"no index at {sqlite_file}; run `indexer index` first")
                 uri = f"file:{quote(sqlite_file)}?{_read_only_mode(sqlite_file)}"
                 engine = create_engine(
-                    url, creator=lambda: sqlite3.connect(uri, uri=True, timeout=60)
-                )  # the path quoted for SQLite itself: `?` or `#` in a folder name stays a name
+                    url,
+                    creator=lambda: sqlite3.connect(
+                        uri, uri=True, timeout=60, check_same_thread=False
+                    ),
+                )  # the path quoted for SQLite itself: `?` or `#` in a folder name stays a name;
+                # any thread may use a pooled connection (the server's), one at a time
             else:
                 _create_private_file(sqlite_file)
                 engine = create_engine(url, connect_args={"timeout": 60})
