@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, literal, or_, select
+from sqlalchemy import Connection, Text, and_, cast, func, literal, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from ..dictionary import keyword_tag, private_vr, public_keyword, public_vr
@@ -55,7 +55,7 @@ _COLUMNS: dict[str, tuple[Any, str]] = {
     "ReferringPhysicianName": (studies.c.referring_physician, "name"),
     "ModalitiesInStudy": (series.c.modality, "text"),
     "SeriesInstanceUID": (series.c.series_uid, "uid"),
-    "SeriesNumber": (series.c.series_number, "text"),
+    "SeriesNumber": (series.c.series_number, "number"),
     "SeriesDescription": (series.c.description, "text"),
     "BodyPartExamined": (series.c.body_part, "text"),
     "Manufacturer": (series.c.manufacturer, "text"),
@@ -63,7 +63,7 @@ _COLUMNS: dict[str, tuple[Any, str]] = {
     "SeriesDate": (series.c.series_date, "range"),
     "SOPInstanceUID": (instances.c.sop_instance_uid, "uid"),
     "SOPClassUID": (instances.c.sop_class_uid, "uid"),
-    "InstanceNumber": (instances.c.instance_number, "text"),
+    "InstanceNumber": (instances.c.instance_number, "number"),
     "ContentDate": (instances.c.content_date, "range"),
 }
 _RANGE_VRS = RANGE_VRS
@@ -153,7 +153,7 @@ def _plan(conn: Connection, level: str, filters: Sequence[Filter]) -> _Plan:
         vr = public_vr(tag) if tag is not None else None
         numeric = is_numeric_test(f, vr)
         if numeric and f.op == "=" and _PLAIN_INTEGER.match(f.value.strip()):
-            # SeriesNumber=3: the text column holds what the files hold, and is indexed.
+            # SeriesNumber=3: the integer column holds the files' plain integers (rows.py).
             numeric = keyword not in _COLUMNS
         plan.hints.extend(_hints(conn, f, keyword, vr))
         if keyword == "Modality":
@@ -240,6 +240,11 @@ def _match_column(
         return column.in_(uids)  # type: ignore[no-any-return]
     if kind == "range" and "-" in value:
         return _match_range(column, value, key)
+    if kind == "number":
+        # An integer column: `=N` compares numbers, a wildcard the decimal text.
+        if _wildcard(value):
+            return _case_sensitive_like(conn, cast(column, Text), value)
+        return column == int(value)  # type: ignore[no-any-return]
     if kind == "name":
         # Person names match without regard to case, as most archives do for C-FIND.
         return func.lower(column).like(_like_pattern(value.lower()), escape="\\")
@@ -578,8 +583,6 @@ _ROWS: dict[str, Callable[[Connection, Sequence[Any], set[int]], list[Row]]] = {
 }
 
 
-def _number(text: str | None) -> tuple[int, float, str]:
-    try:
-        return (0, float(text or ""), "")
-    except ValueError:
-        return (1, 0.0, text or "")
+def _number(number: int | None) -> tuple[int, int]:
+    # Series and instance numbers are integers or NULL (rows.py): NULL sorts last.
+    return (0, number) if number is not None else (1, 0)
