@@ -755,7 +755,10 @@ class DumpFormat(str, Enum):
 
 @app.command()
 def dump(
-    file: Annotated[Path, typer.Argument(help="The DICOM file.", show_default=False)],
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(metavar="FILE", help="DICOM files.", show_default=False),
+    ] = None,
     output: Annotated[
         DumpFormat,
         typer.Option("--format", "-f", metavar="FORMAT", help="text (a tree) or json (records)."),
@@ -764,49 +767,119 @@ def dump(
         bool, typer.Option("--meta", help="Include the File Meta Information (0002).")
     ] = False,
     value_limit: Annotated[
-        int, typer.Option(min=16, metavar="N", help="Characters of each value kept.")
+        int, typer.Option(min=16, metavar="N", help="Characters of each value kept (16 or more).")
     ] = 1024,
+    tag: Annotated[
+        str | None,
+        typer.Option(
+            "--tag",
+            metavar="TAG",
+            help="Only this element (a sequence with its items), like dcmdump +P: a keyword, "
+            "(0010,0010) or a path such as RequestAttributesSequence.RequestedProcedureID.",
+            show_default=False,
+        ),
+    ] = None,
+    uid: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--uid",
+            metavar="UID",
+            help="The file of this indexed SOPInstanceUID (looked up in --db, read from disk).",
+            show_default=False,
+        ),
+    ] = None,
+    db: DbOption = None,
 ) -> None:
-    """Print every element of one file, with sequences, items and fragments, and the total count.
+    """Print every element of DICOM files, with sequences, items and fragments, and the count.
 
-    Example: indexer dump image.dcm --meta
+    Several files get a header line each ("# FILE"); JSON is then a list. Exit 0 when every
+    file was read to its end, 2 when one was read only in part, 1 when one could not be read
+    (or --tag is in none of them). Examples:
+
+    \b
+    indexer dump image.dcm --meta
+    indexer dump --tag PatientName a.dcm b.dcm
+    indexer dump --uid 1.2.826.0.1.3680043.8.498.1 --db index.db
     """
+    targets = [str(p) for p in paths or ()]
+    if uid:
+        from .db import connect
+        from .reports.dump import indexed_files
+
+        with reported_errors(), connect(db) as conn:
+            for one in uid:
+                targets.extend(indexed_files(conn, one))
+    if not targets:
+        typer.echo("error: give a FILE, or --uid UID of an indexed instance", err=True)
+        raise typer.Exit(code=1)
+    several = len(targets) > 1
+    outcomes = [_dump_file(t, output, meta, value_limit, tag, several) for t in targets]
+    documents = [d for _, d in outcomes if d is not None]
+    if documents:
+        typer.echo(render_json(documents if several else documents[0]))
+    statuses = {status for status, _ in outcomes}
+    if tag is not None and statuses <= {"no tag"}:
+        where = "these files" if several else "the file"
+        typer.echo(f"error: no element {tag} in {where}", err=True)
+        raise typer.Exit(code=1)
+    if "failed" in statuses:
+        raise typer.Exit(code=1)
+    if "partial" in statuses:
+        raise typer.Exit(code=2)
+
+
+def _dump_file(
+    target: str, output: DumpFormat, meta: bool, value_limit: int, tag: str | None, header: bool
+) -> tuple[str, dict[str, Any] | None]:
+    """Dump one file: (failed, partial, no tag or read; its JSON document when asked)."""
     from .reader import read_file
     from .records import META
+    from .reports.dump import tag_elements
 
-    with reported_errors():
-        record = read_file(file, value_limit=value_limit)
+    try:
+        record = read_file(target, value_limit=value_limit)
+    except IndexerError as err:
+        typer.echo(f"error: {err}", err=True)
+        return "failed", None
     shown = [r for r in record.elements if meta or not r.flags & META]
+    if tag is not None:
+        with reported_errors():
+            shown = tag_elements(shown, tag)
+    status = "partial" if record.problem else "read" if shown or tag is None else "no tag"
     if output is DumpFormat.json:
-        data = {
-            "path": record.path,
-            "size": record.size,
-            "preamble": record.preamble,
-            "has_meta": record.has_meta,
-            "transfer_syntax": record.transfer_syntax,
-            "explicit_vr": record.explicit_vr,
-            "little_endian": record.little_endian,
-            "deflated": record.deflated,
-            "element_count": record.element_count,
-            "max_sequence_depth": record.max_depth,
-            "fragment_sequences": record.fragment_sequences,
-            "fragments": record.fragments,
-            "problem": record.problem,
-            "problem_offset": record.problem_offset,
-            "warnings": record.warnings,
-            "elements": [_record_json(r) for r in shown],
-        }
-        typer.echo(render_json(data))
-    else:
-        for r in shown:
-            typer.echo(_dump_line(r))
-        for warning in record.warnings:
-            typer.echo(f"warning: {warning}", err=True)
-        if record.problem:
-            typer.echo(f"problem: {record.problem}", err=True)
-        typer.echo(f"{record.element_count} elements")
+        return status, _dump_json(record, shown)
+    if header:
+        typer.echo(f"# {_CONTROL.sub(_escape, record.path)}")
+    for r in shown:
+        typer.echo(_dump_line(r))
+    for warning in record.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     if record.problem:
-        raise typer.Exit(code=2)
+        typer.echo(f"problem: {record.problem}", err=True)
+    if tag is None:
+        typer.echo(f"{record.element_count} elements")
+    return status, None
+
+
+def _dump_json(record: Any, shown: list[Any]) -> dict[str, Any]:
+    return {
+        "path": record.path,
+        "size": record.size,
+        "preamble": record.preamble,
+        "has_meta": record.has_meta,
+        "transfer_syntax": record.transfer_syntax,
+        "explicit_vr": record.explicit_vr,
+        "little_endian": record.little_endian,
+        "deflated": record.deflated,
+        "element_count": record.element_count,
+        "max_sequence_depth": record.max_depth,
+        "fragment_sequences": record.fragment_sequences,
+        "fragments": record.fragments,
+        "problem": record.problem,
+        "problem_offset": record.problem_offset,
+        "warnings": record.warnings,
+        "elements": [_record_json(r) for r in shown],
+    }
 
 
 def _record_json(r: Any) -> dict[str, Any]:
