@@ -46,6 +46,8 @@ def _build(tree: Path) -> None:
             (0x00200011, el(0x00200011, "IS", text)),
             (0x00200013, el(0x00200013, "IS", text)),
         ]
+        if name.startswith("n"):  # an empty Manufacturer; the other files have none
+            extra.append((0x00080070, el(0x00080070, "LO", b"")))
         (tree / f"{name}.dcm").write_bytes(dicom_file(name, modality=b"ZZ", extra=extra))
 
 
@@ -195,6 +197,20 @@ def test_tag_usage_details(index_url: str) -> None:
         "SELECT tag FROM tag_usage_details WHERE private_creator IS NOT NULL LIMIT 20",
     )
     assert private and all(_TAG.match(str(r["tag"])) for r in private)
+
+
+def test_absent_manufacturer_has_one_spelling(index_url: str) -> None:
+    # Empty (the n* files) and absent (the others) Manufacturer: one row, null / "(none)".
+    done = run_cli(["stats", "--db", index_url, "--by", "manufacturer", "-f", "json"])
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    absent = [r for r in rows if not r["manufacturer"] and not r["model"]]
+    assert [r["manufacturer"] for r in absent] == [None]
+    assert absent[0]["instances"] >= len(NUMBERS) and absent[0]["series"] >= len(NUMBERS)
+    done = run_cli(["stats", "--db", index_url, "--by", "manufacturer"])
+    lines = done.stdout.splitlines()[2:]
+    assert lines and not any(line.startswith(" ") for line in lines), done.stdout
+    assert sum(line.startswith("(none)   ") for line in lines) == 1
 
 
 # -- DuckDB ---------------------------------------------------------------------------------------
