@@ -7,6 +7,7 @@ import logging
 import re
 import signal
 import sys
+import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+import typer._click._textwrap as click_textwrap
 import typer.core
 
 from . import __version__
@@ -36,9 +38,48 @@ def _argument_type(self: typer.core.TyperArgument, ctx: Any) -> str:
     return ""
 
 
-# typer offers no class of its own for arguments; these two methods only render help.
+def _argument_help_name(self: typer.core.TyperArgument) -> str:
+    """`QUERY` in the Arguments section, as in the usage line (not the parameter's `query`)."""
+    name = self.metavar or (self.name or "").upper()
+    return name + ("..." if self.metavar is None and self.nargs != 1 else "")
+
+
+def _range_help(self: Any) -> str | None:
+    """`16 or more` after an option's help, not click's `x>=16`."""
+    low, high = self.min, self.max
+    if low is None and high is None:
+        return None
+    if high is None:
+        return f"{low} or more"
+    if low is None:
+        return f"{high} or less"
+    return f"{low} to {high}"
+
+
+class _WholeWords(click_textwrap.TextWrapper):
+    """Help wrapped between words only: a long key such as a sequence path stays whole on a
+    narrow terminal (typer's copy of click cuts any word longer than the line)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("break_long_words", False)
+        kwargs.setdefault("break_on_hyphens", False)
+        super().__init__(*args, **kwargs)
+
+    def _handle_long_word(
+        self, reversed_chunks: list[str], cur_line: list[str], cur_len: int, width: int
+    ) -> None:
+        # The standard library's: a word longer than the line gets a line of its own.
+        textwrap.TextWrapper._handle_long_word(self, reversed_chunks, cur_line, cur_len, width)
+
+
+click_textwrap.TextWrapper = _WholeWords  # type: ignore[misc]  # wrap_text imports it per call
+
+# typer offers no class of its own for arguments; these methods only render help.
 typer.core.TyperArgument._usage_display_name = _argument_usage  # type: ignore[method-assign]
 typer.core.TyperArgument.display_type = _argument_type  # type: ignore[method-assign,assignment]
+typer.core.TyperArgument._rich_display_name = _argument_help_name  # type: ignore[method-assign]
+typer.core.TyperArgument._get_number_range_help_str = _range_help  # type: ignore[method-assign]
+typer.core.TyperOption._get_number_range_help_str = _range_help  # type: ignore[method-assign]
 
 # -h as well as --help, on every command (subcommands inherit it from the top context).
 CONTEXT = {"help_option_names": ["-h", "--help"]}
@@ -767,7 +808,7 @@ def dump(
         bool, typer.Option("--meta", help="Include the File Meta Information (0002).")
     ] = False,
     value_limit: Annotated[
-        int, typer.Option(min=16, metavar="N", help="Characters of each value kept (16 or more).")
+        int, typer.Option(min=16, metavar="N", help="Characters of each value kept.")
     ] = 1024,
     tag: Annotated[
         str | None,

@@ -401,3 +401,23 @@ def test_dump_uid_reads_the_indexed_file(
     else:
         with pg_database(server) as url:
             check(url)
+
+
+# -- help as people read it ------------------------------------------------------------------------
+
+HELP_COMMANDS = [["index"], ["stats"], ["tags"], ["find"], ["sql"], ["dump"], ["forget"]]
+
+
+@pytest.mark.parametrize("columns", ["40", "80", "200"])
+@pytest.mark.parametrize("args", HELP_COMMANDS, ids=lambda a: a[0])
+def test_help_keeps_words_whole_and_ranges_readable(args: list[str], columns: str) -> None:
+    done = run_cli([*args, "--help"], env={"COLUMNS": columns})
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    assert not re.search(r"x[<>]=?-?\d|\d<=?x", text), text  # click's x>=16
+    arguments = text.partition("Arguments:\n")[2].partition("\n\n")[0]
+    assert all(not re.match(r"  [a-z]", line) for line in arguments.splitlines()), arguments
+    if args == ["find"]:
+        assert "RequestAttributesSequence.RequestedProcedureID=77." in text.split()
+    if args == ["index"]:
+        assert "[default: 1024; 16 or more]" in " ".join(text.split())
