@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import DB_KINDS, pg_database, query, run_cli, server_for
+import sqlalchemy as sa
+from helpers import DB_KINDS, engine_for, pg_database, query, run_cli, server_for
 from sqlalchemy.engine import make_url
 from torture.build import dicom_file, el, uid_for
 
@@ -135,6 +136,32 @@ def test_plain_number_rule() -> None:
     assert plain_number("2147483648") is None
     assert plain_number("") is None
     assert plain_number("\u0663") is None  # an Arabic-Indic digit is not a DICOM IS
+
+
+VIEW_COLUMNS = {
+    "element_details": "file_id ordinal file_path path location tag keyword name private_creator "
+    "depth vr vm length value number flags",
+    "instance_details": "file_id path file_status patient_ref patient_id issuer patient_name "
+    "birth_date sex study_ref study_uid study_id accession_number study_date study_time "
+    "study_description series_ref series_uid series_number series_description body_part "
+    "series_date sop_instance_uid sop_class_uid modality instance_number content_date rows "
+    "columns frames manufacturer model element_count hierarchy_problem",
+    "tag_usage_details": "key_id group_id key keywords tag depth name private_creator modality "
+    "sop_class_uid instances occurrences untracked",
+}
+
+
+def test_views_have_the_same_columns_on_both_databases(index_url: str) -> None:
+    # The README lists these columns; PostgreSQL and SQLite must agree with it.
+    engine = engine_for(index_url)
+    try:
+        with engine.connect() as conn:
+            inspector = sa.inspect(conn)
+            assert set(inspector.get_view_names()) == set(VIEWS)
+            for view, names in VIEW_COLUMNS.items():
+                assert [c["name"] for c in inspector.get_columns(view)] == names.split(), view
+    finally:
+        engine.dispose()
 
 
 def test_element_details(index_url: str) -> None:
