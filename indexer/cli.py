@@ -7,6 +7,7 @@ import logging
 import re
 import signal
 import sys
+import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+import typer._click._textwrap as click_textwrap
 import typer.core
 
 from . import __version__
@@ -36,9 +38,48 @@ def _argument_type(self: typer.core.TyperArgument, ctx: Any) -> str:
     return ""
 
 
-# typer offers no class of its own for arguments; these two methods only render help.
+def _argument_help_name(self: typer.core.TyperArgument) -> str:
+    """`QUERY` in the Arguments section, as in the usage line (not the parameter's `query`)."""
+    name = self.metavar or (self.name or "").upper()
+    return name + ("..." if self.metavar is None and self.nargs != 1 else "")
+
+
+def _range_help(self: Any) -> str | None:
+    """`16 or more` after an option's help, not click's `x>=16`."""
+    low, high = self.min, self.max
+    if low is None and high is None:
+        return None
+    if high is None:
+        return f"{low} or more"
+    if low is None:
+        return f"{high} or less"
+    return f"{low} to {high}"
+
+
+class _WholeWords(click_textwrap.TextWrapper):
+    """Help wrapped between words only: a long key such as a sequence path stays whole on a
+    narrow terminal (typer's copy of click cuts any word longer than the line)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("break_long_words", False)
+        kwargs.setdefault("break_on_hyphens", False)
+        super().__init__(*args, **kwargs)
+
+    def _handle_long_word(
+        self, reversed_chunks: list[str], cur_line: list[str], cur_len: int, width: int
+    ) -> None:
+        # The standard library's: a word longer than the line gets a line of its own.
+        textwrap.TextWrapper._handle_long_word(self, reversed_chunks, cur_line, cur_len, width)
+
+
+click_textwrap.TextWrapper = _WholeWords  # type: ignore[misc]  # wrap_text imports it per call
+
+# typer offers no class of its own for arguments; these methods only render help.
 typer.core.TyperArgument._usage_display_name = _argument_usage  # type: ignore[method-assign]
 typer.core.TyperArgument.display_type = _argument_type  # type: ignore[method-assign,assignment]
+typer.core.TyperArgument._rich_display_name = _argument_help_name  # type: ignore[method-assign]
+typer.core.TyperArgument._get_number_range_help_str = _range_help  # type: ignore[method-assign]
+typer.core.TyperOption._get_number_range_help_str = _range_help  # type: ignore[method-assign]
 
 # -h as well as --help, on every command (subcommands inherit it from the top context).
 CONTEXT = {"help_option_names": ["-h", "--help"]}
@@ -910,7 +951,10 @@ class DumpFormat(str, Enum):
 
 @app.command()
 def dump(
-    file: Annotated[Path, typer.Argument(help="The DICOM file.", show_default=False)],
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(metavar="FILE", help="DICOM files.", show_default=False),
+    ] = None,
     output: Annotated[
         DumpFormat,
         typer.Option("--format", "-f", metavar="FORMAT", help="text (a tree) or json (records)."),
@@ -921,47 +965,117 @@ def dump(
     value_limit: Annotated[
         int, typer.Option(min=16, metavar="N", help="Characters of each value kept.")
     ] = 1024,
+    tag: Annotated[
+        str | None,
+        typer.Option(
+            "--tag",
+            metavar="TAG",
+            help="Only this element (a sequence with its items), like dcmdump +P: a keyword, "
+            "(0010,0010) or a path such as RequestAttributesSequence.RequestedProcedureID.",
+            show_default=False,
+        ),
+    ] = None,
+    uid: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--uid",
+            metavar="UID",
+            help="The file of this indexed SOPInstanceUID (looked up in --db, read from disk).",
+            show_default=False,
+        ),
+    ] = None,
+    db: DbOption = None,
 ) -> None:
-    """Print every element of one file, with sequences, items and fragments, and the total count.
+    """Print every element of DICOM files, with sequences, items and fragments, and the count.
 
-    Example: indexer dump image.dcm --meta
+    Several files get a header line each ("# FILE"); JSON is then a list. Exit 0 when every
+    file was read to its end, 2 when one was read only in part, 1 when one could not be read
+    (or --tag is in none of them). Examples:
+
+    \b
+    indexer dump image.dcm --meta
+    indexer dump --tag PatientName a.dcm b.dcm
+    indexer dump --uid 1.2.826.0.1.3680043.8.498.1 --db index.db
     """
+    targets = [str(p) for p in paths or ()]
+    if uid:
+        from .db import connect
+        from .reports.dump import indexed_files
+
+        with reported_errors(), connect(db) as conn:
+            for one in uid:
+                targets.extend(indexed_files(conn, one))
+    if not targets:
+        typer.echo("error: give a FILE, or --uid UID of an indexed instance", err=True)
+        raise typer.Exit(code=1)
+    several = len(targets) > 1
+    outcomes = [_dump_file(t, output, meta, value_limit, tag, several) for t in targets]
+    documents = [d for _, d in outcomes if d is not None]
+    if documents:
+        typer.echo(render_json(documents if several else documents[0]))
+    statuses = {status for status, _ in outcomes}
+    if tag is not None and statuses <= {"no tag"}:
+        where = "these files" if several else "the file"
+        typer.echo(f"error: no element {tag} in {where}", err=True)
+        raise typer.Exit(code=1)
+    if "failed" in statuses:
+        raise typer.Exit(code=1)
+    if "partial" in statuses:
+        raise typer.Exit(code=2)
+
+
+def _dump_file(
+    target: str, output: DumpFormat, meta: bool, value_limit: int, tag: str | None, header: bool
+) -> tuple[str, dict[str, Any] | None]:
+    """Dump one file: (failed, partial, no tag or read; its JSON document when asked)."""
     from .reader import read_file
     from .records import META
+    from .reports.dump import tag_elements
 
-    with reported_errors():
-        record = read_file(file, value_limit=value_limit)
+    try:
+        record = read_file(target, value_limit=value_limit)
+    except IndexerError as err:
+        typer.echo(f"error: {err}", err=True)
+        return "failed", None
     shown = [r for r in record.elements if meta or not r.flags & META]
+    if tag is not None:
+        with reported_errors():
+            shown = tag_elements(shown, tag)
+    status = "partial" if record.problem else "read" if shown or tag is None else "no tag"
     if output is DumpFormat.json:
-        data = {
-            "path": record.path,
-            "size": record.size,
-            "preamble": record.preamble,
-            "has_meta": record.has_meta,
-            "transfer_syntax": record.transfer_syntax,
-            "explicit_vr": record.explicit_vr,
-            "little_endian": record.little_endian,
-            "deflated": record.deflated,
-            "element_count": record.element_count,
-            "max_sequence_depth": record.max_depth,
-            "fragment_sequences": record.fragment_sequences,
-            "fragments": record.fragments,
-            "problem": record.problem,
-            "problem_offset": record.problem_offset,
-            "warnings": record.warnings,
-            "elements": [_record_json(r) for r in shown],
-        }
-        typer.echo(render_json(data))
-    else:
-        for r in shown:
-            typer.echo(_dump_line(r))
-        for warning in record.warnings:
-            typer.echo(f"warning: {warning}", err=True)
-        if record.problem:
-            typer.echo(f"problem: {record.problem}", err=True)
-        typer.echo(f"{record.element_count} elements")
+        return status, _dump_json(record, shown)
+    if header:
+        typer.echo(f"# {_CONTROL.sub(_escape, record.path)}")
+    for r in shown:
+        typer.echo(_dump_line(r))
+    for warning in record.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     if record.problem:
-        raise typer.Exit(code=2)
+        typer.echo(f"problem: {record.problem}", err=True)
+    if tag is None:
+        typer.echo(f"{record.element_count} elements")
+    return status, None
+
+
+def _dump_json(record: Any, shown: list[Any]) -> dict[str, Any]:
+    return {
+        "path": record.path,
+        "size": record.size,
+        "preamble": record.preamble,
+        "has_meta": record.has_meta,
+        "transfer_syntax": record.transfer_syntax,
+        "explicit_vr": record.explicit_vr,
+        "little_endian": record.little_endian,
+        "deflated": record.deflated,
+        "element_count": record.element_count,
+        "max_sequence_depth": record.max_depth,
+        "fragment_sequences": record.fragment_sequences,
+        "fragments": record.fragments,
+        "problem": record.problem,
+        "problem_offset": record.problem_offset,
+        "warnings": record.warnings,
+        "elements": [_record_json(r) for r in shown],
+    }
 
 
 def _record_json(r: Any) -> dict[str, Any]:

@@ -54,6 +54,12 @@ INTEGER_ATTRIBUTES = {
     "frames": "(0028,0008) NumberOfFrames",
 }
 _INT_RANGE = range(-(2**31), 2**31)
+# IS attributes kept as numbers in the hierarchy (series.series_number, instances.instance_number)
+# so that they sort 1, 2, 10. Only one plain integer counts (" 7 " and "+7" are 7); "1.0",
+# "abc", "1\\2" or a number past 32 bits leave the column NULL without a warning: the value
+# is still in the file's element rows, where `find` compares it as a number.
+NUMBER_ATTRIBUTES = ("series_number", "instance_number")
+_PLAIN_INTEGER = re.compile(r"[+-]?[0-9]+\Z")
 MEDIA_SOP_CLASS = 0x00020002  # (0002,0002), from the file meta: tells a DICOMDIR
 
 ELEMENT_COLUMNS = (
@@ -230,6 +236,7 @@ def to_rows(record: FileRecord, mtime_ns: int, path_ids: PathIds, sink: RowSink)
                 )
             )
     _check_integers(attributes, record.warnings)
+    _keep_plain_numbers(attributes)
     return _indexed(
         record, mtime_ns, attributes, flat, encapsulated_rows, new_paths, path_ids, sink
     )
@@ -257,6 +264,25 @@ def _check_integers(attributes: dict[str, str], warnings: list[str]) -> None:
             problem = "does not fit a 32-bit integer"
         del attributes[name]
         warnings.append(f"{tag} {problem}: instances.{name} left empty")
+
+
+def _keep_plain_numbers(attributes: dict[str, str]) -> None:
+    """Series and instance numbers as plain integers, or absent (see NUMBER_ATTRIBUTES)."""
+    for name in NUMBER_ATTRIBUTES:
+        text = attributes.get(name)
+        if text is None:
+            continue
+        if _PLAIN_INTEGER.match(text) and int(text) in _INT_RANGE:
+            attributes[name] = str(int(text))
+        else:
+            del attributes[name]
+
+
+def plain_number(text: str | None) -> int | None:
+    """The integer a series or instance number column holds for the value `text` (None: NULL)."""
+    found = {"series_number": (text or "").strip()}
+    _keep_plain_numbers(found)
+    return int(found["series_number"]) if "series_number" in found else None
 
 
 def _indexed(

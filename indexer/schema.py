@@ -172,7 +172,7 @@ series = Table(
     Column("series_uid", Text, nullable=False),
     Column("study_ref", Integer, ForeignKey("studies.id"), nullable=False),
     Column("modality", Text),
-    Column("series_number", Text),
+    Column("series_number", Integer),  # NULL unless one plain integer (rows.NUMBER_ATTRIBUTES)
     Column("description", Text),
     Column("body_part", Text),
     Column("manufacturer", Text),
@@ -192,7 +192,7 @@ instances = Table(
     Column("sop_instance_uid", Text),
     Column("sop_class_uid", Text),
     Column("modality", Text),
-    Column("instance_number", Text),
+    Column("instance_number", Integer),  # as series.series_number
     Column("content_date", Text),
     Column("rows", Integer),
     Column("columns", Integer),
@@ -346,3 +346,9 @@ Index(None, files.c.status, files.c.transfer_syntax, files.c.size)
 Index(None, instances.c.element_count)
 Index(None, series.c.modality, series.c.study_ref)
 Index(None, series.c.manufacturer, series.c.model)
+
+# Views for readers other than indexer (datasette, DuckDB, notebooks), created by migration
+# 0005 with the same columns on both databases: element rows with their file, path, tag,
+# keyword and VR; one row per instance with its patient, study and series; tag usage with
+# its key and usage group. They are not tables of this MetaData (alembic compares tables).
+VIEWS = ("element_details", "instance_details", "tag_usage_details")

@@ -227,11 +227,22 @@ def table_names(url: str) -> set[str]:
         engine.dispose()
 
 
+def view_names(url: str) -> set[str]:
+    engine = engine_for(url)
+    try:
+        with engine.connect() as conn:
+            return set(sa.inspect(conn).get_view_names())
+    finally:
+        engine.dispose()
+
+
 def reset_database(url: str) -> None:
-    """Drop every table (index and alembic_version), leaving an empty database."""
+    """Drop every view and table (index and alembic_version), leaving an empty database."""
     engine = engine_for(url)
     try:
         with engine.begin() as conn:
+            for view in sa.inspect(conn).get_view_names():
+                conn.execute(sa.text(f"DROP VIEW {view}"))  # PostgreSQL keeps a view's tables
             meta = sa.MetaData()
             meta.reflect(conn)
             meta.drop_all(conn)

@@ -17,6 +17,7 @@ from typing import Any
 
 import pydicom
 import pytest
+from helpers import pg_database, run_cli, server_for
 from pydicom.dataset import Dataset
 from typer.testing import CliRunner
 
@@ -267,3 +268,156 @@ def test_installed_command(sample_dir: Path, sample_manifest: list[dict[str, str
     )
     count = manifest_row(sample_manifest, "pydicom/rtplan.dcm")["element_count"]
     assert done.returncode == 0 and done.stdout.endswith(f"\n{count} elements\n")
+
+
+# -- several files, --tag, --uid ------------------------------------------------------------------
+
+RTPLAN = "pydicom/rtplan.dcm"
+BIG_ENDIAN = "pydicom/MR_small_bigendian.dcm"
+
+
+def test_dump_several_files(
+    runner: CliRunner, sample_dir: Path, sample_manifest: list[dict[str, str]]
+) -> None:
+    paths = [sample_dir / RTPLAN, sample_dir / BIG_ENDIAN]
+    result = runner.invoke(app, ["dump", *map(str, paths)])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    headers = [i for i, line in enumerate(lines) if line.startswith("# ")]
+    assert [lines[i] for i in headers] == [f"# {p}" for p in paths]
+    counts = [manifest_row(sample_manifest, r)["element_count"] for r in (RTPLAN, BIG_ENDIAN)]
+    assert lines[headers[1] - 1] == f"{counts[0]} elements" and lines[-1] == f"{counts[1]} elements"
+    result = runner.invoke(app, ["dump", "-f", "json", *map(str, paths)])
+    data = json.loads(result.stdout)
+    assert [d["path"] for d in data] == [str(p) for p in paths]
+    assert [str(d["element_count"]) for d in data] == counts
+
+
+def test_dump_several_files_goes_on_after_a_bad_one(runner: CliRunner, sample_dir: Path) -> None:
+    bad = sample_dir / "README.md"
+    result = runner.invoke(app, ["dump", str(bad), str(sample_dir / RTPLAN)])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: {bad}: not DICOM") and result.stderr.count("\n") == 1
+    assert result.stdout.startswith(f"# {sample_dir / RTPLAN}\n")
+
+
+@pytest.mark.parametrize(
+    ("tag", "first"),
+    [
+        ("PatientName", "(0010,0010) PN PatientName "),
+        ("(0010,0010)", "(0010,0010) PN PatientName "),
+        ("00100010", "(0010,0010) PN PatientName "),
+        ("BeamSequence.ControlPointSequence.NominalBeamEnergy", "        (300A,0114) DS "),
+        ("(300A,00B0)[0].(300A,0111)[0].(300A,0114)", "        (300A,0114) DS "),
+    ],
+)
+def test_dump_tag(runner: CliRunner, sample_dir: Path, tag: str, first: str) -> None:
+    path = sample_dir / RTPLAN
+    result = runner.invoke(app, ["dump", "--tag", tag, str(path)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(first) and "elements" not in result.stdout
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(path)
+    if tag.startswith("Patient") or tag.startswith("0010") or tag.startswith("(0010"):
+        assert result.stdout.count("\n") == 1 and f"[{ds.PatientName}]" in result.stdout
+    else:
+        energies = [
+            cp.NominalBeamEnergy
+            for beam in ds.BeamSequence
+            for cp in beam.ControlPointSequence
+            if "NominalBeamEnergy" in cp
+        ]
+        assert result.stdout.count("\n") == len(energies) > 0
+
+
+def test_dump_tag_of_a_sequence_has_its_items(runner: CliRunner, sample_dir: Path) -> None:
+    path = sample_dir / RTPLAN
+    result = runner.invoke(app, ["dump", "--tag", "DoseReferenceSequence", str(path)])
+    assert result.exit_code == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(path)
+    items = ds.DoseReferenceSequence
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("(300A,0010) SQ DoseReferenceSequence")
+    assert sum(line.lstrip().startswith("Item #") for line in lines) == len(items)
+    assert len(lines) == 1 + len(items) + sum(len(item) for item in items)
+    json_result = runner.invoke(app, ["dump", "-f", "json", "--tag", "(300A,0010)", str(path)])
+    assert len(json.loads(json_result.stdout)["elements"]) == len(lines)
+
+
+def test_dump_tag_absent_or_not_a_tag(runner: CliRunner, sample_dir: Path) -> None:
+    path = str(sample_dir / RTPLAN)
+    result = runner.invoke(app, ["dump", "--tag", "PixelData", path])
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr == "error: no element PixelData in the file\n"
+    result = runner.invoke(app, ["dump", "--tag", "PatientNmae", path])
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1
+    assert "not a DICOM keyword" in result.stderr
+    result = runner.invoke(app, ["dump"])
+    assert result.exit_code == 1 and result.stderr.startswith("error: give a FILE")
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_dump_uid_reads_the_indexed_file(
+    request: pytest.FixtureRequest, tmp_path: Path, sample_dir: Path, kind: str
+) -> None:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    copy = tree / "plan.dcm"
+    copy.write_bytes((sample_dir / RTPLAN).read_bytes())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        uid = str(pydicom.dcmread(copy).SOPInstanceUID)
+
+    def check(url: str) -> None:
+        assert run_cli(["index", "--db", url, "-q", str(tree)]).returncode == 0
+        done = run_cli(["dump", "--uid", uid, "--db", url])
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == run_cli(["dump", str(copy)]).stdout
+        done = run_cli(["dump", "--uid", uid, "--db", url, "--tag", "SOPInstanceUID"])
+        assert done.stdout.endswith(f"[{uid}]\n") and done.stdout.count("\n") == 1
+        for wrong, says in (("1.2.3.4", "no indexed instance has that SOPInstanceUID"),):
+            done = run_cli(["dump", "--uid", wrong, "--db", url])
+            assert (done.returncode, done.stdout) == (1, "") and done.stderr == f"error: {says}\n"
+        with open(copy, "ab") as fh:
+            fh.write(b"\0\0")  # grown since it was indexed
+        done = run_cli(["dump", "--uid", uid, "--db", url])
+        assert (done.returncode, done.stdout) == (1, "")
+        assert (
+            done.stderr
+            == f"error: {copy}: changed since it was indexed; run indexer index on it again\n"
+        )
+        copy.unlink()
+        done = run_cli(["dump", "--uid", uid, "--db", url])
+        assert (done.returncode, done.stdout) == (1, "")
+        assert done.stderr == f"error: {copy}: gone since it was indexed\n"
+        assert uid not in done.stderr
+
+    server = server_for(request, kind)
+    if server is None:
+        check(f"sqlite:///{tmp_path / 'index.db'}")
+    else:
+        with pg_database(server) as url:
+            check(url)
+
+
+# -- help as people read it ------------------------------------------------------------------------
+
+HELP_COMMANDS = [["index"], ["stats"], ["tags"], ["find"], ["sql"], ["dump"], ["forget"]]
+
+
+@pytest.mark.parametrize("columns", ["40", "80", "200"])
+@pytest.mark.parametrize("args", HELP_COMMANDS, ids=lambda a: a[0])
+def test_help_keeps_words_whole_and_ranges_readable(args: list[str], columns: str) -> None:
+    done = run_cli([*args, "--help"], env={"COLUMNS": columns})
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    assert not re.search(r"x[<>]=?-?\d|\d<=?x", text), text  # click's x>=16
+    arguments = text.partition("Arguments:\n")[2].partition("\n\n")[0]
+    assert all(not re.match(r"  [a-z]", line) for line in arguments.splitlines()), arguments
+    if args == ["find"]:
+        assert "RequestAttributesSequence.RequestedProcedureID=77." in text.split()
+    if args == ["index"]:
+        assert "[default: 1024; 16 or more]" in " ".join(text.split())

@@ -18,10 +18,11 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from helpers import engine_for, table_names
+from helpers import engine_for, query, table_names, view_names
 
 from indexer import db as indexer_db
-from indexer.schema import metadata
+from indexer.rows import plain_number
+from indexer.schema import VIEWS, metadata
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -80,6 +81,7 @@ def test_first_open_builds_the_models_schema(db_url: str) -> None:
     assert _current(db_url) == indexer_db.head_revision()
     assert _differences(db_url) == []
     assert table_names(db_url) == set(metadata.tables) | {"alembic_version"}
+    assert view_names(db_url) == set(VIEWS)
 
 
 def test_every_revision_steps_up_and_down(db_url: str) -> None:
@@ -165,3 +167,66 @@ def test_concurrent_first_commands_create_the_schema_once(db_url: str) -> None:
     assert [code for code, _ in results] == [0] * len(procs), results
     assert _current(db_url) == indexer_db.head_revision()
     assert _differences(db_url) == []
+
+
+# Stored InstanceNumber / SeriesNumber texts of a 0004 index and what 0005 makes of them: the
+# writer's rule (rows.plain_number).
+_NUMBER_TEXTS = ["1", "2", "10", " 7 ", "+3", "-4", "007", "0", "1.0", "abc", "1\\2", "", None,
+                 "99999999999", "2147483647", "2147483648", "-2147483648", "1e3", "+", "3 4"]  # fmt: skip
+
+
+def test_upgrade_from_0004_turns_numbers_into_integers(db_url: str) -> None:
+    """An index written by 0004 (numbers as text) upgrades: plain integers keep their number,
+    anything else is NULL, as the writer now stores them; the views are there."""
+    _alembic(db_url, "upgrade", "0004_hierarchy")
+    engine = engine_for(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text("INSERT INTO patients (id, patient_id, issuer) VALUES (1, 'p', '')")
+            )
+            conn.execute(
+                sa.text("INSERT INTO studies (id, study_uid, patient_ref) VALUES (1, 's', 1)")
+            )
+            for i, text in enumerate(_NUMBER_TEXTS, start=1):
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO series (id, series_uid, study_ref, series_number) "
+                        "VALUES (:i, :uid, 1, :text)"
+                    ),
+                    {"i": i, "uid": f"se{i}", "text": text},
+                )
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO files (id, path, size, mtime_ns, status, first_run, "
+                        "last_run) VALUES (:i, :path, 1, 1, 'indexed', 1, 1)"
+                    ),
+                    {"i": i, "path": f"/f{i}"},
+                )
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO instances (file_id, series_ref, instance_number, "
+                        "element_count) VALUES (:i, :i, :text, 0)"
+                    ),
+                    {"i": i, "text": text},
+                )
+    finally:
+        engine.dispose()
+    _alembic(db_url, "upgrade", "head")
+    assert _differences(db_url) == []
+    expected = [plain_number(t) for t in _NUMBER_TEXTS]
+    got = query(db_url, "SELECT series_number FROM series ORDER BY id")
+    assert [r[0] for r in got] == expected
+    got = query(db_url, "SELECT instance_number FROM instances ORDER BY file_id")
+    assert [r[0] for r in got] == expected
+    got = query(db_url, "SELECT series_number, instance_number, path FROM instance_details")
+    assert sorted(got, key=lambda r: int(r[2][2:])) == [
+        (n, n, f"/f{i}") for i, n in enumerate(expected, start=1)
+    ]
+    # ...and back: the numbers as text again, the views gone.
+    _alembic(db_url, "downgrade", "0004_hierarchy")
+    got = query(db_url, "SELECT instance_number FROM instances ORDER BY file_id")
+    assert [r[0] for r in got] == [None if n is None else str(n) for n in expected]
+    assert view_names(db_url) == set()
+    _alembic(db_url, "upgrade", "head")
+    assert view_names(db_url) == set(VIEWS)

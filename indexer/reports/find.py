@@ -748,8 +748,6 @@ _ROWS: dict[str, Callable[[Connection, Sequence[Any], set[int]], list[Row]]] = {
 }
 
 
-def _number(text: str | None) -> tuple[int, float, str]:
-    try:
-        return (0, float(text or ""), "")
-    except ValueError:
-        return (1, 0.0, text or "")
+def _number(number: int | None) -> tuple[int, int]:
+    # Series and instance numbers are integers or NULL (rows.py): NULL sorts last.
+    return (0, number) if number is not None else (1, 0)

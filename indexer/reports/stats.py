@@ -248,9 +248,11 @@ def _sorted_breakdown(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _sum_by(groups: list[Any], *columns: str) -> dict[tuple[Any, ...], int]:
+    # An empty value and an absent one are the same absence: one row, shown as (none) / null
+    # (instances keep a file's empty Manufacturer as "", series rows NULL).
     totals: dict[tuple[Any, ...], int] = defaultdict(int)
     for g in groups:
-        totals[tuple(getattr(g, c) for c in columns)] += g.instances
+        totals[tuple(getattr(g, c) or None for c in columns)] += g.instances
     return totals
 
 
@@ -259,7 +261,7 @@ def _by_modality(
 ) -> list[dict[str, Any]]:
     absent = absent if absent is not None else absent_hierarchy(conn)
     series_of = {
-        m: (int(s) - absent.series_by_modality[m], int(st) - absent.studies_by_modality[m])
+        m or None: (int(s) - absent.series_by_modality[m], int(st) - absent.studies_by_modality[m])
         for m, s, st in conn.execute(
             select(
                 series.c.modality, func.count(), func.count(series.c.study_ref.distinct())
@@ -293,7 +295,7 @@ def _by_manufacturer(
 ) -> list[dict[str, Any]]:
     gone = (absent if absent is not None else absent_hierarchy(conn)).series_by_model
     series_of = {
-        (m, mo): int(n) - gone[(m, mo)]
+        (m or None, mo or None): int(n) - gone[(m, mo)]
         for m, mo, n in conn.execute(
             select(series.c.manufacturer, series.c.model, func.count()).group_by(
                 series.c.manufacturer, series.c.model

@@ -6,7 +6,19 @@ import itertools
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, bindparam, case, delete, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Integer,
+    Table,
+    and_,
+    bindparam,
+    case,
+    delete,
+    or_,
+    select,
+    true,
+    update,
+)
 
 from .. import summaries
 from ..backends.base import Backend
@@ -228,7 +240,7 @@ class Hierarchy:
         for name in CONFLICTS[table.name]:
             if name in attributes:
                 old, new = table.c[name], stmt.excluded[name]
-                differ = and_(old.is_not(None), old != "", new.is_not(None), old != new)
+                differ = and_(old.is_not(None), _not_empty(old), new.is_not(None), old != new)
                 bits = bits.op("|")(case((differ, _bit(table.name, name)), else_=0))
         # "Smallest" by code point, as _merge compares within a batch: a PostgreSQL database
         # with a linguistic collation would otherwise pick by how the files were batched.
@@ -236,14 +248,16 @@ class Hierarchy:
 
         def smaller(name: str) -> Any:
             new, old = stmt.excluded[name], table.c[name]
-            return new.collate("C") < old.collate("C") if code_points else new < old
+            if code_points and _is_text(old):
+                return new.collate("C") < old.collate("C")
+            return new < old
 
         set_: dict[str, Any] = {
             name: case(
                 (
                     or_(
                         table.c[name].is_(None),
-                        table.c[name] == "",
+                        ~_not_empty(table.c[name]),
                         smaller(name),
                     ),
                     stmt.excluded[name],
@@ -257,6 +271,15 @@ class Hierarchy:
             index_elements=keys, set_=set_
         )
         return found
+
+
+def _is_text(column: Any) -> bool:
+    return not isinstance(column.type, Integer)
+
+
+def _not_empty(column: Any) -> Any:
+    # "" says nothing in a text column; an integer column (series_number) has no such value.
+    return column != "" if _is_text(column) else true()
 
 
 # Columns of each hierarchy table -> the attribute (rows.HIERARCHY_TAGS) that fills it.
@@ -282,7 +305,12 @@ _SERIES_COLUMNS = {
 
 def _pick(attributes: dict[str, str], columns: dict[str, str]) -> dict[str, object]:
     # An empty value says nothing: NULL, so that any file's non-empty value is preferred.
-    return {column: attributes.get(name) or None for column, name in columns.items()}
+    picked: dict[str, object] = {
+        column: attributes.get(name) or None for column, name in columns.items()
+    }
+    if "series_number" in picked:
+        picked["series_number"] = _int(attributes.get("series_number"))  # an integer column
+    return picked
 
 
 def _collect(
@@ -374,7 +402,7 @@ def _instance_row(
         "sop_instance_uid": a.get("sop_instance_uid"),
         "sop_class_uid": a.get("sop_class_uid"),
         "modality": a.get("modality"),
-        "instance_number": a.get("instance_number"),
+        "instance_number": _int(a.get("instance_number")),
         "content_date": a.get("content_date"),
         "rows": _int(a.get("rows")),
         "columns": _int(a.get("columns")),
