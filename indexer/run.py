@@ -125,10 +125,7 @@ class _Feed:
             ),
             on_idle=self.stop_check,
         )
-        try:
-            yield from self._chunks(self.crawl)
-        finally:
-            self.crawl.close()
+        yield from self._chunks(self.crawl)  # _Pipeline.run closes the crawl, however it ends
 
     def _chunks(self, crawled: Iterable[FoundFile | Skipped]) -> Iterator[list[Task]]:
         batch: list[tuple[str, int, int]] = []
