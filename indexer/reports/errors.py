@@ -26,10 +26,15 @@ CRAWL = "crawl"  # the stage of crawl problems
 EXAMPLES = 3  # example paths per reason
 
 
+def _not_missing() -> ColumnElement[bool]:
+    # Not "in the files present": a file whose own row the database could not store (a
+    # path too long for an index) has an error row and no files row, and is an error.
+    return errors.c.path.not_in(select(files.c.path).where(files.c.status == "missing"))
+
+
 def _file_error() -> ColumnElement[bool]:
     """An error row that counts as an error: a file's, not the crawl's, and not missing."""
-    present = select(files.c.path).where(files.c.status != "missing")
-    return and_(errors.c.severity == "error", errors.c.stage != CRAWL, errors.c.path.in_(present))
+    return and_(errors.c.severity == "error", errors.c.stage != CRAWL, _not_missing())
 
 
 def _crawl_problem() -> ColumnElement[bool]:
@@ -46,7 +51,7 @@ class ErrorCounts:
 
 def count_errors(conn: Connection) -> ErrorCounts:
     """The error counts `stats` prints: errors and errors_by_reason (files), crawl_problems
-    (paths) and warnings (rows; of files present and of the crawl)."""
+    (paths) and warnings (rows); files marked missing are left out."""
     counts = ErrorCounts()
     counts.errors = int(
         conn.execute(select(func.count(distinct(errors.c.path))).where(_file_error())).scalar_one()
@@ -62,13 +67,9 @@ def count_errors(conn: Connection) -> ErrorCounts:
             select(func.count(distinct(errors.c.path))).where(_crawl_problem())
         ).scalar_one()
     )
-    present = select(files.c.path).where(files.c.status != "missing")
     counts.warnings = int(
         conn.execute(
-            select(func.count()).where(
-                errors.c.severity == "warning",
-                or_(errors.c.stage == CRAWL, errors.c.path.in_(present)),
-            )
+            select(func.count()).where(errors.c.severity == "warning", _not_missing())
         ).scalar_one()
     )
     return counts
