@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from indexer.cli import _progress_line
 from indexer.crawl_ahead import CrawlAhead
 from indexer.run import IndexReport, index_paths
 from tests.helpers import INDEXER_BIN, run_cli
@@ -124,6 +125,20 @@ def test_progress_bar_on_a_terminal_shows_total_and_errors(db_url: str, many_fil
     assert "indexing: " in shown and not LOG_LINE.search(shown)
 
 
+def test_the_log_line_while_the_crawl_is_still_counting() -> None:
+    """Before the crawl ends the total is a lower bound: `N+`, no % and no ETA."""
+    counting = IndexReport(indexed=1200, unchanged=300, files_found=9000, elapsed=4.0)
+    line = _progress_line(counting)
+    assert line == "1500/9000+ files (counting), 375.0 files/s, 0 errors, elapsed 0:00:04"
+    assert LOG_LINE.match(f"indexing: {line}")
+    done = IndexReport(
+        indexed=1000, partial=2, failed=1, files_found=4000, crawl_complete=True, elapsed=3725.0
+    )
+    assert _progress_line(done) == (
+        "1003/4000 files (25.1%), 0.3 files/s, 3 errors, elapsed 1:02:05, eta 3:05:30"
+    )
+
+
 # -- the crawl-ahead thread alone ---------------------------------------------------------------
 
 
@@ -165,7 +180,7 @@ def test_crawl_ahead_is_bounded_and_close_ends_its_thread() -> None:
     before = threading.active_count()
     ahead: CrawlAhead[str, str] = CrawlAhead(endless, limit=100)
     time.sleep(0.3)
-    assert ahead.found <= 101  # the queue's bound, plus the item being put
+    assert ahead.found <= 101 and not ahead.complete  # the bound, plus the item being put
     ahead.close()
     assert threading.active_count() == before
 
