@@ -158,7 +158,9 @@ def index(
     quiet: Annotated[
         bool,
         typer.Option(
-            "--quiet", "-q", help="No progress bar; no summary unless --format is json or csv."
+            "--quiet",
+            "-q",
+            help="No progress bar or log lines; no summary unless --format is json or csv.",
         ),
     ] = False,
     output: Annotated[
@@ -178,7 +180,11 @@ def index(
 ) -> None:
     """Index every DICOM file under PATHS (found by content, any file name).
 
-    Re-runs read only new and changed files. Example: indexer index /archive --db index.db
+    Re-runs read only new and changed files. Examples:
+
+    \b
+    indexer index /archive --db index.db
+    indexer index /archive --db index.db --log-every 300 2>> index.log   # cron, Slurm
     """
     from .run import index_paths
 
