@@ -199,21 +199,44 @@ def index(
     quiet: Annotated[
         bool,
         typer.Option(
-            "--quiet", "-q", help="No progress bar; no summary unless --format is json or csv."
+            "--quiet",
+            "-q",
+            help="No progress bar or log lines; no summary unless --format is json or csv.",
         ),
     ] = False,
     output: Annotated[
         Format,
         typer.Option("--format", "-f", metavar="FORMAT", help="Summary format: table, json, csv."),
     ] = Format.table,
+    log_every: Annotated[
+        float,
+        typer.Option(
+            "--log-every",
+            min=0,
+            metavar="SECONDS",
+            help="Where stderr is no terminal (cron, Slurm): a progress line this often, and "
+            "one at the end; 0: none.",
+        ),
+    ] = 60,
 ) -> None:
     """Index every DICOM file under PATHS (found by content, any file name).
 
-    Re-runs read only new and changed files. Example: indexer index /archive --db index.db
+    Re-runs read only new and changed files. Examples:
+
+    \b
+    indexer index /archive --db index.db
+    indexer index /archive --db index.db --log-every 300 2>> index.log   # cron, Slurm
     """
     from .run import index_paths
 
-    progress = _ProgressBar(shown=not quiet and sys.stderr.isatty())
+    terminal = sys.stderr.isatty()
+    progress = _ProgressBar(shown=not quiet and terminal)
+    log = _ProgressLog(every=0 if quiet or terminal else log_every)
+
+    def on_progress(report: IndexReport) -> None:
+        progress(report)
+        log(report)
+
     try:
         with reported_errors("write the index"):
             report = index_paths(
@@ -222,7 +245,7 @@ def index(
                 workers=workers,
                 prune=prune,
                 value_limit=value_limit,
-                progress=progress,
+                progress=on_progress,
                 follow_links=follow_links,
             )
     except KeyboardInterrupt as err:
@@ -240,6 +263,7 @@ def index(
         raise typer.Exit(code=128 + signum) from None  # the shell's code for that signal
     finally:
         progress.close()
+    log.final(report)
     if quiet and output is Format.table:
         return  # -q -f json|csv: a script asked for the summary, without the progress bar
     summary = _index_summary(report, prune)
@@ -247,16 +271,14 @@ def index(
         _print_mapping(_index_table(summary), output)
     else:
         _print_mapping(summary, output)
-    if report.errors:
-        typer.echo(
-            'see the errors table, or: indexer sql "SELECT path, reason, message FROM errors"',
-            err=True,
-        )
+    if report.errors or report.crawl_problems:
+        typer.echo("see which files and why: indexer errors", err=True)
 
 
 class _ProgressBar:
     """The index run's progress callback: a tqdm bar on stderr, made on first use (its monitor
-    thread must not exist when workers fork)."""
+    thread must not exist when workers fork). Its total is the files the crawl found so far,
+    ahead of the readers; "counting" stays in the bar until the crawl is over."""
 
     def __init__(self, shown: bool) -> None:
         self.shown = shown
@@ -269,13 +291,56 @@ class _ProgressBar:
             from tqdm import tqdm
 
             self.bar = tqdm(unit=" files", desc="indexing", dynamic_ncols=True, file=sys.stderr)
-        done = report.indexed + report.partial + report.failed + report.skipped + report.unchanged
-        self.bar.update(done - self.bar.n)
-        self.bar.set_postfix(errors=report.errors, elements=report.elements, refresh=False)
+        self.bar.total = max(report.files_found, report.files_done) or None
+        postfix: dict[str, object] = {"errors": report.errors}
+        if not report.crawl_complete:
+            postfix["total"] = "counting"
+        self.bar.set_postfix(postfix, refresh=False)
+        self.bar.update(report.files_done - self.bar.n)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+class _ProgressLog:
+    """The progress callback where stderr is no terminal (cron, Slurm, systemd): one line
+    every `every` seconds and one at the end, with counts only (no path, no value)."""
+
+    def __init__(self, every: float) -> None:
+        self.every = every
+        self.last = 0.0  # report.elapsed of the last line
+
+    def __call__(self, report: IndexReport) -> None:
+        if self.every > 0 and report.elapsed - self.last >= self.every:
+            self.last = report.elapsed
+            typer.echo(f"indexing: {_progress_line(report)}", err=True)
+
+    def final(self, report: IndexReport) -> None:
+        if self.every > 0:
+            typer.echo(f"{report.outcome}: {_progress_line(report)}", err=True)
+
+
+def _progress_line(report: IndexReport) -> str:
+    """`1200/5000 files (24.0%), 410.5 files/s, 3 errors, elapsed 0:00:02, eta 0:00:09`;
+    `1200/5000+ files (counting)` and no eta while the crawl is going on."""
+    done, total = report.files_done, max(report.files_found, report.files_done)
+    rate = done / report.elapsed if report.elapsed > 0 else 0.0
+    if report.crawl_complete:
+        share = f"{100 * done / total:.1f}%" if total else "100.0%"
+        counts = f"{done}/{total} files ({share})"
+    else:
+        counts = f"{done}/{total}+ files (counting)"
+    line = f"{counts}, {rate:.1f} files/s, {report.errors} errors, "
+    line += f"elapsed {_clock(report.elapsed)}"
+    if report.crawl_complete and rate > 0 and done < total:
+        line += f", eta {_clock((total - done) / rate)}"
+    return line
+
+
+def _clock(seconds: float) -> str:
+    whole = int(seconds)
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
 
 
 def _index_summary(report: IndexReport, prune: bool) -> dict[str, Any]:
@@ -288,9 +353,10 @@ def _index_summary(report: IndexReport, prune: bool) -> dict[str, Any]:
         "files_seen": report.files_seen,
         "indexed": report.indexed,
         "indexed_with_problems": report.partial,
+        "not_indexed": report.failed,
         "unchanged": report.unchanged,
-        "errors": report.failed,
         "not_dicom": report.skipped,
+        "errors": report.errors,  # the one definition: indexed_with_problems + not_indexed
         "missing": report.missing,
         "pruned": prune,
         "crawl_problems": report.crawl_problems,
@@ -304,6 +370,7 @@ def _index_summary(report: IndexReport, prune: bool) -> dict[str, Any]:
 INDEX_LABELS = {
     "files_seen": "files seen",
     "indexed_with_problems": "indexed with problems",
+    "not_indexed": "not indexed",
     "not_dicom": "not DICOM (skipped)",
     "crawl_problems": "crawl problems",
     "elements_written": "elements written",
@@ -1287,6 +1354,108 @@ def serve(
             sys.stdout.flush()
 
         serve_index(db, host=host, port=port, token=token, on_ready=ready)
+
+
+# -- runs, errors ------------------------------------------------------------------------------
+
+RUN_COLUMNS = (
+    "run", "started_at", "finished_at", "duration_s", "outcome", "roots", "files_seen",
+    "files_indexed", "files_unchanged", "errors", "not_dicom", "files_missing",
+    "elements_written", "host",
+)  # fmt: skip
+
+
+@app.command()
+def runs(
+    db: DbOption = None,
+    output: FormatOption = Format.table,
+    limit: Annotated[
+        int, typer.Option("--limit", min=0, metavar="N", help="The last N runs; 0: all.")
+    ] = 20,
+) -> None:
+    """The history of `indexer index` runs, newest first: when, roots, outcome, counts.
+
+    Example: indexer runs --limit 5; indexer runs -f json --limit 0
+    """
+    from .db import connect
+    from .reports.runs import list_runs
+
+    with reported_errors(), connect(db) as conn:
+        rows = list_runs(conn, limit or None)
+    if output is Format.table:
+        typer.echo(_rows_table(_joined(rows)) if rows else "no runs")
+    else:
+        _print_rows(rows, output, RUN_COLUMNS)
+
+
+def _joined(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Lists (roots, example paths) as one table cell."""
+    return [{k: ", ".join(v) if isinstance(v, list) else v for k, v in r.items()} for r in rows]
+
+
+ERROR_GROUP_COLUMNS = ("reason", "kind", "files", "examples")
+ERROR_COLUMNS = ("path", "stage", "message")
+
+
+class ErrorsFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+    paths = "paths"
+
+
+@app.command()
+def errors(
+    db: DbOption = None,
+    reason: Annotated[
+        str | None,
+        typer.Option(
+            "--reason",
+            "-r",
+            metavar="REASON",
+            help="List every path of this reason (with its stage and message).",
+            show_default=False,
+        ),
+    ] = None,
+    output: Annotated[
+        ErrorsFormat,
+        typer.Option(
+            "--format",
+            "-f",
+            metavar="FORMAT",
+            help="table, json, csv, or paths (one path a line, for xargs).",
+        ),
+    ] = ErrorsFormat.table,
+    examples: Annotated[
+        int, typer.Option("--examples", min=0, metavar="N", help="Example paths per reason.")
+    ] = 3,
+) -> None:
+    """Files not indexed whole, and crawl problems, grouped by reason with example paths.
+
+    Prints paths and messages, never element values. Examples:
+
+    \b
+    indexer errors
+    indexer errors --reason truncated
+    indexer errors --reason truncated -f paths | xargs ls -l
+    """
+    from .db import connect
+    from .reports.errors import error_reasons, errors_by_reason, errors_of_reason
+
+    with reported_errors(), connect(db) as conn:
+        rows = errors_of_reason(conn, reason) if reason else errors_by_reason(conn, examples)
+        reasons = error_reasons(conn) if reason and not rows else []
+    if reason and not rows:
+        known = ", ".join(reasons) or "none"
+        typer.echo(f"no error of reason {reason!r} (reasons in the index: {known})", err=True)
+    if output is ErrorsFormat.paths:
+        paths = [r["path"] for r in rows] if reason else [p for r in rows for p in r["examples"]]
+        typer.echo("".join(f"{p}\n" for p in paths), nl=False)
+    elif output is ErrorsFormat.table:
+        typer.echo(_rows_table(_joined(rows)) if rows else "no match" if reason else "no errors")
+    else:
+        columns = ERROR_COLUMNS if reason else ERROR_GROUP_COLUMNS
+        _print_rows(rows, Format(output.value), columns)
 
 
 # -- db -----------------------------------------------------------------------------------------

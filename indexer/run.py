@@ -26,7 +26,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import backends
 from .backends.sinks import SinkSpec
-from .crawler import Skipped, iter_files
+from .crawl_ahead import CrawlAhead
+from .crawler import FoundFile, Skipped, iter_files
 from .db import describe_url, first_line, open_index, resolve_url
 from .errors import DatabaseError, IndexerError
 from .records import DEFAULT_VALUE_LIMIT
@@ -60,18 +61,31 @@ class IndexReport:
     missing: int = 0  # in the index but gone from the roots (marked, or pruned)
     crawl_problems: int = 0  # symlink loops, FIFOs, unreadable folders
     elements: int = 0  # element and item rows written
+    files_found: int = 0  # regular files the crawl found so far, ahead of the readers
+    crawl_complete: bool = False  # the crawl is over: files_found is the run's total
     elapsed: float = 0.0
     outcome: str = "running"  # completed, interrupted, failed
     database: str = ""
 
     @property
     def errors(self) -> int:
+        """Files that could not be indexed whole: failed, or read up to a problem (README,
+        "Errors"). Not-DICOM files and crawl problems are counted apart, never as errors."""
         return self.failed + self.partial
 
     @property
+    def files_read(self) -> int:
+        return self.indexed + self.partial + self.failed + self.skipped
+
+    @property
+    def files_done(self) -> int:
+        """Files found and dealt with: read, or found unchanged."""
+        return self.files_read + self.unchanged
+
+    @property
     def files_per_second(self) -> float:
-        done = self.indexed + self.partial + self.failed + self.skipped
-        return done / self.elapsed if self.elapsed else 0.0
+        """Files read per second (0.0 when none was read: an unchanged re-run has no rate)."""
+        return self.files_read / self.elapsed if self.elapsed else 0.0
 
     def counts(self) -> dict[str, int]:
         return {
@@ -102,12 +116,23 @@ class _Feed:
     skipped: list[Skipped] = field(default_factory=list)
     unchanged: list[int] = field(default_factory=list)
     seen: int = 0
+    crawl: CrawlAhead[FoundFile, Skipped] | None = None  # counts the files ahead of the reads
 
     def chunks(self) -> Iterator[list[Task]]:
+        self.crawl = CrawlAhead(
+            lambda on_skip: iter_files(
+                self.roots, follow_outside=self.follow_links, on_skip=on_skip
+            ),
+            on_idle=self.stop_check,
+        )
+        yield from self._chunks(self.crawl)  # _Pipeline.run closes the crawl, however it ends
+
+    def _chunks(self, crawled: Iterable[FoundFile | Skipped]) -> Iterator[list[Task]]:
         batch: list[tuple[str, int, int]] = []
-        for found in iter_files(
-            self.roots, follow_outside=self.follow_links, on_skip=self.skipped.append
-        ):
+        for found in crawled:
+            if isinstance(found, Skipped):
+                self.skipped.append(found)
+                continue
             batch.append((found.path, found.size, found.mtime_ns))
             if len(batch) >= CHECK_CHUNK:
                 self.stop_check()  # a re-run of unchanged files crawls long between yields
@@ -478,13 +503,17 @@ class _Pipeline:
         self.last_flush = time.monotonic()
 
     def run(self) -> None:
-        if self.executor is None:
-            for chunk in self.feed.chunks():
-                self.feed.stop_check()
-                self._take(process_chunk(chunk))
-                self._flush_when_due()
-        else:
-            self._run_pool(self.executor)
+        try:
+            if self.executor is None:
+                for chunk in self.feed.chunks():
+                    self.feed.stop_check()
+                    self._take(process_chunk(chunk))
+                    self._flush_when_due()
+            else:
+                self._run_pool(self.executor)
+        finally:
+            if self.feed.crawl is not None:  # ends the crawl thread when the run fails
+                self.feed.crawl.close()
         self._flush()
 
     def _run_pool(self, executor: ProcessPoolExecutor) -> None:
@@ -541,6 +570,9 @@ class _Pipeline:
         report.unchanged += len(feed.unchanged)
         report.crawl_problems += len(feed.skipped)
         report.files_seen = feed.seen
+        if feed.crawl is not None:
+            report.crawl_complete = feed.crawl.complete  # read first: then found is final
+            report.files_found = max(feed.crawl.found, feed.seen)
         report.elapsed = time.perf_counter() - self.started
         self.batch, self.batch_rows = [], 0
         feed.unchanged.clear()

@@ -105,6 +105,7 @@ def test_index_json_keys_are_snake_case_and_quiet_json_prints_it(
         "files_seen",
         "indexed",
         "indexed_with_problems",
+        "not_indexed",
         "unchanged",
         "errors",
         "not_dicom",

@@ -42,6 +42,7 @@ STATS_KEYS = {
     "elements_per_instance",
     "errors",
     "errors_by_reason",
+    "crawl_problems",
     "warnings",
     "duplicate_sop_instance_uids",
     "instances_with_duplicate_uid",

@@ -887,9 +887,10 @@ def test_index_summary_json_matches_database(
     status = dict(Counter(s for (s,) in query(f"sqlite:///{db}", "SELECT status FROM files")))
     assert summary["files_seen"] == len(regular_files(tree))
     assert summary["indexed"] == status.get("indexed", 0) == 4
-    assert summary["errors"] + summary["not_dicom"] == status.get("not_dicom", 0)
+    assert summary["not_indexed"] + summary["not_dicom"] == status.get("not_dicom", 0)
     assert (
         summary["errors"]
+        == summary["not_indexed"] + summary["indexed_with_problems"]
         == query(f"sqlite:///{db}", "SELECT COUNT(DISTINCT path) FROM errors")[0][0]
     )
     assert "Traceback" not in proc.stderr

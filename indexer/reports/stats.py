@@ -16,7 +16,6 @@ from ..errors import ReportError
 from ..schema import (
     DIRECTORY_PROBLEM,
     conflict_names,
-    errors,
     files,
     instance_groups,
     instances,
@@ -24,6 +23,7 @@ from ..schema import (
     series,
     studies,
 )
+from .errors import count_errors
 from .missing import Absent, absent_hierarchy, present_instance
 
 BREAKDOWNS = ("modality", "sop-class", "transfer-syntax", "manufacturer", "study-year")
@@ -37,7 +37,8 @@ def collect_stats(conn: Connection, by: str | None = None) -> dict[str, Any]:
     hierarchy), duplicate_copies (further files of those SOP instances), dicomdirs,
     files, files_by_status, bytes (size of the files read as DICOM), elements (data
     elements at every depth, file meta and items not counted), elements_per_instance
-    {min, median, max}, errors, errors_by_reason, warnings, duplicate_sop_instance_uids,
+    {min, median, max}, errors, errors_by_reason, crawl_problems, warnings,
+    duplicate_sop_instance_uids,
     instances_with_duplicate_uid, instances_outside_hierarchy (DICOMDIRs not counted),
     conflicts {"studies.patient": n, ...: rows whose files disagree on that attribute},
     missing_files, then by_modality, by_sop_class,
@@ -87,10 +88,11 @@ def collect_stats(conn: Connection, by: str | None = None) -> dict[str, Any]:
     data["bytes"] = dicom_bytes
     data["elements"] = sum(g.elements for g in groups)
     data["elements_per_instance"] = _min_median_max(conn)
-    errors_by_reason, warnings = _error_counts(conn)
-    data["errors"] = sum(errors_by_reason.values())
-    data["errors_by_reason"] = dict(sorted(errors_by_reason.items()))
-    data["warnings"] = warnings
+    counted = count_errors(conn)  # the one definition of an error: reports/errors.py
+    data["errors"] = counted.errors
+    data["errors_by_reason"] = counted.errors_by_reason
+    data["crawl_problems"] = counted.crawl_problems
+    data["warnings"] = counted.warnings
     data["duplicate_sop_instance_uids"] = sop["duplicate_uids"]
     data["instances_with_duplicate_uid"] = sop["with_duplicate_uid"]
     data["instances_outside_hierarchy"] = (
@@ -136,22 +138,6 @@ def _file_counts(
             syntaxes[syntax][0] += int(n)
             syntaxes[syntax][1] += int(size)
     return by_status, dicom_bytes, syntaxes
-
-
-def _error_counts(conn: Connection) -> tuple[dict[str, int], int]:
-    """Errors per reason, and the number of warnings."""
-    errors_by_reason: dict[str, int] = {}
-    warnings = 0
-    for severity, reason, n in conn.execute(
-        select(errors.c.severity, errors.c.reason, func.count()).group_by(
-            errors.c.severity, errors.c.reason
-        )
-    ):
-        if severity == "error":
-            errors_by_reason[reason] = int(n)
-        else:
-            warnings += int(n)
-    return errors_by_reason, warnings
 
 
 def _sop_instances(conn: Connection) -> dict[str, int]:

@@ -122,7 +122,8 @@ def test_bad_files_are_recorded_and_good_files_unaffected(
         if r[1] in ("error", "not_dicom") and any(e[3] == "error" for e in errors.get(p, []))
     )
     assert summary["indexed_with_problems"] == statuses.count("partial")
-    assert summary["errors"] == failed
+    assert summary["not_indexed"] == failed
+    assert summary["errors"] == failed + statuses.count("partial")
     assert summary["not_dicom"] == statuses.count("not_dicom") + statuses.count("error") - failed
     assert summary["files_seen"] == len(rows) == len(cases) + len(GOOD_FILES)
 
