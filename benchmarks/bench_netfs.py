@@ -1,0 +1,130 @@
+"""The network file system benchmark: `indexer index` behind a share's latency, before and after.
+
+Builds (or reuses) an archive of N small real files (make_archive.py), mounts it behind
+fuse_delay.py (``--delay-ms`` per metadata operation and per read, 1 ms by default) and
+indexes it into a fresh SQLite file, each run a subprocess, best of ``--repeat``:
+
+* ``today``: the code of commit ``--baseline`` (ee5d4f1: serial crawl, one file read at
+  a time per worker), unpacked with ``git archive`` into a temporary folder;
+* ``new``: this tree's code on the same mount;
+* ``local``: this tree's code on the archive on local disk.
+
+It prints files/s and the ratios against the targets of issue 14 (new >= 5x today behind
+the latency, new >= half of local), with the load average. The mount is always removed
+(``fusermount3 -u``), on failure and Ctrl-C too. A report, not a test: it exits 0 whatever
+the figures, 1 only when a step could not run.
+
+Run ``python benchmarks/bench_netfs.py --files 5000 [--archive DIR] [--delay-ms 1]
+[--repeat 3] [--workers 2] [--baseline ee5d4f1]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+if str(BENCH_DIR) not in sys.path:
+    sys.path.insert(0, str(BENCH_DIR))  # sibling scripts, not a package
+
+from fuse_delay import mounted  # noqa: E402
+from make_archive import build_archive  # noqa: E402
+
+VS_TODAY = 5.0  # new >= 5x today's rate behind the latency
+VS_LOCAL = 0.5  # new >= half the local-disk rate
+
+
+def index_once(code: Path, archive: Path, workers: int, scratch: Path) -> float:
+    """Seconds for one `indexer index` of `archive` with the code in `code`, fresh database."""
+    db = scratch / f"run-{time.monotonic_ns()}.sqlite"
+    cmd = [sys.executable, "-c", "from indexer.cli import main; main()", "index", str(archive)]
+    cmd += ["--workers", str(workers), "--quiet", "--db", str(db)]
+    env = dict(os.environ, PYTHONPATH=str(code))
+    started = time.perf_counter()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"indexer index failed ({code}): {done.stderr.strip()[-500:]}")
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    return elapsed
+
+
+def best_rate(
+    code: Path, archive: Path, files: int, workers: int, repeat: int, scratch: Path
+) -> float:
+    return files / min(index_once(code, archive, workers, scratch) for _ in range(repeat))
+
+
+def unpack_commit(commit: str, into: Path) -> Path:
+    """The tree of `commit` as plain files (no worktree, no checkout of the main repo)."""
+    archive = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "archive", "--format=tar", commit],
+        capture_output=True,
+        check=True,
+    ).stdout
+    into.mkdir(parents=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--files", type=int, default=5000)
+    parser.add_argument("--archive", type=Path, help="reuse this archive (built when missing)")
+    parser.add_argument("--delay-ms", type=float, default=1.0)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--baseline", default="ee5d4f1", help="commit of today's code")
+    parser.add_argument(
+        "--corpus", type=Path, default=os.environ.get("INDEXER_CORPUS"), help="source files"
+    )
+    parser.add_argument("--skip-today", action="store_true", help="only new and local")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="bench_netfs-") as tmp:
+        scratch = Path(tmp)
+        archive = args.archive or scratch / "archive"
+        if not archive.exists() or not any(archive.iterdir()):
+            build_archive(archive, args.files, corpus=args.corpus, log=False)
+        files = sum(len(names) for _, _, names in os.walk(archive))
+        today_code = None if args.skip_today else unpack_commit(args.baseline, scratch / "today")
+        print(
+            f"{files} files, {args.delay_ms} ms per operation, {args.workers} workers, "
+            f"best of {args.repeat}; load before: {os.getloadavg()[0]:.2f}"
+        )
+        rates: dict[str, float] = {}
+        rates["local"] = best_rate(REPO_ROOT, archive, files, args.workers, args.repeat, scratch)
+        with mounted(archive, scratch / "mnt", delay_ms=args.delay_ms) as mnt:
+            rates["new"] = best_rate(REPO_ROOT, mnt, files, args.workers, args.repeat, scratch)
+            if today_code is not None:
+                rates["today"] = best_rate(
+                    today_code, mnt, files, args.workers, args.repeat, scratch
+                )
+        print(f"{'run':<8}{'files/s':>10}")
+        for label in ("today", "new", "local"):
+            if label in rates:
+                print(f"{label:<8}{rates[label]:>10.0f}")
+        if "today" in rates:
+            ratio = rates["new"] / rates["today"]
+            print(
+                f"new / today = {ratio:.2f}x (target >= {VS_TODAY}x): "
+                f"{'PASS' if ratio >= VS_TODAY else 'MISS'}"
+            )
+        ratio = rates["new"] / rates["local"]
+        print(
+            f"new / local = {ratio:.2f} (target >= {VS_LOCAL}): "
+            f"{'PASS' if ratio >= VS_LOCAL else 'MISS'}"
+        )
+        print(f"load after: {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
