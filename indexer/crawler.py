@@ -422,7 +422,8 @@ class _Lister:
         self.started: set[tuple[int, int]] = set()  # (dev, ino) listed once already
         self.position: Key = ()  # the walk's place: anything before it is behind
         self.closed = False
-        self.peak_held = 0
+        self.peak_held = 0  # most listings held at once
+        self.taken_ahead = 0  # listings the walk took from the threads
         self.threads = [
             threading.Thread(target=self._run, name=f"crawl-{n}", daemon=True)
             for n in range(threads)
@@ -444,6 +445,7 @@ class _Lister:
                 while not slot.done:
                     self.cond.wait()
                 del self.held[path]
+                self.taken_ahead += 1
                 self.cond.notify_all()  # a place is free
         if slot is None or slot.listing is None:
             # Without threads the walk stats each entry when it gets there.
