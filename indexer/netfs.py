@@ -40,7 +40,8 @@ CRAWL_THREADS = 16  # folders listed at once on a network file system
 
 _MOUNTINFO = "/proc/self/mountinfo"
 _lock = threading.Lock()
-_mounts: list[tuple[str, str]] | None = None  # (mount point, type), longest first
+# The mount table as last read, and its parse: (mount point, type), longest first.
+_table: tuple[bytes, list[tuple[str, str]]] = (b"", [])
 
 
 def is_network_path(path: str | os.PathLike[str]) -> bool:
@@ -54,35 +55,28 @@ def is_network_path(path: str | os.PathLike[str]) -> bool:
 
 def fs_type_of(path: str | os.PathLike[str]) -> str:
     """The type of the file system mounted where `path` lies, e.g. ``"ext4"``; "" if unknown."""
-    global _mounts
     full = os.path.abspath(os.fspath(path))
-    with _lock:
-        if _mounts is None:
-            _mounts = _read_mount_points()
-        mounts = _mounts
-    for point, fs_type in mounts:
+    for point, fs_type in _read_mount_points():
         if full == point or full.startswith(point.rstrip("/") + "/"):
             return fs_type
     return ""
 
 
-def forget_mounts() -> None:
-    """Read the mount table again at the next question (something was mounted since)."""
-    global _mounts
-    with _lock:
-        _mounts = None
-
-
 def _read_mount_points() -> list[tuple[str, str]]:
+    """The mount table, read each time (a share may be mounted at any time), parsed when new."""
+    global _table
     try:
         with open(_MOUNTINFO, "rb") as fh:
             data = fh.read()
     except OSError:
         return []
+    with _lock:
+        if data == _table[0]:
+            return _table[1]
     mounts: list[tuple[str, str]] = []
     for line in data.splitlines():
         # "36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw": the mount
-        # point is the fifth field (spaces as \040), the type follows "-".
+        # point is the fifth field (a space as \040), the type follows "-".
         fields = line.split()
         try:
             point = _unescape(fields[4])
@@ -93,6 +87,8 @@ def _read_mount_points() -> list[tuple[str, str]]:
     # Longest first, so the innermost mount wins; a later mount over the same point too.
     mounts.reverse()
     mounts.sort(key=lambda m: len(m[0]), reverse=True)
+    with _lock:
+        _table = (data, mounts)
     return mounts
 
 
