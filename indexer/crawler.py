@@ -244,7 +244,7 @@ class _Crawl:
         entries = self._take(top, top_key, top_dev, top_ino)
         if not entries:
             return
-        stack: list[tuple[Iterator[tuple[int, _Entry]], int, Key]] = [
+        stack: list[tuple[Iterator[tuple[int, _Entry | os.DirEntry[str]]], int, Key]] = [
             (enumerate(entries), top_dev, top_key)
         ]
         skip = self.skip
@@ -255,8 +255,8 @@ class _Crawl:
         while stack:
             folder, dev, key = stack[-1]
             for number, entry in folder:
-                if entry.pending is not None:
-                    entry = _stat_entry(entry.pending, self.follow_symlinks)
+                if not isinstance(entry, _Entry):
+                    entry = _stat_entry(entry, self.follow_symlinks)
                 st = entry.st
                 if st is None:
                     skip(_not_statted(entry))
@@ -295,7 +295,7 @@ class _Crawl:
             else:
                 stack.pop()
 
-    def _take(self, path: str, key: Key, dev: int, ino: int) -> list[_Entry]:
+    def _take(self, path: str, key: Key, dev: int, ino: int) -> list[_Entry | os.DirEntry[str]]:
         listing = self.lister.take(path, key, dev, ino)
         if listing.error is not None:
             err = listing.error
@@ -346,21 +346,21 @@ class _Crawl:
 class _Entry:
     """One name of a listed folder, with its stat (or the error that stat raised).
 
-    ``st`` and ``error`` are both None for a symlink that is not followed. Listed in
-    the walk's own thread, the stat is made only when the walk reaches the entry
-    (``pending``), so what changed meanwhile is seen as without a listing.
+    ``st`` and ``error`` are both None for a symlink that is not followed.
     """
 
     path: str
     link: bool
     st: os.stat_result | None
     error: OSError | None
-    pending: os.DirEntry[str] | None = None
 
 
 @dataclass(slots=True)
 class _Listing:
-    entries: list[_Entry]  # sorted by name; what was listed before an error too
+    # Sorted by name; what was listed before an error too. Listed in the walk's own
+    # thread, the entries are not statted yet (os.DirEntry): the walk stats each when it
+    # gets there, so what changed meanwhile is seen as it always was.
+    entries: list[_Entry | os.DirEntry[str]]
     error: OSError | None
 
 
@@ -376,8 +376,9 @@ def list_folder(path: str, follow_symlinks: bool, *, stat_now: bool) -> _Listing
         error = err
     raw.sort(key=_by_name)
     if not stat_now:
-        return _Listing([_Entry(e.path, False, None, None, e) for e in raw], error)
-    return _Listing([_stat_entry(e, follow_symlinks) for e in raw], error)
+        return _Listing(list(raw), error)
+    statted: list[_Entry | os.DirEntry[str]] = [_stat_entry(e, follow_symlinks) for e in raw]
+    return _Listing(statted, error)
 
 
 def _stat_entry(entry: os.DirEntry[str], follow_symlinks: bool) -> _Entry:
@@ -466,6 +467,8 @@ class _Lister:
             return
         with self.cond:
             for number, entry in enumerate(listing.entries):
+                if not isinstance(entry, _Entry):
+                    continue
                 st = entry.st
                 if (
                     st is not None
