@@ -119,7 +119,8 @@ def serve(source: str, mountpoint: str, delay_ms: float, read_delay_ms: float | 
 
     read_ms = delay_ms if read_delay_ms is None else read_delay_ms
     ops = _operations(os.path.abspath(source), delay_ms / 1000, read_ms / 1000)
-    fuse.FUSE(ops, mountpoint, foreground=True, ro=True, fsname="fuse_delay")
+    # Up to 64 requests served at once (libfuse 3 serves 10 by default): a share answers many.
+    fuse.FUSE(ops, mountpoint, foreground=True, ro=True, fsname="fuse_delay", max_threads=64)
 
 
 def unmount(mountpoint: str) -> None:
