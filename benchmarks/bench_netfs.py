@@ -44,14 +44,19 @@ VS_LOCAL = 0.5  # new >= half the local-disk rate
 def index_once(code: Path, archive: Path, workers: int, scratch: Path) -> float:
     """Seconds for one `indexer index` of `archive` with the code in `code`, fresh database."""
     db = scratch / f"run-{time.monotonic_ns()}.sqlite"
-    cmd = [sys.executable, "-c", "from indexer.cli import main; main()", "index", str(archive)]
+    run = "import indexer, os, sys; print(os.path.dirname(os.path.dirname(indexer.__file__)));"
+    run += " sys.stdout.flush(); from indexer.cli import main; main()"
+    cmd = [sys.executable, "-c", run, "index", str(archive)]
     cmd += ["--workers", str(workers), "--quiet", "--db", str(db)]
     env = dict(os.environ, PYTHONPATH=str(code))
     started = time.perf_counter()
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    # cwd: with `python -c` the current folder comes first on sys.path, before PYTHONPATH.
+    done = subprocess.run(cmd, env=env, cwd=scratch, capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"indexer index failed ({code}): {done.stderr.strip()[-500:]}")
+    if not done.stdout.startswith(str(code)):  # the code imported is the one meant
+        raise SystemExit(f"{code}: ran the indexer of {done.stdout.strip()}")
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     return elapsed

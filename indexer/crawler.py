@@ -23,6 +23,7 @@ import os
 import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from operator import attrgetter
 
@@ -105,6 +106,7 @@ _SPECIAL_PATHS = frozenset({"/proc", "/sys", "/dev"})
 _MOUNTINFO = "/proc/self/mountinfo"
 
 _by_name = attrgetter("name")
+STAT_SLICE = 64  # entries of one folder statted by one thread, when threads list ahead
 Key = tuple[int, ...]  # a folder's place in the walk: its index in each ancestor's listing
 
 
@@ -122,7 +124,8 @@ def iter_files(
     Each root may be a file (yielded as is) or a folder (walked). Entries of a
     folder are sorted by name and a subfolder is walked where it sorts, so two
     runs over the same tree give the same sequence. Memory is bounded by the
-    depth of the tree and the number of folders, not the number of files.
+    depth of the tree and the number of folders, not the number of files
+    (plus, with threads, at most ``max_ahead`` folder listings).
 
     Roots that overlap are crawled once: a root named twice, or whose real path
     (symlinks resolved) is inside a folder root, is dropped without a report,
@@ -364,8 +367,13 @@ class _Listing:
     error: OSError | None
 
 
-def list_folder(path: str, follow_symlinks: bool, *, stat_now: bool) -> _Listing:
-    """List `path` sorted by name; stat each entry now or, unless `stat_now`, later."""
+def _list_folder(
+    path: str, follow_symlinks: bool, *, stat_now: bool, stat_pool: ThreadPoolExecutor | None = None
+) -> _Listing:
+    """List `path` sorted by name; stat each entry now or, unless `stat_now`, later.
+
+    With `stat_pool`, the entries of a large folder are statted by its threads in slices.
+    """
     raw: list[os.DirEntry[str]] = []
     error: OSError | None = None
     try:
@@ -377,7 +385,16 @@ def list_folder(path: str, follow_symlinks: bool, *, stat_now: bool) -> _Listing
     raw.sort(key=_by_name)
     if not stat_now:
         return _Listing(list(raw), error)
-    statted: list[_Entry | os.DirEntry[str]] = [_stat_entry(e, follow_symlinks) for e in raw]
+    statted: list[_Entry | os.DirEntry[str]] = []
+    if stat_pool is None or len(raw) <= STAT_SLICE:
+        statted.extend(_stat_entry(e, follow_symlinks) for e in raw)
+    else:
+        # A flat folder of thousands of files: one round trip per stat, so in parallel too.
+        slices = [raw[n : n + STAT_SLICE] for n in range(0, len(raw), STAT_SLICE)]
+        for done in stat_pool.map(
+            lambda part: [_stat_entry(e, follow_symlinks) for e in part], slices
+        ):
+            statted.extend(done)
     return _Listing(statted, error)
 
 
@@ -425,6 +442,8 @@ class _Lister:
         self.closed = False
         self.peak_held = 0  # most listings held at once
         self.taken_ahead = 0  # listings the walk took from the threads
+        # For the stats of large folders: the listing threads wait for them, so not theirs.
+        self.stat_pool = ThreadPoolExecutor(threads, "crawl-stat") if threads else None
         self.threads = [
             threading.Thread(target=self._run, name=f"crawl-{n}", daemon=True)
             for n in range(threads)
@@ -450,7 +469,9 @@ class _Lister:
                 self.cond.notify_all()  # a place is free
         if slot is None or slot.listing is None:
             # Without threads the walk stats each entry when it gets there.
-            listing = list_folder(path, self.follow_symlinks, stat_now=bool(self.threads))
+            listing = _list_folder(
+                path, self.follow_symlinks, stat_now=bool(self.threads), stat_pool=self.stat_pool
+            )
             self._want_children(key, dev, listing)
             return listing
         return slot.listing
@@ -461,6 +482,8 @@ class _Lister:
             self.held.clear()
             self.wanted.clear()
             self.cond.notify_all()
+        if self.stat_pool is not None:
+            self.stat_pool.shutdown(wait=False, cancel_futures=True)
 
     def _want_children(self, key: Key, dev: int, listing: _Listing) -> None:
         if not self.threads:
@@ -503,7 +526,9 @@ class _Lister:
                 return
             path, key, dev = found
             try:
-                listing: _Listing | None = list_folder(path, self.follow_symlinks, stat_now=True)
+                listing: _Listing | None = _list_folder(
+                    path, self.follow_symlinks, stat_now=True, stat_pool=self.stat_pool
+                )
             except Exception:  # the walk lists it itself
                 listing = None
             with self.cond:

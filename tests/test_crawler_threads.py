@@ -38,6 +38,12 @@ def build_tree(root: Path) -> None:
     touch(raw + b"/\xff\xfe.dcm")
     (root / "locked").mkdir()
     touch(root / "locked" / "hidden.dcm")
+    flat = root / "patient0" / "flat"  # more entries than one thread stats (STAT_SLICE)
+    flat.mkdir()
+    for i in range(3 * crawler.STAT_SLICE + 5):
+        touch(flat / f"{i:04d}.dcm")
+    os.symlink(flat / "0001.dcm", flat / "0002.link")
+    os.mkfifo(flat / "0100.fifo")
 
 
 def crawl(
@@ -85,7 +91,8 @@ def test_threads_give_the_serial_result(
         locked.chmod(0o755)
     assert threaded == serial
     found, skipped = serial
-    assert len(found) == 4 * 3 * 2 * 5 + 2  # every series file, top.dcm, the non-UTF-8 one
+    # Every series file, top.dcm, the non-UTF-8 one, the flat folder's files and link.
+    assert len(found) == 4 * 3 * 2 * 5 + 2 + 3 * crawler.STAT_SLICE + 5 + 1
     assert any(os.fsencode(f.path).endswith(b"/caf\xe9/\xff\xfe.dcm") for f in found)
     reasons = {s.reason for s in skipped}
     assert {"symlink_loop", "os_error", "outside_roots", "not_regular"} <= reasons
