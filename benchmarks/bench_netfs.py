@@ -2,7 +2,8 @@
 
 Builds (or reuses) an archive of N small real files (make_archive.py), mounts it behind
 fuse_delay.py (``--delay-ms`` per metadata operation and per read, 1 ms by default) and
-indexes it into a fresh SQLite file, each run a subprocess, best of ``--repeat``:
+indexes it into a fresh SQLite file, each run a subprocess, the four configurations in turn
+(round robin, so that they see the same load), best of ``--repeat``:
 
 * ``today``: the code of commit ``--baseline`` (ee5d4f1: serial crawl, one file read at
   a time per worker), unpacked with ``git archive`` into a temporary folder;
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -62,12 +64,6 @@ def index_once(code: Path, archive: Path, workers: int, scratch: Path) -> float:
     return elapsed
 
 
-def best_rate(
-    code: Path, archive: Path, files: int, workers: int, repeat: int, scratch: Path
-) -> float:
-    return files / min(index_once(code, archive, workers, scratch) for _ in range(repeat))
-
-
 def unpack_commit(commit: str, into: Path) -> Path:
     """The tree of `commit` as plain files (no worktree, no checkout of the main repo)."""
     archive = subprocess.run(
@@ -93,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--skip-today", action="store_true", help="only new and local")
     args = parser.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the share is unmounted either way.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     with tempfile.TemporaryDirectory(prefix="bench_netfs-") as tmp:
         scratch = Path(tmp)
@@ -105,18 +103,18 @@ def main(argv: list[str] | None = None) -> int:
             f"{files} files, {args.delay_ms} ms per operation, {args.workers} workers, "
             f"best of {args.repeat}; load before: {os.getloadavg()[0]:.2f}"
         )
-        rates: dict[str, float] = {}
-        runs = [("local", REPO_ROOT)]
+        codes = {"local": REPO_ROOT, "new": REPO_ROOT}
         if today_code is not None:
-            runs.append(("today_local", today_code))
-        for label, code in runs:
-            rates[label] = best_rate(code, archive, files, args.workers, args.repeat, scratch)
+            codes.update(today_local=today_code, today=today_code)
+        seconds: dict[str, float] = {}
         with mounted(archive, scratch / "mnt", delay_ms=args.delay_ms) as mnt:
-            rates["new"] = best_rate(REPO_ROOT, mnt, files, args.workers, args.repeat, scratch)
-            if today_code is not None:
-                rates["today"] = best_rate(
-                    today_code, mnt, files, args.workers, args.repeat, scratch
-                )
+            roots = {"local": archive, "today_local": archive, "new": mnt, "today": mnt}
+            # Round robin, so that every configuration sees the same changes of the load.
+            for _ in range(args.repeat):
+                for label, code in codes.items():
+                    took = index_once(code, roots[label], args.workers, scratch)
+                    seconds[label] = min(seconds.get(label, took), took)
+        rates = {label: files / took for label, took in seconds.items()}
         names = {
             "today": f"today's code, {args.delay_ms:g} ms share",
             "new": f"new code, {args.delay_ms:g} ms share",
