@@ -5,6 +5,11 @@ Whether a file is DICOM is decided later, by content: many archives have no
 FIFO or a device can never block it. Anything it cannot or must not yield is
 reported through ``on_skip`` and the walk goes on.
 
+On a network file system, where every listing and stat is a round trip, a pool of
+threads lists the folders the walk will reach next (bounded) while the walk goes on in
+the caller's thread; the walk decides everything in the same order as without threads,
+so the files, the skipped paths and their order are the same.
+
 The crawl stays where it was sent: roots that overlap are crawled once, symlinks
 that lead outside the roots are not followed unless asked, and special file
 systems (``/proc``, ``/sys``, ``/dev``, ...) are never entered.
@@ -13,11 +18,16 @@ systems (``/proc``, ``/sys``, ``/dev``, ...) are never entered.
 from __future__ import annotations
 
 import errno
+import heapq
 import os
 import stat
+import threading
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from operator import attrgetter
+
+from .netfs import CRAWL_THREADS, is_network_path
 
 __all__ = ["SKIPPED_BY_DESIGN", "SPECIAL_FS_TYPES", "FoundFile", "Skipped", "iter_files"]
 
@@ -96,6 +106,8 @@ _SPECIAL_PATHS = frozenset({"/proc", "/sys", "/dev"})
 _MOUNTINFO = "/proc/self/mountinfo"
 
 _by_name = attrgetter("name")
+STAT_SLICE = 64  # entries of one folder statted by one thread, when threads list ahead
+Key = tuple[int, ...]  # a folder's place in the walk: its index in each ancestor's listing
 
 
 def iter_files(
@@ -104,13 +116,16 @@ def iter_files(
     follow_symlinks: bool = True,
     follow_outside: bool = False,
     on_skip: SkipHandler | None = None,
+    threads: int | None = None,
+    max_ahead: int | None = None,
 ) -> Iterator[FoundFile]:
     """Yield every regular file under ``roots``, depth first, in name order, each once.
 
     Each root may be a file (yielded as is) or a folder (walked). Entries of a
     folder are sorted by name and a subfolder is walked where it sorts, so two
     runs over the same tree give the same sequence. Memory is bounded by the
-    depth of the tree and the number of folders, not the number of files.
+    depth of the tree and the number of folders, not the number of files
+    (plus, with threads, at most ``max_ahead`` folder listings).
 
     Roots that overlap are crawled once: a root named twice, or whose real path
     (symlinks resolved) is inside a folder root, is dropped without a report,
@@ -133,6 +148,12 @@ def iter_files(
             yielded: missing roots, FIFOs, sockets, devices, unreadable folders,
             dangling symlinks, paths that vanished during the walk. Without it
             such paths are skipped silently.
+        threads: Threads that list folders ahead of the walk (scandir and a stat
+            of each entry). None (the default): CRAWL_THREADS when a folder root
+            is on a network file system (netfs.is_network_path), else 0 (all in
+            the caller's thread). The result is the same either way.
+        max_ahead: At most this many folders listed ahead and not yet walked
+            (default 4 per thread): the memory bound of the threads.
 
     Returns:
         An iterator of :class:`FoundFile`, one per regular file. Unreadable
@@ -143,11 +164,18 @@ def iter_files(
         ``on_skip``. An exception raised by ``on_skip`` propagates.
     """
     crawl = _Crawl(follow_symlinks, follow_outside, on_skip or _ignore)
-    for root in crawl.resolve_roots(roots):
-        if root.is_dir:
-            yield from crawl.walk(root.path, root.dev)
-        else:
-            yield FoundFile(root.path, root.size, root.mtime_ns)
+    kept = crawl.resolve_roots(roots)
+    if threads is None:
+        threads = CRAWL_THREADS if any(r.is_dir and is_network_path(r.path) for r in kept) else 0
+    crawl.lister = _Lister(follow_symlinks, threads, max_ahead or 4 * threads)
+    try:
+        for number, root in enumerate(kept):
+            if root.is_dir:
+                yield from crawl.walk(root.path, root.dev, root.ino, (number,))
+            else:
+                yield FoundFile(root.path, root.size, root.mtime_ns)
+    finally:
+        crawl.lister.close()  # also when the caller stops iterating early
 
 
 @dataclass(slots=True)
@@ -172,6 +200,7 @@ class _Crawl:
         self.file_reals: set[str] = set()  # real paths of the file roots
         self.special: dict[int, bool] = {}  # st_dev -> on a special file system
         self.mount_types: dict[int, str] | None = None
+        self.lister = _Lister(follow_symlinks, 0, 0)
 
     def resolve_roots(self, roots: Iterable[str | os.PathLike[str]]) -> list[_Root]:
         """Stat the roots, report those that cannot be crawled, drop those that overlap."""
@@ -210,34 +239,32 @@ class _Crawl:
         self.visited.update((r.dev, r.ino) for r in kept if r.is_dir)
         return kept
 
-    def walk(self, top: str, top_dev: int) -> Iterator[FoundFile]:
+    def walk(self, top: str, top_dev: int, top_ino: int, top_key: Key) -> Iterator[FoundFile]:
         # An explicit stack of per-folder iterators instead of recursion: archive
         # trees can be deeper than Python's recursion limit. Beside each, the folder's
-        # st_dev: a file system is checked only where the walk crosses into another.
-        entries = self._list_dir(top)
+        # st_dev (a file system is checked only where the walk crosses into another)
+        # and its place in the walk (the lister's key).
+        entries = self._take(top, top_key, top_dev, top_ino)
         if not entries:
             return
-        stack: list[tuple[Iterator[os.DirEntry[str]], int]] = [(iter(entries), top_dev)]
+        stack: list[tuple[Iterator[tuple[int, _Entry | os.DirEntry[str]]], int, Key]] = [
+            (enumerate(entries), top_dev, top_key)
+        ]
         skip = self.skip
         visited = self.visited
-        follow_symlinks = self.follow_symlinks
         check_links = not self.follow_outside
         S_ISREG = stat.S_ISREG
         S_ISDIR = stat.S_ISDIR
         while stack:
-            folder, dev = stack[-1]
-            for entry in folder:
-                try:
-                    # is_symlink() comes from d_type, no system call. stat() is the
-                    # one system call per file; for a non-symlink it is an lstat.
-                    link = entry.is_symlink()
-                    if link and not follow_symlinks:
-                        skip(Skipped(entry.path, "not_regular", "symlink"))
-                        continue
-                    st = entry.stat()
-                except OSError as err:
-                    skip(_stat_error(entry.path, err, root=False))
+            folder, dev, key = stack[-1]
+            for number, entry in folder:
+                if not isinstance(entry, _Entry):
+                    entry = _stat_entry(entry, self.follow_symlinks)
+                st = entry.st
+                if st is None:
+                    skip(_not_statted(entry))
                     continue
+                link = entry.link
                 mode = st.st_mode
                 is_reg = S_ISREG(mode)
                 is_dir = not is_reg and S_ISDIR(mode)
@@ -258,17 +285,31 @@ class _Crawl:
                 if is_reg:
                     yield FoundFile(entry.path, st.st_size, st.st_mtime_ns)
                     continue
-                key = (st.st_dev, st.st_ino)
-                if key in visited:
+                ino_key = (st.st_dev, st.st_ino)
+                if ino_key in visited:
                     skip(Skipped(entry.path, "symlink_loop", "folder already visited"))
                     continue
-                visited.add(key)
-                sub = self._list_dir(entry.path)
+                visited.add(ino_key)
+                sub_key = (*key, number)
+                sub = self._take(entry.path, sub_key, st.st_dev, st.st_ino)
                 if sub:
-                    stack.append((iter(sub), st.st_dev))
+                    stack.append((enumerate(sub), st.st_dev, sub_key))
                     break  # walk the subfolder now, then resume this one
             else:
                 stack.pop()
+
+    def _take(self, path: str, key: Key, dev: int, ino: int) -> list[_Entry | os.DirEntry[str]]:
+        listing = self.lister.take(path, key, dev, ino)
+        if listing.error is not None:
+            err = listing.error
+            if isinstance(err, PermissionError):
+                reason = "permission_denied"
+            elif isinstance(err, (FileNotFoundError, NotADirectoryError)):
+                reason = "vanished"  # removed or replaced since its parent was listed
+            else:
+                reason = "os_error"
+            self.skip(Skipped(path, reason, _describe(err)))
+        return listing.entries
 
     def _inside_roots(self, path: str, is_dir: bool) -> bool:
         """Whether the target of the link `path` is a root or inside a folder root."""
@@ -303,22 +344,200 @@ class _Crawl:
             self.mount_types = _read_mount_types()  # again: something may have been mounted
         return self.mount_types.get(dev, "")
 
-    def _list_dir(self, path: str) -> list[os.DirEntry[str]]:
-        entries: list[os.DirEntry[str]] = []
-        try:
-            with os.scandir(path) as it:
-                # extend() keeps what was listed if reading fails midway.
-                entries.extend(it)
-        except OSError as err:
-            if isinstance(err, PermissionError):
-                reason = "permission_denied"
-            elif isinstance(err, (FileNotFoundError, NotADirectoryError)):
-                reason = "vanished"  # removed or replaced since its parent was listed
+
+@dataclass(slots=True)
+class _Entry:
+    """One name of a listed folder, with its stat (or the error that stat raised).
+
+    ``st`` and ``error`` are both None for a symlink that is not followed.
+    """
+
+    path: str
+    link: bool
+    st: os.stat_result | None
+    error: OSError | None
+
+
+@dataclass(slots=True)
+class _Listing:
+    # Sorted by name; what was listed before an error too. Listed in the walk's own
+    # thread, the entries are not statted yet (os.DirEntry): the walk stats each when it
+    # gets there, so what changed meanwhile is seen as it always was.
+    entries: list[_Entry | os.DirEntry[str]]
+    error: OSError | None
+
+
+def _list_folder(
+    path: str, follow_symlinks: bool, *, stat_now: bool, stat_pool: ThreadPoolExecutor | None = None
+) -> _Listing:
+    """List `path` sorted by name; stat each entry now or, unless `stat_now`, later.
+
+    With `stat_pool`, the entries of a large folder are statted by its threads in slices.
+    """
+    raw: list[os.DirEntry[str]] = []
+    error: OSError | None = None
+    try:
+        with os.scandir(path) as it:
+            # extend() keeps what was listed if reading fails midway.
+            raw.extend(it)
+    except OSError as err:
+        error = err
+    raw.sort(key=_by_name)
+    if not stat_now:
+        return _Listing(list(raw), error)
+    statted: list[_Entry | os.DirEntry[str]] = []
+    if stat_pool is None or len(raw) <= STAT_SLICE:
+        statted.extend(_stat_entry(e, follow_symlinks) for e in raw)
+    else:
+        # A flat folder of thousands of files: one round trip per stat, so in parallel too.
+        slices = [raw[n : n + STAT_SLICE] for n in range(0, len(raw), STAT_SLICE)]
+        for done in stat_pool.map(
+            lambda part: [_stat_entry(e, follow_symlinks) for e in part], slices
+        ):
+            statted.extend(done)
+    return _Listing(statted, error)
+
+
+def _stat_entry(entry: os.DirEntry[str], follow_symlinks: bool) -> _Entry:
+    link = False
+    try:
+        # is_symlink() comes from d_type, no system call. stat() is the one system
+        # call per entry; for a non-symlink it is an lstat.
+        link = entry.is_symlink()
+        if link and not follow_symlinks:
+            return _Entry(entry.path, True, None, None)
+        return _Entry(entry.path, link, entry.stat(), None)
+    except OSError as err:
+        return _Entry(entry.path, link, None, err)
+
+
+class _Slot:
+    __slots__ = ("done", "key", "listing")
+
+    def __init__(self, key: Key) -> None:
+        self.key = key
+        self.listing: _Listing | None = None
+        self.done = False
+
+
+class _Lister:
+    """Lists folders for the walk, ahead of it with `threads` threads.
+
+    The threads guess which folders the walk takes next: the subfolders of every
+    folder listed, nearest in walk order (depth first, in name order) first. They only
+    guess plain folders on the same file system (never a symlink, so never a loop,
+    a folder outside the roots or a special file system), and each real folder once.
+    The walk still decides for itself, in its own order, whether to enter a folder;
+    a listing it passes by is dropped. At most `max_ahead` listings are held.
+    """
+
+    def __init__(self, follow_symlinks: bool, threads: int, max_ahead: int) -> None:
+        self.follow_symlinks = follow_symlinks
+        self.max_ahead = max(1, max_ahead)
+        self.cond = threading.Condition()
+        self.wanted: list[tuple[Key, str, int, int]] = []  # heap: key, path, dev, ino
+        self.held: dict[str, _Slot] = {}  # listed or being listed, not yet taken
+        self.started: set[tuple[int, int]] = set()  # (dev, ino) listed once already
+        self.position: Key = ()  # the walk's place: anything before it is behind
+        self.closed = False
+        self.peak_held = 0  # most listings held at once
+        self.taken_ahead = 0  # listings the walk took from the threads
+        # For the stats of large folders: the listing threads wait for them, so not theirs.
+        self.stat_pool = ThreadPoolExecutor(threads, "crawl-stat") if threads else None
+        self.threads = [
+            threading.Thread(target=self._run, name=f"crawl-{n}", daemon=True)
+            for n in range(threads)
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def take(self, path: str, key: Key, dev: int, ino: int) -> _Listing:
+        """The listing of `path`, the folder at `key` of the walk (waits for a thread's)."""
+        with self.cond:
+            self.position = key
+            for behind in [p for p, slot in self.held.items() if slot.key < key]:
+                if self.held[behind].done:
+                    del self.held[behind]  # the walk passed it by (a loop, say)
+            slot = self.held.get(path)
+            if slot is None:
+                self.started.add((dev, ino))
             else:
-                reason = "os_error"
-            self.skip(Skipped(path, reason, _describe(err)))
-        entries.sort(key=_by_name)
-        return entries
+                while not slot.done:
+                    self.cond.wait()
+                del self.held[path]
+                self.taken_ahead += 1
+                self.cond.notify_all()  # a place is free
+        if slot is None or slot.listing is None:
+            # Without threads the walk stats each entry when it gets there.
+            listing = _list_folder(
+                path, self.follow_symlinks, stat_now=bool(self.threads), stat_pool=self.stat_pool
+            )
+            self._want_children(key, dev, listing)
+            return listing
+        return slot.listing
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.held.clear()
+            self.wanted.clear()
+            self.cond.notify_all()
+        if self.stat_pool is not None:
+            self.stat_pool.shutdown(wait=False, cancel_futures=True)
+
+    def _want_children(self, key: Key, dev: int, listing: _Listing) -> None:
+        if not self.threads:
+            return
+        with self.cond:
+            for number, entry in enumerate(listing.entries):
+                if not isinstance(entry, _Entry):
+                    continue
+                st = entry.st
+                if (
+                    st is not None
+                    and not entry.link
+                    and stat.S_ISDIR(st.st_mode)
+                    and st.st_dev == dev
+                    and (dev, st.st_ino) not in self.started
+                ):
+                    heapq.heappush(self.wanted, ((*key, number), entry.path, dev, st.st_ino))
+            self.cond.notify_all()
+
+    def _next(self) -> tuple[str, Key, int] | None:
+        """The next folder to list ahead (holding the lock), or None once closed."""
+        while True:
+            if self.closed:
+                return None
+            if self.wanted and len(self.held) < self.max_ahead:
+                key, path, dev, ino = heapq.heappop(self.wanted)
+                if key < self.position or (dev, ino) in self.started:
+                    continue
+                self.started.add((dev, ino))
+                self.held[path] = _Slot(key)
+                self.peak_held = max(self.peak_held, len(self.held))
+                return path, key, dev
+            self.cond.wait()
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                found = self._next()
+            if found is None:
+                return
+            path, key, dev = found
+            try:
+                listing: _Listing | None = _list_folder(
+                    path, self.follow_symlinks, stat_now=True, stat_pool=self.stat_pool
+                )
+            except Exception:  # the walk lists it itself
+                listing = None
+            with self.cond:
+                slot = self.held.get(path)
+                if slot is not None:
+                    slot.listing, slot.done = listing, True
+                self.cond.notify_all()
+            if listing is not None and not self.closed:
+                self._want_children(key, dev, listing)
 
 
 def _has_ancestor_in(path: str, folders: set[str], *, strict: bool) -> bool:
@@ -355,6 +574,12 @@ def _read_mount_types() -> dict[int, str]:
         except (ValueError, IndexError):
             continue
     return types
+
+
+def _not_statted(entry: _Entry) -> Skipped:
+    if entry.error is not None:
+        return _stat_error(entry.path, entry.error, root=False)
+    return Skipped(entry.path, "not_regular", "symlink")  # links are not followed
 
 
 def _ignore(_skipped: Skipped) -> None:

@@ -13,6 +13,7 @@ import mmap
 import os
 import stat
 import zlib
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .errors import DicomReadError, NotDicomError, Reason
@@ -40,8 +41,51 @@ MAP_THRESHOLD = 64 * 1024  # smaller files are read with one read() call, larger
 DEFLATED = "1.2.840.10008.1.2.1.99"
 
 
+@dataclass(slots=True)
+class LoadedFile:
+    """A file's bytes as :func:`read_file` would load them, read ahead (see prefetch.py).
+
+    ``held`` is the number of bytes held in memory (0 for a mapped file, whose pages
+    stay in the page cache). Close it if it is never passed to :func:`read_file`.
+    """
+
+    path: str
+    buf: Buffer | None
+    mapped: mmap.mmap | None
+    error: DicomReadError | None
+    held: int
+
+    def close(self) -> None:
+        if self.mapped is not None:
+            self.mapped.close()
+            self.mapped = None
+        self.buf = None
+
+
+def load_file(path: str | os.PathLike[str]) -> LoadedFile:
+    """Open and load `path` as read_file does (read when small, mapped when large), now.
+
+    A mapped file has its first page touched, since the reader reads it first;
+    nothing else of it is read. Never raises for a file that cannot be read: the
+    error is kept and raised by read_file.
+    """
+    name = os.fsdecode(path)
+    try:
+        buf, mapped = _load(name)
+    except DicomReadError as err:
+        return LoadedFile(name, None, None, err, 0)
+    if mapped is not None:
+        if len(mapped):
+            mapped[0]  # the page with the preamble and the meta header, read now
+        return LoadedFile(name, buf, mapped, None, 0)
+    return LoadedFile(name, buf, None, None, len(buf))
+
+
 def read_file(
-    path: str | os.PathLike[str], *, value_limit: int = DEFAULT_VALUE_LIMIT
+    path: str | os.PathLike[str],
+    *,
+    value_limit: int = DEFAULT_VALUE_LIMIT,
+    loaded: LoadedFile | None = None,
 ) -> FileRecord:
     """Read one file and return a record for each of its elements, items included.
 
@@ -51,6 +95,8 @@ def read_file(
         The file. Its name does not matter: DICOM is recognised by content.
     value_limit:
         Characters of value text kept per element; longer values are cut and flagged ``CUT``.
+    loaded:
+        The file's bytes from :func:`load_file` (read ahead); closed by this call.
 
     Returns
     -------
@@ -68,7 +114,14 @@ def read_file(
         The file cannot be opened or read, or its meta header is broken.
     """
     name = os.fsdecode(path)
-    buf, mapped = _load(name)
+    if loaded is None:
+        buf, mapped = _load(name)
+    elif loaded.error is not None:
+        raise loaded.error
+    else:
+        buf = loaded.buf if loaded.buf is not None else b""
+        mapped = loaded.mapped
+        loaded.buf = loaded.mapped = None
     try:
         return _read_buffer(name, buf, value_limit)
     finally:
@@ -82,11 +135,12 @@ def _load(path: str) -> tuple[Buffer, mmap.mmap | None]:
         # Non-blocking open and a type check: a path that became a FIFO or a device after the
         # crawl saw it must not block or be read for ever.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)  # one call: on a network share each may be a round trip
+        if not stat.S_ISREG(st.st_mode):
             os.close(fd)
             raise DicomReadError(path, Reason.UNREADABLE, "not a regular file")
         with os.fdopen(fd, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
+            size = st.st_size
             if size > MAP_THRESHOLD:
                 mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
                 mapped.madvise(mmap.MADV_RANDOM)

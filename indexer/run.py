@@ -30,6 +30,7 @@ from .crawl_ahead import CrawlAhead
 from .crawler import FoundFile, Skipped, iter_files
 from .db import describe_url, first_line, open_index, resolve_url
 from .errors import DatabaseError, IndexerError
+from .netfs import is_network_path
 from .records import DEFAULT_VALUE_LIMIT
 from .rows import Outcome, stored_path
 from .worker import Task, init_process, process_chunk
@@ -38,6 +39,7 @@ from .writer.runs import record_counts
 
 CHECK_CHUNK = 512  # paths compared with the index per query
 TASK_CHUNK = 16  # files handed to a worker at once
+NETWORK_TASK_CHUNK = 64  # on a network share: a worker waits for the first file of each chunk
 # Task chunks queued per worker: more than a batch in flight, so the workers go on while the
 # writer writes.
 PENDING_PER_WORKER = 32
@@ -145,10 +147,11 @@ class _Feed:
         to_read, unchanged = self.catalog.split_unchanged(batch)
         self.seen += len(batch)
         self.unchanged.extend(unchanged)
-        for start in range(0, len(to_read), TASK_CHUNK):
+        step = NETWORK_TASK_CHUNK if to_read and is_network_path(to_read[0][0]) else TASK_CHUNK
+        for start in range(0, len(to_read), step):
             yield [
                 (path, size, mtime_ns, self.value_limit, self.sink, self.run_key)
-                for path, size, mtime_ns in to_read[start : start + TASK_CHUNK]
+                for path, size, mtime_ns in to_read[start : start + step]
             ]
 
 

@@ -11,11 +11,16 @@ import signal
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from .backends.sinks import SinkSpec
 from .errors import DicomReadError, Reason
+from .netfs import is_network_path
 from .records import DEFAULT_VALUE_LIMIT
 from .rows import FailedFile, Outcome, PathIds, stored_path, to_rows
+
+if TYPE_CHECKING:
+    from .reader import LoadedFile
 
 # path, size, mtime_ns, value_limit, sink spec, run_key
 Task = tuple[str, int, int, int, SinkSpec, str]
@@ -94,11 +99,14 @@ def process_file(
     value_limit: int = DEFAULT_VALUE_LIMIT,
     sink: SinkSpec | None = None,
     run_key: str = "",
+    *,
+    loaded: LoadedFile | None = None,
 ) -> Outcome:
     """Read, walk and flatten one file; never raises for a bad file.
 
     Element rows go to this process's sink of `sink` (COPY text when None). `run_key`
     names the run: the definitions of new sequence paths are sent once per run.
+    `loaded` is the file's bytes when they were read ahead (prefetch.iter_loaded).
     """
     # Imported here, not at the top: the walker brings in pydicom, which a re-run over an
     # unchanged archive (nothing to read) never needs, nor does the writer process.
@@ -106,7 +114,7 @@ def process_file(
 
     stored = stored_path(path)
     try:
-        record = read_file(path, value_limit=value_limit)
+        record = read_file(path, value_limit=value_limit, loaded=loaded)
     except DicomReadError as err:
         return _failed(stored, size, mtime_ns, err)
     except (OSError, ValueError, MemoryError, RecursionError) as err:
@@ -124,11 +132,23 @@ def process_file(
     return to_rows(record, mtime_ns, _path_ids_for(run_key), sink.open())
 
 
-def process_chunk(tasks: list[Task]) -> list[Outcome]:
+def process_chunk(tasks: list[Task], *, prefetch: bool | None = None) -> list[Outcome]:
     """Pool entry point: a few files at once, to spread the cost of inter-process messages.
 
+    With `prefetch` (None: when the chunk's first file is on a network file system) the
+    next files are read ahead in threads while each is walked; the outcomes are the same.
     Their element rows are committed to the sink before the outcomes go back."""
-    outcomes = [process_file(*task) for task in tasks]
+    if prefetch is None:
+        prefetch = bool(tasks) and is_network_path(tasks[0][0])
+    if prefetch:
+        from .prefetch import iter_loaded
+
+        loads = iter_loaded([(task[0], task[1]) for task in tasks])
+        outcomes = [
+            process_file(*task, loaded=loaded) for task, loaded in zip(tasks, loads, strict=True)
+        ]
+    else:
+        outcomes = [process_file(*task) for task in tasks]
     if tasks:
         tasks[0][4].open().commit()
     return outcomes
