@@ -35,6 +35,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -400,6 +401,13 @@ def _fingerprint(ids: list[int], marks: list[str], first: int, last: int) -> str
     return digest.hexdigest()[:32]
 
 
+def _write_sorted(writer: Any, group: Any) -> None:
+    writer.write_table(
+        group.sort_by([(name, "ascending") for name in ELEMENT_SORT]),
+        row_group_size=group.num_rows,
+    )
+
+
 class _PartWriter:
     """Writes element rows (in file order) into parts of at most about `part_rows` rows, each
     row group sorted by path; a part ends only between two files."""
@@ -427,6 +435,8 @@ class _PartWriter:
         self._rows = 0
         self._first = 0  # the first file id of the part being written
         self._last_file = 0  # the last file id written
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet")
+        self._writing: Future[None] | None = None
 
     def range(
         self, first: int, last: int | None, batches: Iterator[list[tuple[Any, ...]]]
@@ -517,14 +527,28 @@ class _PartWriter:
         return boundary
 
     def _write_group(self, group: Any) -> None:
+        """Sort and write the group in the writing thread, while this one reads on (pyarrow
+        sorts and compresses without the GIL); one group at a time, so memory stays bound."""
         if self._writer is None:
             self._open_part()
-        self._writer.write_table(
-            group.sort_by([(name, "ascending") for name in ELEMENT_SORT]),
-            row_group_size=group.num_rows,
-        )
+        self._wait()
+        self._writing = self._thread.submit(_write_sorted, self._writer, group)
         self._rows += group.num_rows
         self._last_file = int(group.column("file_id")[-1].as_py())
+
+    def _wait(self) -> None:
+        if self._writing is not None:
+            writing, self._writing = self._writing, None
+            writing.result()
+
+    def close(self) -> None:
+        """Finish the last write and stop the writing thread (also after an error)."""
+        try:
+            self._wait()
+        finally:
+            self._thread.shutdown(wait=True)
+            if self._writer is not None:
+                self._writer.close()
 
     def _write_empty(self) -> None:
         self._writer.write_table(self.arrow_schema.empty_table())
@@ -535,6 +559,7 @@ class _PartWriter:
         self._rows = 0
 
     def _close_part(self, last: int) -> None:
+        self._wait()
         self._writer.close()
         self._writer = None
         fingerprint = self.fingerprint(self._first, last)
@@ -564,29 +589,44 @@ def _export_elements(
         lambda: next(numbers),
         lambda first, last: _fingerprint(ids, marks, first, last),
     )
+    try:
+        return _write_element_parts(conn, writer, old, report, progress)
+    finally:
+        writer.close()
+
+
+def _counted(
+    batches: Iterator[list[tuple[Any, ...]]], progress: Callable[[int], None]
+) -> Iterator[list[tuple[Any, ...]]]:
+    for rows in batches:
+        progress(len(rows))
+        yield rows
+
+
+def _write_element_parts(
+    conn: Connection,
+    writer: _PartWriter,
+    old: list[ElementPart],
+    report: ExportReport,
+    progress: Callable[[int], None],
+) -> list[ElementPart]:
     mark = placeholder(conn)
     base = f"SELECT {', '.join(ELEMENT_COLUMNS)} FROM elements"
-
-    def counted(batches: Iterator[list[tuple[Any, ...]]]) -> Iterator[list[tuple[Any, ...]]]:
-        for rows in batches:
-            progress(len(rows))
-            yield rows
-
-    parts: list[ElementPart] = []
     target = Path(report.directory)
+    parts: list[ElementPart] = []
     for part in old:
-        unchanged = part.fingerprint == _fingerprint(ids, marks, part.first, part.last)
+        unchanged = part.fingerprint == writer.fingerprint(part.first, part.last)
         if unchanged and (target / part.file).is_file():
             parts.append(part)
             report.parts_kept += 1
             continue
         query = f"{base} WHERE file_id BETWEEN {mark} AND {mark} ORDER BY file_id, ordinal"
         rows = stream_rows(conn, query, (part.first, part.last))
-        parts.extend(writer.range(part.first, part.last, counted(rows)))
+        parts.extend(writer.range(part.first, part.last, _counted(rows, progress)))
     first_new = old[-1].last + 1 if old else -(2**31)
     query = f"{base} WHERE file_id >= {mark} ORDER BY file_id, ordinal"
     rows = stream_rows(conn, query, (first_new,))
-    parts.extend(writer.range(first_new, None, counted(rows)))
+    parts.extend(writer.range(first_new, None, _counted(rows, progress)))
     if not parts:  # an index without element rows: the view still needs a file
         parts.extend(writer.range(first_new, first_new - 1, iter(())))
     report.parts_written = len(writer.parts)
