@@ -16,7 +16,8 @@ benchmarks/make_archive.py, or given with --db):
 Run: python benchmarks/bench_export.py --files 20000 [--repeat 3] [--profile]
      python benchmarks/bench_export.py --db /tmp/index.db   (an existing index)
      add --pg-url postgresql+psycopg://postgres@127.0.0.1:5432/bench_export to also index
-     the archive into that (new, empty) PostgreSQL database and export it.
+     the archive into that (new, empty) PostgreSQL database and export it (with --db: an
+     existing PostgreSQL index of the same archive, exported only).
 """
 
 from __future__ import annotations
