@@ -222,6 +222,14 @@ def test_refusals_are_one_line(tmp_path: Path, sample_dir: Path) -> None:
     refused = runner.invoke(app, ["export", "parquet", str(busy), "--db", url])
     assert refused.exit_code == 1 and single_line(refused.output), refused.output
     assert "holds no export" in refused.output
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    refused = runner.invoke(app, ["export", "parquet", str(a_file), "--db", url])
+    assert refused.exit_code == 1 and "is not a folder" in refused.output, refused.output
+    under_a_device = runner.invoke(app, ["export", "parquet", "/dev/full/export", "--db", url])
+    assert under_a_device.exit_code == 1 and single_line(under_a_device.output), (
+        under_a_device.output
+    )
     assert sorted(p.name for p in busy.iterdir()) == ["notes.txt"]
 
 

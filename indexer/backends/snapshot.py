@@ -15,7 +15,10 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from ..errors import DatabaseError
+
 _cursor_names = itertools.count()
+_DRIVER_MODULES = ("sqlite3", "psycopg", "_sqlite3")
 
 
 @contextmanager
@@ -59,5 +62,10 @@ def stream_rows(
             if not rows:
                 return
             yield rows
+    except Exception as err:  # the driver's own (its cursor is used without SQLAlchemy)
+        if type(err).__module__.split(".")[0] not in _DRIVER_MODULES:
+            raise
+        message = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise DatabaseError(f"cannot read the index: {message}") from None
     finally:
         cursor.close()

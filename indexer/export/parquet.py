@@ -156,6 +156,22 @@ def export_parquet(
     started = time.monotonic()
     target = Path(directory).expanduser().absolute()
     database = describe_url(resolve_url(db))
+    try:
+        return _export_into(db, target, database, full, part_rows, progress, started)
+    except OSError as err:  # a folder that cannot be written, a full disk
+        where = err.filename or target
+        raise ExportError(f"cannot write the export at {where}: {err.strerror or err}") from None
+
+
+def _export_into(
+    db: str | None,
+    target: Path,
+    database: str,
+    full: bool,
+    part_rows: int,
+    progress: Callable[[int], None] | None,
+    started: float,
+) -> ExportReport:
     _prepare_folder(target)
     with _locked(target):
         _remove_stale_staging(target)
