@@ -196,13 +196,27 @@ def test_a_second_export_rewrites_only_the_changed_parts(
     assert third["element_parts_kept"] >= parts // 2
     assert same_rows(element_rows(db_url), exported_elements(out))
     manifest = json.loads((out / MANIFEST).read_text())
-    listed = {p["file"] for p in manifest["element_parts"]}
-    assert listed == {f"elements/{p.name}" for p in (out / "elements").iterdir()}
+    assert listed_files(out) == files_on_disk(out)
     ranges = [p["file_ids"] for p in manifest["element_parts"]]
     assert all(b[0] == a[1] + 1 for a, b in zip(ranges, ranges[1:], strict=False))
     full = export(db_url, tmp_path / "full")
     assert full["element_rows"] == third["element_rows"]
     assert exported_elements(tmp_path / "full") == exported_elements(out)
+    # --full into the same folder: new names, and nothing of the earlier files left over.
+    before = files_on_disk(out)
+    again = export(db_url, out, "--full")
+    assert again["incremental"] is False and again["element_parts_kept"] == 0
+    assert listed_files(out) == files_on_disk(out) and not before & files_on_disk(out)
+    assert exported_elements(out) == exported_elements(tmp_path / "full")
+
+
+def listed_files(directory: Path) -> set[str]:
+    manifest = json.loads((directory / MANIFEST).read_text())
+    return {f for table in manifest["tables"].values() for f in table["files"]}
+
+
+def files_on_disk(directory: Path) -> set[str]:
+    return {str(p.relative_to(directory)) for p in directory.glob("*/*.parquet")}
 
 
 def test_refusals_are_one_line(tmp_path: Path, sample_dir: Path) -> None:

@@ -175,7 +175,13 @@ def _export_into(
     _prepare_folder(target)
     with _locked(target):
         _remove_stale_staging(target)
-        previous = None if full else _previous_manifest(target, database)
+        existing = _read_manifest(target)
+        reusable = not full and _reusable(existing, database)
+        previous = existing if reusable else None
+        # Every export names its files anew (a generation number, part numbers not on disk),
+        # so the export in place stays whole until the manifest that lists the new one.
+        generation = int((existing or {}).get("generation", 0)) + 1
+        taken = {f"elements/{p.name}" for p in (target / "elements").glob("*.parquet")}
         staging = target / f"{_STAGING}{secrets.token_hex(4)}"
         _make_private_dir(staging)
         try:
@@ -185,14 +191,14 @@ def _export_into(
             try:
                 with connect(db) as conn, read_snapshot(conn):
                     revision = current_revision(conn)
-                    files_written = _export_tables(conn, staging, report)
+                    files_written = _export_tables(conn, staging, report, generation)
                     parts = _export_elements(
-                        conn, staging, previous, part_rows, report, progress or (lambda n: None)
+                        conn, staging, previous, taken, part_rows, report, progress
                     )
             finally:
                 gc.set_threshold(*threshold)
             report.seconds = time.monotonic() - started
-            _commit(target, staging, files_written, parts, previous, revision, report)
+            _commit(target, staging, files_written, parts, generation, revision, report)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return report
@@ -244,20 +250,23 @@ def _remove_stale_staging(target: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def _previous_manifest(target: Path, database: str) -> dict[str, Any] | None:
-    """The manifest of the export in `target`, when it is one this code can bring up to date."""
+def _read_manifest(target: Path) -> dict[str, Any] | None:
     try:
         manifest = json.loads((target / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if (
-        not isinstance(manifest, dict)
-        or manifest.get("export_format") != EXPORT_FORMAT
-        or manifest.get("database") != database
-        or manifest.get("schema_revision") != schema_revision_expected()
-    ):
-        return None
-    return manifest
+    return manifest if isinstance(manifest, dict) else None
+
+
+def _reusable(manifest: dict[str, Any] | None, database: str) -> bool:
+    """Whether the export of `manifest` is one of `database` this code can bring up to date."""
+    return (
+        manifest is not None
+        and manifest.get("export_format") == EXPORT_FORMAT
+        and manifest.get("database") == database
+        and manifest.get("schema_revision") == schema_revision_expected()
+        and isinstance(manifest.get("element_parts"), list)
+    )
 
 
 def schema_revision_expected() -> str:
@@ -323,7 +332,9 @@ def _columns_of(rows: Sequence[tuple[Any, ...]], arrow_schema: Any) -> list[Any]
     return arrays
 
 
-def _export_tables(conn: Connection, staging: Path, report: ExportReport) -> list[str]:
+def _export_tables(
+    conn: Connection, staging: Path, report: ExportReport, generation: int
+) -> list[str]:
     """Write every table but `elements` whole; return the files written (relative names)."""
     import pyarrow as pa
 
@@ -331,7 +342,7 @@ def _export_tables(conn: Connection, staging: Path, report: ExportReport) -> lis
     for name, order in TABLE_ORDER.items():
         table = schema.metadata.tables[name]
         arrow_schema = _arrow_schema(table)
-        relative = f"{name}/part-00000.parquet"
+        relative = f"{name}/part-{generation:05d}.parquet"
         _make_private_dir(staging / name)
         quoted = ", ".join(f'"{c.name}"' for c in table.columns)
         writer = _writer(staging / relative, arrow_schema)
@@ -587,17 +598,17 @@ def _export_elements(
     conn: Connection,
     staging: Path,
     previous: dict[str, Any] | None,
+    taken: set[str],
     part_rows: int,
     report: ExportReport,
-    progress: Callable[[int], None],
+    progress: Callable[[int], None] | None,
 ) -> list[ElementPart]:
     """Write the element parts that changed since `previous` (all of them without one);
     return every part of the new export, kept ones included, in file id order."""
     _make_private_dir(staging / "elements")
     ids, marks = _file_fingerprints(conn)
     old = [_part_of(p) for p in (previous or {}).get("element_parts", [])]
-    used = {p.file for p in old}
-    numbers = (n for n in range(10**8) if f"elements/part-{n:05d}.parquet" not in used)
+    numbers = (n for n in range(10**8) if f"elements/part-{n:05d}.parquet" not in taken)
     writer = _PartWriter(
         staging,
         _load_paths(conn),
@@ -606,7 +617,7 @@ def _export_elements(
         lambda first, last: _fingerprint(ids, marks, first, last),
     )
     try:
-        return _write_element_parts(conn, writer, old, report, progress)
+        return _write_element_parts(conn, writer, old, report, progress or (lambda n: None))
     finally:
         writer.close()
 
@@ -662,12 +673,13 @@ def _commit(
     staging: Path,
     tables: list[str],
     parts: list[ElementPart],
-    previous: dict[str, Any] | None,
+    generation: int,
     revision: str | None,
     report: ExportReport,
 ) -> None:
-    """Move the new files into place, then write the views and the manifest (each by a rename),
-    then remove the files of the earlier export that the new one does not list."""
+    """Move the new files into place (beside the earlier export's, under other names), then
+    write the views and the manifest (each by a rename), then remove every Parquet file
+    of the table folders that the new manifest does not list."""
     for relative in [*tables, *(p.file for p in parts)]:
         source = staging / relative
         if source.exists():
@@ -686,6 +698,7 @@ def _commit(
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seconds": round(report.seconds, 3),
         "incremental": report.incremental,
+        "generation": generation,
         "tables": {
             name: {
                 "rows": report.tables.get(name, report.element_rows),
@@ -700,11 +713,12 @@ def _commit(
     report.tables["elements"] = report.element_rows
     _write_text(target / VIEWS, duckdb_views(listed), staging)
     _write_text(target / MANIFEST, json.dumps(manifest, indent=2) + "\n", staging)
-    keep = {p.file for p in parts}
-    for entry in (previous or {}).get("element_parts", []):
-        if entry["file"] not in keep:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(target / entry["file"])
+    keep = {f for files in listed.values() for f in files}
+    for name in listed:
+        for path in (target / name).glob("*.parquet"):
+            if f"{name}/{path.name}" not in keep:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
 
 
 def _write_text(path: Path, text: str, staging: Path) -> None:
