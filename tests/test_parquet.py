@@ -320,3 +320,60 @@ def test_the_snapshot_does_not_see_later_commits(
     finally:
         reader.dispose()
         writer.dispose()
+
+
+CONSISTENT = {
+    # every instance has as many data elements as it says, and every element row its file
+    "instances without their elements": """
+        SELECT COUNT(*) FROM instances i
+        LEFT JOIN (SELECT file_id, COUNT(*) AS n FROM elements WHERE flags & 3 = 0
+                   GROUP BY file_id) e ON e.file_id = i.file_id
+        WHERE COALESCE(e.n, 0) <> i.element_count""",
+    "elements without their file": """
+        SELECT COUNT(*) FROM (SELECT DISTINCT file_id FROM elements) e
+        LEFT JOIN files f ON f.id = e.file_id WHERE f.id IS NULL""",
+    # the summaries count the same instances as the instances table
+    "instance groups that disagree": """
+        SELECT ABS((SELECT COALESCE(SUM(instances), 0) FROM instance_groups)
+                   - (SELECT COUNT(*) FROM instances))""",
+}
+
+
+@pytest.mark.corpus
+def test_exports_taken_while_the_index_is_written_are_consistent(
+    db_url: str, corpus_dir: Path, tmp_path: Path
+) -> None:
+    """`indexer index` commits batches of 5 files while exports run: each export reads one
+    snapshot, so its tables agree with each other whatever moment it caught."""
+    script = (
+        "import sys; from indexer.run import index_paths; "
+        "index_paths([sys.argv[1]], sys.argv[2], workers=1, batch_files=5)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(corpus_dir), db_url], env=env, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if query(db_url, "SELECT COUNT(*) FROM instances")[0][0] > 0:
+                    break
+            except sa.exc.SQLAlchemyError:
+                pass  # the schema is not there yet
+            time.sleep(0.05)
+        exports = []
+        while proc.poll() is None and len(exports) < 6:
+            out = tmp_path / f"export-{len(exports)}"
+            exports.append((export(db_url, out, "--part-rows", "3000"), out))
+    finally:
+        proc.wait(timeout=300)
+    assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
+    assert exports, "the index run ended before an export could start"
+    during = [r["rows"]["instances"] for r, _ in exports]
+    final = query(db_url, "SELECT COUNT(*) FROM instances")[0][0]
+    assert min(during) < final, "no export caught the index half written"
+    for report, out in exports:
+        con = duck(out)
+        for what, sql in CONSISTENT.items():
+            assert con.execute(sql).fetchone() == (0,), (what, report["rows"])
