@@ -240,6 +240,13 @@ def test_refusals_are_one_line(tmp_path: Path, sample_dir: Path) -> None:
     a_file.write_text("x")
     refused = runner.invoke(app, ["export", "parquet", str(a_file), "--db", url])
     assert refused.exit_code == 1 and "is not a folder" in refused.output, refused.output
+    engine = engine_for(url)
+    with engine.begin() as conn:  # SQLite takes what PostgreSQL's INTEGER would refuse
+        conn.exec_driver_sql("UPDATE files SET element_count = 1099511627776")
+    engine.dispose()
+    too_big = runner.invoke(app, ["export", "parquet", str(tmp_path / "big"), "--db", url])
+    assert too_big.exit_code == 1 and single_line(too_big.output), too_big.output
+    assert "does not fit" in too_big.output and not list((tmp_path / "big").glob("*/*"))
     under_a_device = runner.invoke(app, ["export", "parquet", "/dev/full/export", "--db", url])
     assert under_a_device.exit_code == 1 and single_line(under_a_device.output), (
         under_a_device.output

@@ -148,7 +148,7 @@ def export_parquet(
     if part_rows < 1:
         raise ExportError("the rows per element part must be at least 1")
     try:
-        import pyarrow  # noqa: F401
+        import pyarrow
     except ImportError:
         raise ExportError(
             "Parquet support is not installed: pip install 'dicom-indexer[parquet]'"
@@ -161,6 +161,11 @@ def export_parquet(
     except OSError as err:  # a folder that cannot be written, a full disk
         where = err.filename or target
         raise ExportError(f"cannot write the export at {where}: {err.strerror or err}") from None
+    except pyarrow.ArrowInvalid:  # its message may quote the value
+        raise ExportError(
+            "a value in the index does not fit its Parquet column (say, an integer beyond "
+            "32 bits in an INTEGER column); nothing was written under a final name"
+        ) from None
 
 
 def _export_into(
