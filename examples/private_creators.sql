@@ -10,4 +10,4 @@ WHERE k.depth = 0
   AND k.private_creator IS NOT NULL
   AND k.tag % 65536 = 16
 GROUP BY k.private_creator, substr(k.key, 2, 4)
-ORDER BY instances DESC, k.private_creator;
+ORDER BY instances DESC, k.private_creator, substr(k.key, 2, 4);

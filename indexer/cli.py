@@ -1458,6 +1458,61 @@ def errors(
         _print_rows(rows, Format(output.value), columns)
 
 
+# -- export parquet -----------------------------------------------------------------------------
+
+
+
+@export_app.command("parquet")
+def export_parquet(
+    directory: Annotated[
+        Path,
+        typer.Argument(metavar="DIR", help="Folder of the export (created).", show_default=False),
+    ],
+    db: DbOption = None,
+    full: Annotated[
+        bool, typer.Option("--full", help="Write every file anew, not only what changed.")
+    ] = False,
+    part_rows: Annotated[
+        int,
+        typer.Option("--part-rows", min=1, metavar="N", help="Element rows per Parquet part."),
+    ] = 4_000_000,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    output: FormatOption = Format.table,
+) -> None:
+    """Write the index as Parquet files (zstd) for DuckDB, Spark, Trino, BigQuery.
+
+    DIR gets one folder per table, export.json (row counts, files) and duckdb.sql (views
+    named like the index's tables). Run again into the same DIR, it rewrites only the
+    element parts whose files changed. Example:
+    indexer export parquet /data/index-parquet --db index.db; cd /data/index-parquet;
+    duckdb -init duckdb.sql
+    """
+    from tqdm import tqdm
+
+    from .export.parquet import export_parquet as write_export
+
+    shown = not quiet and sys.stderr.isatty()
+    bar = tqdm(unit=" rows", desc="exporting", disable=not shown, file=sys.stderr, unit_scale=True)
+    with reported_errors(), bar:
+        report = write_export(db, directory, full=full, part_rows=part_rows, progress=bar.update)
+    per_row = report.bytes_per_element_row
+    _print_mapping(
+        {
+            "directory": report.directory,
+            "database": report.database,
+            "incremental": report.incremental,
+            "element rows": report.element_rows,
+            "element parts written": report.parts_written,
+            "element parts kept": report.parts_kept,
+            "bytes": report.total_bytes,
+            "bytes per element row": None if per_row is None else round(per_row, 2),
+            "rows": report.tables,
+            "elapsed s": round(report.seconds, 2),
+        },
+        output,
+    )
+
+
 # -- db -----------------------------------------------------------------------------------------
 
 

@@ -77,6 +77,11 @@ def test_wheel_ships_py_typed(wheel: BuiltWheel) -> None:
     assert "indexer/py.typed" in wheel.names
 
 
+def test_wheel_ships_the_export_package(wheel: BuiltWheel) -> None:
+    assert "indexer/export/parquet.py" in wheel.names
+    assert "indexer/backends/snapshot.py" in wheel.names
+
+
 def test_wheel_declares_console_script(wheel: BuiltWheel) -> None:
     parser = configparser.ConfigParser()
     parser.read_string(wheel.entry_points)

@@ -1,0 +1,1 @@
+"""Writing the index out for other tools: `indexer export parquet` (parquet.py)."""
