@@ -1461,7 +1461,6 @@ def errors(
 # -- export parquet -----------------------------------------------------------------------------
 
 
-
 @export_app.command("parquet")
 def export_parquet(
     directory: Annotated[
