@@ -142,6 +142,16 @@ def index(
             help="Reader processes; 0 reads in this process [default: CPU count].",
         ),
     ] = None,
+    writers: Annotated[
+        int,
+        typer.Option(
+            "--writers",
+            min=1,
+            metavar="N",
+            help="PostgreSQL: N worker processes that each write their own chunks "
+            "(in place of --workers). SQLite allows one writer.",
+        ),
+    ] = 1,
     prune: Annotated[
         bool, typer.Option(help="Delete files gone from PATHS instead of marking them missing.")
     ] = False,
@@ -169,6 +179,8 @@ def index(
     """Index every DICOM file under PATHS (found by content, any file name).
 
     Re-runs read only new and changed files. Example: indexer index /archive --db index.db
+
+    Many writers: indexer index /archive --db postgresql://host/dicom_index --writers 8
     """
     from .run import index_paths
 
@@ -183,6 +195,7 @@ def index(
                 value_limit=value_limit,
                 progress=progress,
                 follow_links=follow_links,
+                writers=writers,
             )
     except KeyboardInterrupt as err:
         # The run is stopped and recorded: another Ctrl-C (or SIGTERM) must not turn the exit

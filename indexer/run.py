@@ -33,6 +33,7 @@ from .records import DEFAULT_VALUE_LIMIT
 from .rows import Outcome, stored_path
 from .worker import Task, init_process, process_chunk
 from .writer import BatchWriter, Catalog, finish_run, start_run
+from .writer.batch import BatchReport
 from .writer.runs import record_counts
 
 CHECK_CHUNK = 512  # paths compared with the index per query
@@ -255,6 +256,7 @@ class _Options:
     prune: bool
     progress: Callable[[IndexReport], None] | None
     follow_links: bool = False
+    writers: int = 1  # > 1: the workers write their own chunks (executors/chunks.py)
 
 
 def index_paths(
@@ -268,6 +270,7 @@ def index_paths(
     prune: bool = False,
     progress: Callable[[IndexReport], None] | None = None,
     follow_links: bool = False,
+    writers: int = 1,
 ) -> IndexReport:
     """Index every DICOM file under `roots` into the index `db` (see db.resolve_url).
 
@@ -287,20 +290,27 @@ def index_paths(
         never entered, and every folder is walked once.
     progress:
         Called with the running report after each batch, and at least every second.
+    writers:
+        More than 1 (PostgreSQL only): that many worker processes each read, walk and write
+        their own chunks, one transaction per chunk (in place of `workers`); the summary
+        counters are merged by this process. SQLite allows one writer: refused.
 
     Returns the run's IndexReport. Raises DatabaseError when the index cannot be
     opened or written, IndexerError when a worker process dies; bad files never
     raise, they are recorded. Called in the main thread, SIGINT and SIGTERM stop the run
     cleanly: it is recorded as interrupted and RunStopped (a KeyboardInterrupt) is raised.
     """
+    if writers < 1:
+        raise IndexerError("--writers must be at least 1")
     options = _Options(
-        (os.cpu_count() or 1) if workers is None else workers,
+        writers if writers > 1 else (os.cpu_count() or 1) if workers is None else workers,
         batch_files,
         batch_elements,
         value_limit,
         prune,
         progress,
         follow_links,
+        writers,
     )
     threshold = gc.get_threshold()
     gc.set_threshold(*_GC_THRESHOLD)
@@ -332,6 +342,11 @@ def _index(
     started = time.perf_counter()
     url = resolve_url(db)
     backend = backends.for_url(url)
+    if options.writers > 1 and not backend.concurrent_writers:
+        raise IndexerError(
+            f"--writers {options.writers}: {backend.name} allows one writer; "
+            "use a PostgreSQL index, or leave --writers out"
+        )
     report = IndexReport(database=describe_url(url))
     executor = None
     writer = None
@@ -346,6 +361,7 @@ def _index(
             roots,
             {
                 "workers": options.workers,
+                "writers": options.writers,
                 "prune": options.prune,
                 "value_limit": options.value_limit,
             },
@@ -363,7 +379,10 @@ def _index(
         )
         try:
             stop_check()
-            _Pipeline(executor, feed, writer, report, options, started).run()
+            pipeline = _Pipeline(executor, feed, writer, report, options, started)
+            if options.writers > 1:
+                pipeline.submit = _chunk_writers(url, report.run_id)
+            pipeline.run()
             stop_check()  # a stop during the last batch is recorded, not completed over
         except BaseException as err:
             pool, executor, done, writer = executor, None, writer, None
@@ -384,6 +403,20 @@ def _index(
         if writer is not None:
             _close(writer)
         backend.close(None)  # the scratch folder goes on every way out
+
+
+_Submit = Callable[[ProcessPoolExecutor, list[Task]], Future[Any]]
+
+
+def _chunk_writers(url: str, run_id: int) -> _Submit:
+    """The workers write their chunks themselves (see executors/chunks.py)."""
+    from .executors.chunks import write_chunk
+
+    return lambda executor, tasks: executor.submit(write_chunk, tasks, url, run_id)
+
+
+def _read_chunk(executor: ProcessPoolExecutor, tasks: list[Task]) -> Future[Any]:
+    return executor.submit(process_chunk, tasks)
 
 
 def _start_pool(workers: int) -> ProcessPoolExecutor:
@@ -476,6 +509,8 @@ class _Pipeline:
         self.batch: list[Outcome] = []
         self.batch_rows = 0
         self.last_flush = time.monotonic()
+        self.submit: _Submit = _read_chunk  # a chunk's future: its outcomes, or what a worker wrote
+        self.written = BatchReport()  # chunks the workers wrote and committed themselves
 
     def run(self) -> None:
         if self.executor is None:
@@ -489,7 +524,7 @@ class _Pipeline:
 
     def _run_pool(self, executor: ProcessPoolExecutor) -> None:
         chunks = self.feed.chunks()
-        pending: dict[Future[list[Outcome]], int] = {}  # future -> submission number
+        pending: dict[Future[Any], int] = {}  # future -> submission number
         submitted = 0
         exhausted = False
         while True:
@@ -499,7 +534,7 @@ class _Pipeline:
                 if tasks is None:
                     exhausted = True
                 else:
-                    pending[executor.submit(process_chunk, tasks)] = submitted
+                    pending[self.submit(executor, tasks)] = submitted
                     submitted += 1
             if not pending:
                 return
@@ -513,7 +548,10 @@ class _Pipeline:
                 _check_workers(executor)
             self._flush_when_due()
 
-    def _take(self, outcomes: list[Outcome]) -> None:
+    def _take(self, outcomes: list[Outcome] | BatchReport) -> None:
+        if isinstance(outcomes, BatchReport):  # written by the worker: counted at the flush
+            self.written.add(outcomes)
+            return
         for outcome in outcomes:
             self.batch.append(outcome)
             self.batch_rows += getattr(outcome, "element_rows", 0)
@@ -533,6 +571,11 @@ class _Pipeline:
     def _flush(self) -> None:
         feed, report = self.feed, self.report
         written = self.writer.write(self.batch, feed.unchanged, feed.skipped)
+        written.add(self.written)
+        self.written = BatchReport()
+        if self.writer.backend.concurrent_writers:
+            # Folds in what chunk writers (this run's, or a killed run's) left in the deltas.
+            self.writer.merge_summaries()
         report.indexed += written.indexed
         report.partial += written.partial
         report.failed += written.failed

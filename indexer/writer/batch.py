@@ -68,10 +68,14 @@ class BatchReport:
 class BatchWriter:
     """Writes one run's batches on the run's one writing connection."""
 
-    def __init__(self, engine: Engine, backend: Backend, run_id: int) -> None:
+    def __init__(
+        self, engine: Engine, backend: Backend, run_id: int, *, deferred_summaries: bool = False
+    ) -> None:
         self.engine = engine
         self.backend = backend
         self.run_id = run_id
+        # One of several concurrent writers: counters go to the delta tables (summaries.apply).
+        self.deferred_summaries = deferred_summaries
         self._hierarchy = Hierarchy(backend)
         self._conn: Connection | None = None
 
@@ -79,6 +83,13 @@ class BatchWriter:
         if self._conn is None:
             self._conn = self.engine.connect()
         return self._conn
+
+    def merge_summaries(self) -> None:
+        """Fold the delta tables of concurrent writers into the summaries, in a transaction
+        of its own (summaries.merge_pending)."""
+        conn = self.connection()
+        with conn.begin():
+            summaries.merge_pending(conn)
 
     def close(self) -> None:
         """Let the backend release what it holds, and release the connection."""
@@ -162,7 +173,8 @@ class BatchWriter:
                         if isinstance(o, IndexedFile) and o.counts is not None
                     ],
                 )
-                summaries.apply(conn, deltas)  # lands with the transaction or not at all
+                # Lands with the transaction or not at all.
+                summaries.apply(conn, deltas, deferred=self.deferred_summaries)
         report.add(written)
 
     def _split(
@@ -254,7 +266,8 @@ class BatchWriter:
                 )
             if isinstance(definitions_of, IndexedFile):
                 self._write_definitions(conn, definitions_of, deltas)
-            summaries.apply(conn, deltas)  # what its old contents counted goes
+            # What its old contents counted goes.
+            summaries.apply(conn, deltas, deferred=self.deferred_summaries)
         return written
 
     def _write_definitions(
@@ -325,7 +338,6 @@ class BatchWriter:
                 self.backend.insert(paths).on_conflict_do_nothing(index_elements=["id"]),
                 [dict(zip(_PATH_COLUMNS, row, strict=True)) for row in sorted(new_paths.values())],
             )
-        self._hierarchy.write(conn, walked, file_ids, deltas)
         error_rows = [row for o in ordered for row in self._outcome_errors(o, report, now)]
         self.backend.insert_elements(conn, walked, file_ids)
         fragment_rows = [(file_ids[o.path],) + row for o in walked for row in o.encapsulated_rows]
@@ -336,6 +348,9 @@ class BatchWriter:
             )
         if error_rows:
             conn.execute(insert(errors), error_rows)
+        # The hierarchy last: its patient, study and series rows are shared by concurrent
+        # writers, which then hold them only from here to the commit, not during the COPY.
+        self._hierarchy.write(conn, walked, file_ids, deltas)
 
     def _file_row(self, o: Outcome, now: float) -> dict[str, object]:
         row: dict[str, object] = {
