@@ -38,6 +38,9 @@ from .writer.runs import record_counts
 
 CHECK_CHUNK = 512  # paths compared with the index per query
 TASK_CHUNK = 16  # files handed to a worker at once
+# Files per chunk when the workers write (--writers): one transaction each, so its fixed cost
+# (hierarchy look-ups, summary statements, the commit) is spread over more files.
+WRITER_CHUNK = 64
 # Task chunks queued per worker: more than a batch in flight, so the workers go on while the
 # writer writes.
 PENDING_PER_WORKER = 32
@@ -100,6 +103,7 @@ class _Feed:
     run_key: str  # unique per run, even across databases and processes
     stop_check: Callable[[], None]  # raises RunStopped once SIGINT or SIGTERM came
     follow_links: bool = False  # follow symlinks that lead outside the roots
+    chunk_files: int = TASK_CHUNK
     skipped: list[Skipped] = field(default_factory=list)
     unchanged: list[int] = field(default_factory=list)
     seen: int = 0
@@ -121,10 +125,10 @@ class _Feed:
         to_read, unchanged = self.catalog.split_unchanged(batch)
         self.seen += len(batch)
         self.unchanged.extend(unchanged)
-        for start in range(0, len(to_read), TASK_CHUNK):
+        for start in range(0, len(to_read), self.chunk_files):
             yield [
                 (path, size, mtime_ns, self.value_limit, self.sink, self.run_key)
-                for path, size, mtime_ns in to_read[start : start + TASK_CHUNK]
+                for path, size, mtime_ns in to_read[start : start + self.chunk_files]
             ]
 
 
@@ -376,6 +380,7 @@ def _index(
             uuid.uuid4().hex,
             stop_check,
             options.follow_links,
+            WRITER_CHUNK if options.writers > 1 else TASK_CHUNK,
         )
         try:
             stop_check()

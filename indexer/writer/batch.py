@@ -76,7 +76,7 @@ class BatchWriter:
         self.run_id = run_id
         # One of several concurrent writers: counters go to the delta tables (summaries.apply).
         self.deferred_summaries = deferred_summaries
-        self._hierarchy = Hierarchy(backend)
+        self._hierarchy = Hierarchy(backend, skip_settled=deferred_summaries)
         self._conn: Connection | None = None
 
     def connection(self) -> Connection:
