@@ -250,8 +250,9 @@ def _chunk_writer(url: str, chunks: list[list[Any]], start: Any, results: Any, n
 
 def ceiling_pg_writers(chunks: list[list[Any]], url: str, writers: int) -> dict[str, Any]:
     from indexer import summaries
-    from indexer.db import make_engine
+    from indexer.db import make_engine, open_index
 
+    open_index(url).dispose()  # the schema, before the writers start
     context = multiprocessing.get_context("fork")
     start = context.Event()
     results = context.Queue()

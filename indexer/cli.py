@@ -152,6 +152,15 @@ def index(
             "(in place of --workers). SQLite allows one writer.",
         ),
     ] = 1,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler",
+            metavar="ADDRESS",
+            help="PostgreSQL: a Dask scheduler (tcp://HOST:8786) whose workers read, walk and "
+            "write the chunks; PATHS must be mounted at the same place on every worker.",
+        ),
+    ] = None,
     prune: Annotated[
         bool, typer.Option(help="Delete files gone from PATHS instead of marking them missing.")
     ] = False,
@@ -181,6 +190,8 @@ def index(
     Re-runs read only new and changed files. Example: indexer index /archive --db index.db
 
     Many writers: indexer index /archive --db postgresql://host/dicom_index --writers 8
+
+    A Dask cluster: indexer index /archive --db postgresql://host/idx --scheduler tcp://host:8786
     """
     from .run import index_paths
 
@@ -196,6 +207,7 @@ def index(
                 progress=progress,
                 follow_links=follow_links,
                 writers=writers,
+                scheduler=scheduler,
             )
     except KeyboardInterrupt as err:
         # The run is stopped and recorded: another Ctrl-C (or SIGTERM) must not turn the exit

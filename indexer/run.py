@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,7 +132,7 @@ class _Feed:
             ]
 
 
-def _check_workers(executor: ProcessPoolExecutor) -> None:
+def _check_workers(executor: Executor) -> None:
     """Raise BrokenProcessPool when a worker process has died.
 
     The executor notices a dead worker by itself, except when the worker died while it was
@@ -150,7 +150,7 @@ def _check_workers(executor: ProcessPoolExecutor) -> None:
     raise BrokenProcessPool("a worker process died")
 
 
-def _kill_workers(executor: ProcessPoolExecutor) -> None:
+def _kill_workers(executor: Executor) -> None:
     """SIGKILL every worker process of `executor` still running."""
     for process in list((getattr(executor, "_processes", None) or {}).values()):
         if process.exitcode is None:
@@ -261,6 +261,7 @@ class _Options:
     progress: Callable[[IndexReport], None] | None
     follow_links: bool = False
     writers: int = 1  # > 1: the workers write their own chunks (executors/chunks.py)
+    scheduler: str | None = None  # a Dask scheduler's address (executors/dask.py)
 
 
 def index_paths(
@@ -275,6 +276,7 @@ def index_paths(
     progress: Callable[[IndexReport], None] | None = None,
     follow_links: bool = False,
     writers: int = 1,
+    scheduler: str | None = None,
 ) -> IndexReport:
     """Index every DICOM file under `roots` into the index `db` (see db.resolve_url).
 
@@ -298,6 +300,9 @@ def index_paths(
         More than 1 (PostgreSQL only): that many worker processes each read, walk and write
         their own chunks, one transaction per chunk (in place of `workers`); the summary
         counters are merged by this process. SQLite allows one writer: refused.
+    scheduler:
+        The address of a Dask scheduler (tcp://HOST:8786, PostgreSQL only): its workers read,
+        walk and write the chunks this process crawls (see executors/dask.py).
 
     Returns the run's IndexReport. Raises DatabaseError when the index cannot be
     opened or written, IndexerError when a worker process dies; bad files never
@@ -315,6 +320,7 @@ def index_paths(
         progress,
         follow_links,
         writers,
+        scheduler,
     )
     threshold = gc.get_threshold()
     gc.set_threshold(*_GC_THRESHOLD)
@@ -346,16 +352,17 @@ def _index(
     started = time.perf_counter()
     url = resolve_url(db)
     backend = backends.for_url(url)
-    if options.writers > 1 and not backend.concurrent_writers:
+    if (options.writers > 1 or options.scheduler) and not backend.concurrent_writers:
+        asked = "--scheduler" if options.scheduler else f"--writers {options.writers}"
         raise IndexerError(
-            f"--writers {options.writers}: {backend.name} allows one writer; "
-            "use a PostgreSQL index, or leave --writers out"
+            f"{asked}: {backend.name} allows one writer; use a PostgreSQL index, or leave "
+            f"{asked.split()[0]} out"
         )
     report = IndexReport(database=describe_url(url))
     executor = None
     writer = None
     try:
-        if options.workers > 0:
+        if options.workers > 0 and not options.scheduler:
             # Fork the workers first, before this process opens database connections or
             # starts threads.
             executor = _start_pool(options.workers)
@@ -380,14 +387,17 @@ def _index(
             uuid.uuid4().hex,
             stop_check,
             options.follow_links,
-            WRITER_CHUNK if options.writers > 1 else TASK_CHUNK,
+            WRITER_CHUNK if options.writers > 1 or options.scheduler else TASK_CHUNK,
         )
         try:
             stop_check()
             pipeline = _Pipeline(executor, feed, writer, report, options, started)
             if options.writers > 1:
                 pipeline.submit = _chunk_writers(url, report.run_id)
-            pipeline.run()
+            if options.scheduler:
+                _run_on_dask(pipeline, options.scheduler, url, report.run_id)
+            else:
+                pipeline.run()
             stop_check()  # a stop during the last batch is recorded, not completed over
         except BaseException as err:
             pool, executor, done, writer = executor, None, writer, None
@@ -410,7 +420,7 @@ def _index(
         backend.close(None)  # the scratch folder goes on every way out
 
 
-_Submit = Callable[[ProcessPoolExecutor, list[Task]], Future[Any]]
+_Submit = Callable[[Executor, list[Task]], Future[Any]]
 
 
 def _chunk_writers(url: str, run_id: int) -> _Submit:
@@ -420,7 +430,18 @@ def _chunk_writers(url: str, run_id: int) -> _Submit:
     return lambda executor, tasks: executor.submit(write_chunk, tasks, url, run_id)
 
 
-def _read_chunk(executor: ProcessPoolExecutor, tasks: list[Task]) -> Future[Any]:
+def _run_on_dask(pipeline: _Pipeline, scheduler: str, url: str, run_id: int) -> None:
+    """The pipeline with a Dask cluster's workers as the chunk writers."""
+    from .executors.dask import dask_chunks, submit_chunk
+
+    with dask_chunks(scheduler) as cluster:
+        pipeline.executor = cluster
+        pipeline.options.workers = cluster.threads()  # chunks kept in flight per thread
+        pipeline.submit = submit_chunk(url, run_id)
+        pipeline.run()
+
+
+def _read_chunk(executor: Executor, tasks: list[Task]) -> Future[Any]:
     return executor.submit(process_chunk, tasks)
 
 
@@ -498,7 +519,7 @@ class _Pipeline:
 
     def __init__(
         self,
-        executor: ProcessPoolExecutor | None,
+        executor: Executor | None,
         feed: _Feed,
         writer: BatchWriter,
         report: IndexReport,
@@ -527,7 +548,7 @@ class _Pipeline:
             self._run_pool(self.executor)
         self._flush()
 
-    def _run_pool(self, executor: ProcessPoolExecutor) -> None:
+    def _run_pool(self, executor: Executor) -> None:
         chunks = self.feed.chunks()
         pending: dict[Future[Any], int] = {}  # future -> submission number
         submitted = 0

@@ -10,6 +10,7 @@ writer waits on; the run's main process merges them (summaries.merge_pending).
 from __future__ import annotations
 
 import contextlib
+import threading
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
@@ -32,24 +33,41 @@ class _ProcessWriter:
     writer: BatchWriter
 
 
-_current: list[_ProcessWriter] = []  # at most one: the run this process last wrote for
+class _Current(threading.local):
+    # Per thread (a Dask worker may run several tasks at once): the run it last wrote for.
+    writers: list[_ProcessWriter]
+
+    def __init__(self) -> None:
+        self.writers = []
+
+
+_current = _Current()
+_every: list[_ProcessWriter] = []  # of every thread, for close_all_writers
+_every_lock = threading.Lock()
 
 
 def _writer_for(url: str, run_id: int) -> BatchWriter:
-    if _current and (_current[0].url, _current[0].run_id) == (url, run_id):
-        return _current[0].writer
+    found = _current.writers
+    if found and (found[0].url, found[0].run_id) == (url, run_id):
+        return found[0].writer
     close_writer()
     engine = make_engine(url)  # the run's main process has opened and migrated the index
     backend = backends.for_url(url, chunk_writer=True)
     writer = BatchWriter(engine, backend, run_id, deferred_summaries=True)
-    _current.append(_ProcessWriter(url, run_id, engine, writer))
+    made = _ProcessWriter(url, run_id, engine, writer)
+    found.append(made)
+    with _every_lock:
+        _every.append(made)
     return writer
 
 
 def close_writer() -> None:
-    """Release this process's connection (a new run, or the end of a Dask worker's task)."""
-    while _current:
-        done = _current.pop()
+    """Release this thread's connection (a new run, or a failed one)."""
+    while _current.writers:
+        done = _current.writers.pop()
+        with _every_lock:
+            if done in _every:
+                _every.remove(done)
         with contextlib.suppress(SQLAlchemyError):  # the connection failed: dispose lets go
             done.writer.close()
         done.engine.dispose()
@@ -67,3 +85,14 @@ def write_chunk(tasks: list[Task], url: str, run_id: int) -> BatchReport:
     except SQLAlchemyError as err:
         close_writer()  # a later chunk starts on a new connection
         raise DatabaseError(f"database error on {describe_url(url)}: {first_line(err)}") from None
+
+
+def close_all_writers() -> None:
+    """Close the connections of every thread of this process (a Dask worker, once the run
+    that used them ended: the database is not kept busy by idle sessions)."""
+    with _every_lock:
+        done, _every[:] = list(_every), []
+    for made in done:  # their threads run no task now: the run has ended
+        with contextlib.suppress(SQLAlchemyError):
+            made.writer.close()
+        made.engine.dispose()
