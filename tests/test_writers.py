@@ -74,11 +74,12 @@ def _exact_summaries(url: str) -> None:
         assert sorted(query(url, f"SELECT * FROM {table}")) == rebuilt[table], table
 
 
-def test_writers_refused_on_sqlite(tmp_path: Path, sample_dir: Path) -> None:
-    ran = run_cli(["index", str(sample_dir), "--db", str(tmp_path / "i.db"), "--writers", "2"])
+@pytest.mark.parametrize("option", [["--writers", "2"], ["--scheduler", "tcp://127.0.0.1:1"]])
+def test_writers_refused_on_sqlite(tmp_path: Path, sample_dir: Path, option: list[str]) -> None:
+    ran = run_cli(["index", str(sample_dir), "--db", str(tmp_path / "i.db"), *option])
     assert ran.returncode == 1
     assert single_line(ran.stderr) and "allows one writer" in ran.stderr, ran.stderr
-    assert "Traceback" not in ran.stderr
+    assert option[0] in ran.stderr and "Traceback" not in ran.stderr
     assert not (tmp_path / "i.db").exists()  # refused before anything is written
 
 
