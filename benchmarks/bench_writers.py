@@ -309,6 +309,7 @@ def real_run(archive: Path, url: str, workers: int, writers: int) -> dict[str, A
         check=True,
     )
     result: dict[str, Any] = json.loads(ran.stdout.strip().splitlines()[-1])
+    result["files"] = max(1, result["files"])  # the start-up run reads none
     if sampler is not None:
         server = sampler.finish()
         result["server_ms"] = server["server_cpu"] / result["files"] * 1e3
