@@ -110,6 +110,8 @@ class BatchWriter:
         are found; they are recorded as errors of stage `write` and the rest lands."""
         conn = self.connection()
         report = BatchReport()
+        if self.deferred_summaries:
+            self._commit_new_paths(conn, outcomes)
         for number, group in enumerate(self.backend.groups(outcomes) or [[]]):
             self.backend.before_group(conn, group)
             marks = (unchanged_ids, skipped) if number == 0 else ((), ())
@@ -125,6 +127,25 @@ class BatchWriter:
                     self._split(conn, group, report, complaint)
         self.backend.after_batch(conn)
         return report
+
+    def _commit_new_paths(self, conn: Connection, outcomes: Sequence[Outcome]) -> None:
+        """Concurrent writers: commit the chunk's new sequence paths first, in a transaction of
+        their own. Every worker sends each path once per run, so at the start of a run the
+        writers insert the same paths at once, and each would wait for the others' whole
+        chunk transactions to end. A path nobody uses is harmless (paths is a dictionary);
+        one the database refuses is left to the chunk's transaction, which records it."""
+        rows = {row[0]: row for o in outcomes if isinstance(o, IndexedFile) for row in o.new_paths}
+        if not rows:
+            return
+        try:
+            with conn.begin():
+                conn.execute(
+                    self.backend.insert(paths).on_conflict_do_nothing(index_elements=["id"]),
+                    [dict(zip(_PATH_COLUMNS, row, strict=True)) for row in sorted(rows.values())],
+                )
+        except Exception as err:
+            if self.backend.refused(err) is None:
+                raise
 
     def _write_marks(
         self,
