@@ -183,6 +183,25 @@ def index(
             help="Reader processes; 0 reads in this process [default: CPU count].",
         ),
     ] = None,
+    writers: Annotated[
+        int,
+        typer.Option(
+            "--writers",
+            min=1,
+            metavar="N",
+            help="PostgreSQL: N worker processes that each write their own chunks "
+            "(in place of --workers). SQLite allows one writer.",
+        ),
+    ] = 1,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler",
+            metavar="ADDRESS",
+            help="PostgreSQL: a Dask scheduler (tcp://HOST:8786) whose workers read, walk and "
+            "write the chunks; PATHS must be mounted at the same place on every worker.",
+        ),
+    ] = None,
     prune: Annotated[
         bool, typer.Option(help="Delete files gone from PATHS instead of marking them missing.")
     ] = False,
@@ -226,6 +245,8 @@ def index(
     \b
     indexer index /archive --db index.db
     indexer index /archive --db index.db --log-every 300 2>> index.log   # cron, Slurm
+    indexer index /archive --db postgresql://host/idx --writers 8        # many writers
+    indexer index /archive --db postgresql://host/idx --scheduler tcp://host:8786   # Dask
     """
     from .run import index_paths
 
@@ -247,6 +268,8 @@ def index(
                 value_limit=value_limit,
                 progress=on_progress,
                 follow_links=follow_links,
+                writers=writers,
+                scheduler=scheduler,
             )
     except KeyboardInterrupt as err:
         # The run is stopped and recorded: another Ctrl-C (or SIGTERM) must not turn the exit

@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,11 +35,15 @@ from .records import DEFAULT_VALUE_LIMIT
 from .rows import Outcome, stored_path
 from .worker import Task, init_process, process_chunk
 from .writer import BatchWriter, Catalog, finish_run, start_run
+from .writer.batch import BatchReport
 from .writer.runs import record_counts
 
 CHECK_CHUNK = 512  # paths compared with the index per query
 TASK_CHUNK = 16  # files handed to a worker at once
 NETWORK_TASK_CHUNK = 64  # on a network share: a worker waits for the first file of each chunk
+# Files per chunk when the workers write (--writers): one transaction each, so its fixed cost
+# (hierarchy look-ups, summary statements, the commit) is spread over more files.
+WRITER_CHUNK = 64
 # Task chunks queued per worker: more than a batch in flight, so the workers go on while the
 # writer writes.
 PENDING_PER_WORKER = 32
@@ -115,6 +119,7 @@ class _Feed:
     run_key: str  # unique per run, even across databases and processes
     stop_check: Callable[[], None]  # raises RunStopped once SIGINT or SIGTERM came
     follow_links: bool = False  # follow symlinks that lead outside the roots
+    chunk_files: int = TASK_CHUNK
     skipped: list[Skipped] = field(default_factory=list)
     unchanged: list[int] = field(default_factory=list)
     seen: int = 0
@@ -147,7 +152,9 @@ class _Feed:
         to_read, unchanged = self.catalog.split_unchanged(batch)
         self.seen += len(batch)
         self.unchanged.extend(unchanged)
-        step = NETWORK_TASK_CHUNK if to_read and is_network_path(to_read[0][0]) else TASK_CHUNK
+        step = self.chunk_files
+        if step == TASK_CHUNK and to_read and is_network_path(to_read[0][0]):
+            step = NETWORK_TASK_CHUNK
         for start in range(0, len(to_read), step):
             yield [
                 (path, size, mtime_ns, self.value_limit, self.sink, self.run_key)
@@ -155,7 +162,7 @@ class _Feed:
             ]
 
 
-def _check_workers(executor: ProcessPoolExecutor) -> None:
+def _check_workers(executor: Executor) -> None:
     """Raise BrokenProcessPool when a worker process has died.
 
     The executor notices a dead worker by itself, except when the worker died while it was
@@ -173,7 +180,7 @@ def _check_workers(executor: ProcessPoolExecutor) -> None:
     raise BrokenProcessPool("a worker process died")
 
 
-def _kill_workers(executor: ProcessPoolExecutor) -> None:
+def _kill_workers(executor: Executor) -> None:
     """SIGKILL every worker process of `executor` still running."""
     for process in list((getattr(executor, "_processes", None) or {}).values()):
         if process.exitcode is None:
@@ -283,6 +290,8 @@ class _Options:
     prune: bool
     progress: Callable[[IndexReport], None] | None
     follow_links: bool = False
+    writers: int = 1  # > 1: the workers write their own chunks (executors/chunks.py)
+    scheduler: str | None = None  # a Dask scheduler's address (executors/dask.py)
 
 
 def index_paths(
@@ -296,6 +305,8 @@ def index_paths(
     prune: bool = False,
     progress: Callable[[IndexReport], None] | None = None,
     follow_links: bool = False,
+    writers: int = 1,
+    scheduler: str | None = None,
 ) -> IndexReport:
     """Index every DICOM file under `roots` into the index `db` (see db.resolve_url).
 
@@ -315,20 +326,31 @@ def index_paths(
         never entered, and every folder is walked once.
     progress:
         Called with the running report after each batch, and at least every second.
+    writers:
+        More than 1 (PostgreSQL only): that many worker processes each read, walk and write
+        their own chunks, one transaction per chunk (in place of `workers`); the summary
+        counters are merged by this process. SQLite allows one writer: refused.
+    scheduler:
+        The address of a Dask scheduler (tcp://HOST:8786, PostgreSQL only): its workers read,
+        walk and write the chunks this process crawls (see executors/dask.py).
 
     Returns the run's IndexReport. Raises DatabaseError when the index cannot be
     opened or written, IndexerError when a worker process dies; bad files never
     raise, they are recorded. Called in the main thread, SIGINT and SIGTERM stop the run
     cleanly: it is recorded as interrupted and RunStopped (a KeyboardInterrupt) is raised.
     """
+    if writers < 1:
+        raise IndexerError("--writers must be at least 1")
     options = _Options(
-        (os.cpu_count() or 1) if workers is None else workers,
+        writers if writers > 1 else (os.cpu_count() or 1) if workers is None else workers,
         batch_files,
         batch_elements,
         value_limit,
         prune,
         progress,
         follow_links,
+        writers,
+        scheduler,
     )
     threshold = gc.get_threshold()
     gc.set_threshold(*_GC_THRESHOLD)
@@ -360,11 +382,17 @@ def _index(
     started = time.perf_counter()
     url = resolve_url(db)
     backend = backends.for_url(url)
+    if (options.writers > 1 or options.scheduler) and not backend.concurrent_writers:
+        asked = "--scheduler" if options.scheduler else f"--writers {options.writers}"
+        raise IndexerError(
+            f"{asked}: {backend.name} allows one writer; use a PostgreSQL index, or leave "
+            f"{asked.split()[0]} out"
+        )
     report = IndexReport(database=describe_url(url))
     executor = None
     writer = None
     try:
-        if options.workers > 0:
+        if options.workers > 0 and not options.scheduler:
             # Fork the workers first, before this process opens database connections or
             # starts threads.
             executor = _start_pool(options.workers)
@@ -374,6 +402,7 @@ def _index(
             roots,
             {
                 "workers": options.workers,
+                "writers": options.writers,
                 "prune": options.prune,
                 "value_limit": options.value_limit,
             },
@@ -388,10 +417,17 @@ def _index(
             uuid.uuid4().hex,
             stop_check,
             options.follow_links,
+            WRITER_CHUNK if options.writers > 1 or options.scheduler else TASK_CHUNK,
         )
         try:
             stop_check()
-            _Pipeline(executor, feed, writer, report, options, started).run()
+            pipeline = _Pipeline(executor, feed, writer, report, options, started)
+            if options.writers > 1:
+                pipeline.submit = _chunk_writers(url, report.run_id)
+            if options.scheduler:
+                _run_on_dask(pipeline, options.scheduler, url, report.run_id)
+            else:
+                pipeline.run()
             stop_check()  # a stop during the last batch is recorded, not completed over
         except BaseException as err:
             pool, executor, done, writer = executor, None, writer, None
@@ -412,6 +448,31 @@ def _index(
         if writer is not None:
             _close(writer)
         backend.close(None)  # the scratch folder goes on every way out
+
+
+_Submit = Callable[[Executor, list[Task]], Future[Any]]
+
+
+def _chunk_writers(url: str, run_id: int) -> _Submit:
+    """The workers write their chunks themselves (see executors/chunks.py)."""
+    from .executors.chunks import write_chunk
+
+    return lambda executor, tasks: executor.submit(write_chunk, tasks, url, run_id)
+
+
+def _run_on_dask(pipeline: _Pipeline, scheduler: str, url: str, run_id: int) -> None:
+    """The pipeline with a Dask cluster's workers as the chunk writers."""
+    from .executors.dask import dask_chunks, submit_chunk
+
+    with dask_chunks(scheduler) as cluster:
+        pipeline.executor = cluster
+        pipeline.options.workers = cluster.threads()  # chunks kept in flight per thread
+        pipeline.submit = submit_chunk(url, run_id)
+        pipeline.run()
+
+
+def _read_chunk(executor: Executor, tasks: list[Task]) -> Future[Any]:
+    return executor.submit(process_chunk, tasks)
 
 
 def _start_pool(workers: int) -> ProcessPoolExecutor:
@@ -488,7 +549,7 @@ class _Pipeline:
 
     def __init__(
         self,
-        executor: ProcessPoolExecutor | None,
+        executor: Executor | None,
         feed: _Feed,
         writer: BatchWriter,
         report: IndexReport,
@@ -504,6 +565,8 @@ class _Pipeline:
         self.batch: list[Outcome] = []
         self.batch_rows = 0
         self.last_flush = time.monotonic()
+        self.submit: _Submit = _read_chunk  # a chunk's future: its outcomes, or what a worker wrote
+        self.written = BatchReport()  # chunks the workers wrote and committed themselves
 
     def run(self) -> None:
         try:
@@ -519,9 +582,9 @@ class _Pipeline:
                 self.feed.crawl.close()
         self._flush()
 
-    def _run_pool(self, executor: ProcessPoolExecutor) -> None:
+    def _run_pool(self, executor: Executor) -> None:
         chunks = self.feed.chunks()
-        pending: dict[Future[list[Outcome]], int] = {}  # future -> submission number
+        pending: dict[Future[Any], int] = {}  # future -> submission number
         submitted = 0
         exhausted = False
         while True:
@@ -531,7 +594,7 @@ class _Pipeline:
                 if tasks is None:
                     exhausted = True
                 else:
-                    pending[executor.submit(process_chunk, tasks)] = submitted
+                    pending[self.submit(executor, tasks)] = submitted
                     submitted += 1
             if not pending:
                 return
@@ -545,7 +608,10 @@ class _Pipeline:
                 _check_workers(executor)
             self._flush_when_due()
 
-    def _take(self, outcomes: list[Outcome]) -> None:
+    def _take(self, outcomes: list[Outcome] | BatchReport) -> None:
+        if isinstance(outcomes, BatchReport):  # written by the worker: counted at the flush
+            self.written.add(outcomes)
+            return
         for outcome in outcomes:
             self.batch.append(outcome)
             self.batch_rows += getattr(outcome, "element_rows", 0)
@@ -565,6 +631,11 @@ class _Pipeline:
     def _flush(self) -> None:
         feed, report = self.feed, self.report
         written = self.writer.write(self.batch, feed.unchanged, feed.skipped)
+        written.add(self.written)
+        self.written = BatchReport()
+        if self.writer.backend.concurrent_writers:
+            # Folds in what chunk writers (this run's, or a killed run's) left in the deltas.
+            self.writer.merge_summaries()
         report.indexed += written.indexed
         report.partial += written.partial
         report.failed += written.failed

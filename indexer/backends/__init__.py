@@ -32,13 +32,16 @@ def require_driver(url: str) -> None:
         raise DatabaseError(f"PostgreSQL support is not installed: {INSTALL_POSTGRESQL}") from None
 
 
-def for_url(url: str) -> Backend:
-    """The backend of the (resolved) database URL `url`: a new one for each index run."""
+def for_url(url: str, *, chunk_writer: bool = False) -> Backend:
+    """The backend of the (resolved) database URL `url`: a new one for each index run.
+
+    `chunk_writer`: for one of several processes writing chunks side by side, which leave
+    the planner's statistics to the run's main process (concurrent ANALYZEs queue up)."""
     if is_postgresql(url):
         require_driver(url)
         from .postgresql import PostgreSQLBackend
 
-        return PostgreSQLBackend()
+        return PostgreSQLBackend(refresh_statistics=not chunk_writer)
     from .sqlite import SQLiteBackend
 
     return SQLiteBackend()

@@ -16,6 +16,8 @@ class Backend(Protocol):
     """One index run's database-specific parts (state such as attached files lives here)."""
 
     name: str
+    # Several processes may write chunks side by side (`--writers N`); SQLite allows one.
+    concurrent_writers: bool
 
     def sink_spec(self) -> SinkSpec:
         """What a worker needs to build element rows for this database (picklable)."""

@@ -27,9 +27,11 @@ _REFUSING_STATES = frozenset({"54000", "P0001"})
 
 class PostgreSQLBackend:
     name = "postgresql"
+    concurrent_writers = True
 
-    def __init__(self) -> None:
+    def __init__(self, *, refresh_statistics: bool = True) -> None:
         self._batches = 0
+        self._refresh_statistics = refresh_statistics
 
     def sink_spec(self) -> CopySpec:
         return CopySpec()
@@ -99,7 +101,7 @@ class PostgreSQLBackend:
 
     def after_batch(self, conn: Connection) -> None:
         self._batches += 1
-        if self._batches in _ANALYZE_AFTER:
+        if self._refresh_statistics and self._batches in _ANALYZE_AFTER:
             # Tables that grew from empty within one run: give the planner their real sizes
             # (autovacuum may not have come by yet), or it picks scans where an index serves.
             with conn.begin():

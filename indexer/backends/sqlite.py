@@ -75,6 +75,7 @@ def insert_by_driver(
 
 class SQLiteBackend:
     name = "sqlite"
+    concurrent_writers = False
 
     def __init__(self) -> None:
         self._directory = ""

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         add_instances,
         apply,
         element_keys,
+        merge_pending,
         rebuild,
         remove_files,
     )
@@ -41,6 +42,7 @@ __all__ = [
     "element_keys",
     "know_path",
     "known_paths",
+    "merge_pending",
     "rebuild",
     "remove_files",
 ]
@@ -52,6 +54,7 @@ _DELTAS_NAMES = frozenset(
         "add_instances",
         "apply",
         "element_keys",
+        "merge_pending",
         "rebuild",
         "remove_files",
     }

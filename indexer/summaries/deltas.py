@@ -106,6 +106,9 @@ def rebuild(conn: Connection) -> int:
     Runs in the caller's transaction, one chunk of files at a time.
     """
     for table in (
+        "instance_groups_deltas",
+        "tag_values_deltas",
+        "tag_usage_deltas",
         "instance_groups",
         "tag_values",
         "tag_usage",
@@ -332,10 +335,12 @@ def add_instances(deltas: Deltas, attributes: Sequence[_Instance]) -> None:
         _count_instance(deltas, instance, 1)
 
 
-def apply(conn: Connection, deltas: Deltas) -> None:
+def apply(conn: Connection, deltas: Deltas, *, deferred: bool = False) -> None:
     """Write `deltas` into the summary tables, every table in key order.
 
-    Call it inside the transaction that collected them, just before it commits.
+    Call it inside the transaction that collected them, just before it commits. `deferred`
+    (one of several concurrent writers): the counters are appended to the delta tables, which
+    no other writer waits on, for `merge_pending` to add up; definitions are written as usual.
     """
     _expand(deltas)
     for layout in deltas.layouts.values():
@@ -366,7 +371,7 @@ def apply(conn: Connection, deltas: Deltas) -> None:
         )
     if deltas.path_keys:
         sql.upsert(conn, "path_keys", ("key_id", "path_id"), 2, (), sorted(deltas.path_keys))
-    _apply_counters(conn, sql, deltas)
+    _apply_counters(conn, sql, deltas, deferred)
 
 
 _INSTANCE_GROUP_COLUMNS = (
@@ -382,8 +387,9 @@ _INSTANCE_GROUP_COLUMNS = (
 )
 
 
-def _apply_counters(conn: Connection, sql: _SummarySql, deltas: Deltas) -> None:
-    """tag_usage, instance_groups, tag_values: add the counters, drop rows that reached zero."""
+def _apply_counters(conn: Connection, sql: _SummarySql, deltas: Deltas, deferred: bool) -> None:
+    """tag_usage, instance_groups, tag_values: add the counters, drop rows that reached zero;
+    `deferred`: append them to the delta tables instead."""
     usage_rows = [(k, g, *c) for (k, g), c in sorted(deltas.usage.items()) if any(c)]
     _add_counters(
         conn,
@@ -393,13 +399,16 @@ def _apply_counters(conn: Connection, sql: _SummarySql, deltas: Deltas) -> None:
         2,
         2,
         usage_rows,
+        deferred,
     )
     instance_rows = [
         (gid, *deltas.instance_groups[gid], *c)
         for gid, c in sorted(deltas.instance_counts.items())
         if any(c)
     ]
-    _add_counters(conn, sql, "instance_groups", _INSTANCE_GROUP_COLUMNS, 1, 7, instance_rows)
+    _add_counters(
+        conn, sql, "instance_groups", _INSTANCE_GROUP_COLUMNS, 1, 7, instance_rows, deferred
+    )
     value_rows = [(k, v, g, *c) for (k, v, g), c in sorted(deltas.values.items()) if any(c)]
     _add_counters(
         conn,
@@ -409,6 +418,7 @@ def _apply_counters(conn: Connection, sql: _SummarySql, deltas: Deltas) -> None:
         3,
         3,
         value_rows,
+        deferred,
     )
 
 
@@ -420,16 +430,46 @@ def _add_counters(
     key_columns: int,
     first_counter: int,
     rows: list[tuple[Any, ...]],
+    deferred: bool = False,
 ) -> None:
     """Add the counter columns of `rows` (from `first_counter` on, "instances" first) to
     `table`, keyed by its first `key_columns` columns; delete rows whose instances reached
     zero. Columns between the key and the counters are attributes (instance_groups)."""
     if not rows:
         return
+    if deferred:
+        sql.append(conn, f"{table}_deltas", columns, rows)
+        return
     sql.upsert(conn, table, columns, key_columns, columns[first_counter:], rows)
     emptied = [r[:key_columns] for r in rows if r[first_counter] < 0]
     if emptied:
         sql.delete_emptied(conn, table, columns[:key_columns], emptied)
+
+
+_COUNTED_TABLES = (
+    # table, columns, key columns, first counter: in the order apply writes them
+    ("tag_usage", ("key_id", "group_id", "instances", "occurrences", "untracked"), 2, 2),
+    ("instance_groups", _INSTANCE_GROUP_COLUMNS, 1, 7),
+    ("tag_values", ("key_id", "value", "group_id", "instances", "occurrences"), 3, 3),
+)
+
+
+def merge_pending(conn: Connection) -> int:
+    """Fold the delta tables the concurrent writers appended to into tag_usage,
+    instance_groups and tag_values; returns the delta rows' keys merged.
+
+    Call it in a transaction of its own: one merger runs at a time (an advisory lock on
+    PostgreSQL), and the counted tables' rows are locked only for this short transaction,
+    in key order, not by every writer's transaction.
+    """
+    sql = summary_sql(conn)
+    sql.lock_merge(conn)
+    merged = 0
+    for table, columns, key_columns, first_counter in _COUNTED_TABLES:
+        rows = [r for r in sql.merge(conn, table, columns, first_counter) if any(r[first_counter:])]
+        merged += len(rows)
+        _add_counters(conn, sql, table, columns, key_columns, first_counter, rows)
+    return merged
 
 
 class _SummarySql:
@@ -459,7 +499,35 @@ class _SummarySql:
         where = " AND ".join(f"{c} = ?" for c in columns)
         conn.exec_driver_sql(f"DELETE FROM {table} WHERE {where} AND instances <= 0", keys)
 
+    def append(
+        self, conn: Connection, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]
+    ) -> None:
+        """Plain INSERT of `rows` (a delta table: no key, nobody waits on its rows)."""
+        marks = ", ".join("?" * len(columns))
+        conn.exec_driver_sql(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
 
+    def lock_merge(self, conn: Connection) -> None:
+        """One merger at a time (SQLite: its single writer already is)."""
+
+    def merge(
+        self, conn: Connection, table: str, columns: Sequence[str], first_counter: int
+    ) -> list[tuple[Any, ...]]:
+        """Move the rows of `table`_deltas into `table`, summed per key and attributes; return
+        the rows merged, as (key..., instances)."""
+        head, counters = columns[:first_counter], columns[first_counter:]
+        rows = [
+            tuple(r)
+            for r in conn.exec_driver_sql(
+                f"SELECT {', '.join(head)}, {', '.join(f'SUM({c})' for c in counters)} "
+                f"FROM {table}_deltas GROUP BY {', '.join(head)} ORDER BY {', '.join(head)}"
+            )
+        ]
+        conn.exec_driver_sql(f"DELETE FROM {table}_deltas")
+        return rows
+
+
+# The advisory lock of the one merger of the delta tables (any 64-bit constant of our own).
+_PG_MERGE_LOCK = 0x1D1C0DE1
 # Column types, for the arrays PostgreSQL receives.
 _PG_TYPES = {
     "id": "bigint",
@@ -505,6 +573,34 @@ class _PostgresqlSummarySql(_SummarySql):
             f"(SELECT * FROM unnest({_arrays(columns)})) AND instances <= 0",
             tuple(list(column) for column in zip(*keys, strict=True)),
         )
+
+    def append(
+        self, conn: Connection, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]
+    ) -> None:
+        names = ", ".join(columns)
+        conn.exec_driver_sql(
+            f"INSERT INTO {table} ({names}) SELECT * FROM unnest({_arrays(columns)})",
+            tuple(list(column) for column in zip(*rows, strict=True)),
+        )
+
+    def lock_merge(self, conn: Connection) -> None:
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (_PG_MERGE_LOCK,))
+
+    def merge(
+        self, conn: Connection, table: str, columns: Sequence[str], first_counter: int
+    ) -> list[tuple[Any, ...]]:
+        # DELETE ... RETURNING takes exactly the delta rows committed before this statement;
+        # writers go on appending meanwhile (their rows wait for the next merge).
+        head, counters = columns[:first_counter], columns[first_counter:]
+        names = ", ".join(head)
+        sums = ", ".join(f"SUM({c})::bigint" for c in counters)
+        return [
+            tuple(r)
+            for r in conn.exec_driver_sql(
+                f"WITH taken AS (DELETE FROM {table}_deltas RETURNING *) "
+                f"SELECT {names}, {sums} FROM taken GROUP BY {names} ORDER BY {names}"
+            )
+        ]
 
 
 def summary_sql(conn: Connection) -> _SummarySql:

@@ -68,17 +68,28 @@ class BatchReport:
 class BatchWriter:
     """Writes one run's batches on the run's one writing connection."""
 
-    def __init__(self, engine: Engine, backend: Backend, run_id: int) -> None:
+    def __init__(
+        self, engine: Engine, backend: Backend, run_id: int, *, deferred_summaries: bool = False
+    ) -> None:
         self.engine = engine
         self.backend = backend
         self.run_id = run_id
-        self._hierarchy = Hierarchy(backend)
+        # One of several concurrent writers: counters go to the delta tables (summaries.apply).
+        self.deferred_summaries = deferred_summaries
+        self._hierarchy = Hierarchy(backend, skip_settled=deferred_summaries)
         self._conn: Connection | None = None
 
     def connection(self) -> Connection:
         if self._conn is None:
             self._conn = self.engine.connect()
         return self._conn
+
+    def merge_summaries(self) -> None:
+        """Fold the delta tables of concurrent writers into the summaries, in a transaction
+        of its own (summaries.merge_pending)."""
+        conn = self.connection()
+        with conn.begin():
+            summaries.merge_pending(conn)
 
     def close(self) -> None:
         """Let the backend release what it holds, and release the connection."""
@@ -99,6 +110,8 @@ class BatchWriter:
         are found; they are recorded as errors of stage `write` and the rest lands."""
         conn = self.connection()
         report = BatchReport()
+        if self.deferred_summaries:
+            self._commit_new_paths(conn, outcomes)
         for number, group in enumerate(self.backend.groups(outcomes) or [[]]):
             self.backend.before_group(conn, group)
             marks = (unchanged_ids, skipped) if number == 0 else ((), ())
@@ -114,6 +127,25 @@ class BatchWriter:
                     self._split(conn, group, report, complaint)
         self.backend.after_batch(conn)
         return report
+
+    def _commit_new_paths(self, conn: Connection, outcomes: Sequence[Outcome]) -> None:
+        """Concurrent writers: commit the chunk's new sequence paths first, in a transaction of
+        their own. Every worker sends each path once per run, so at the start of a run the
+        writers insert the same paths at once, and each would wait for the others' whole
+        chunk transactions to end. A path nobody uses is harmless (paths is a dictionary);
+        one the database refuses is left to the chunk's transaction, which records it."""
+        rows = {row[0]: row for o in outcomes if isinstance(o, IndexedFile) for row in o.new_paths}
+        if not rows:
+            return
+        try:
+            with conn.begin():
+                conn.execute(
+                    self.backend.insert(paths).on_conflict_do_nothing(index_elements=["id"]),
+                    [dict(zip(_PATH_COLUMNS, row, strict=True)) for row in sorted(rows.values())],
+                )
+        except Exception as err:
+            if self.backend.refused(err) is None:
+                raise
 
     def _write_marks(
         self,
@@ -162,7 +194,8 @@ class BatchWriter:
                         if isinstance(o, IndexedFile) and o.counts is not None
                     ],
                 )
-                summaries.apply(conn, deltas)  # lands with the transaction or not at all
+                # Lands with the transaction or not at all.
+                summaries.apply(conn, deltas, deferred=self.deferred_summaries)
         report.add(written)
 
     def _split(
@@ -254,7 +287,8 @@ class BatchWriter:
                 )
             if isinstance(definitions_of, IndexedFile):
                 self._write_definitions(conn, definitions_of, deltas)
-            summaries.apply(conn, deltas)  # what its old contents counted goes
+            # What its old contents counted goes.
+            summaries.apply(conn, deltas, deferred=self.deferred_summaries)
         return written
 
     def _write_definitions(
@@ -325,7 +359,6 @@ class BatchWriter:
                 self.backend.insert(paths).on_conflict_do_nothing(index_elements=["id"]),
                 [dict(zip(_PATH_COLUMNS, row, strict=True)) for row in sorted(new_paths.values())],
             )
-        self._hierarchy.write(conn, walked, file_ids, deltas)
         error_rows = [row for o in ordered for row in self._outcome_errors(o, report, now)]
         self.backend.insert_elements(conn, walked, file_ids)
         fragment_rows = [(file_ids[o.path],) + row for o in walked for row in o.encapsulated_rows]
@@ -336,6 +369,9 @@ class BatchWriter:
             )
         if error_rows:
             conn.execute(insert(errors), error_rows)
+        # The hierarchy last: its patient, study and series rows are shared by concurrent
+        # writers, which then hold them only from here to the commit, not during the COPY.
+        self._hierarchy.write(conn, walked, file_ids, deltas)
 
     def _file_row(self, o: Outcome, now: float) -> dict[str, object]:
         row: dict[str, object] = {

@@ -95,7 +95,8 @@ def summaries_locked(conn: Connection) -> None:
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(
             "LOCK TABLE usage_groups, tag_keys, path_keys, tag_usage, tag_values, "
-            "instance_groups IN SHARE ROW EXCLUSIVE MODE"
+            "instance_groups, tag_usage_deltas, tag_values_deltas, instance_groups_deltas "
+            "IN SHARE ROW EXCLUSIVE MODE"
         )
 
 

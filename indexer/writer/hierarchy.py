@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
@@ -60,8 +61,12 @@ class Hierarchy:
     after the study rows are upserted, so they are locked against other writers.
     """
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, *, skip_settled: bool = False) -> None:
         self.backend = backend
+        # One of several concurrent writers: rows the batch would not change are read (and
+        # held against deletion) but not upserted, so writers of one series do not queue on
+        # its row (ON CONFLICT DO UPDATE locks a row even when it changes nothing).
+        self.skip_settled = skip_settled
         self._statements: dict[tuple[Any, ...], Any] = {}
 
     def write(
@@ -73,14 +78,27 @@ class Hierarchy:
     ) -> None:
         """Upsert patients, studies and series, then insert one instance per walked file."""
         patient_rows, study_rows, series_rows = _collect(walked)
+        settled = _Settled()
+        if self.skip_settled:
+            settled = _read_settled(conn, patient_rows, study_rows, series_rows)
+        study_rows = {u: r for u, r in study_rows.items() if u not in settled.studies}
+        needed = {r["patient_key"] for r in study_rows.values()}
+        patient_rows = {
+            k: r for k, r in patient_rows.items() if k not in settled.patients or k in needed
+        }
         patient_ids = self._upsert_patients(conn, patient_rows)
         study_ids, _ = self._upsert_keyed(
             conn, studies, "study_uid", study_rows, "patient_key", "patient_ref", patient_ids
         )
         self._settle_patients(conn, study_rows, study_ids, patient_ids)
+        study_ids.update(settled.studies)
+        series_rows = {u: r for u, r in series_rows.items() if u not in settled.series}
         series_ids, series_study = self._upsert_keyed(
             conn, series, "series_uid", series_rows, "study_key", "study_ref", study_ids
         )
+        for uid, (series_id, study_ref) in settled.series.items():
+            series_ids[uid] = series_id
+            series_study[uid] = study_ref
         rows = [
             _instance_row(o, file_ids[o.path], series_ids, series_study, study_ids) for o in walked
         ]
@@ -282,6 +300,87 @@ def _not_empty(column: Any) -> Any:
     return column != "" if _is_text(column) else true()
 
 
+@dataclass
+class _Settled:
+    """Stored rows that a batch's rows would leave as they are: their ids."""
+
+    patients: dict[PatientKey, int] = field(default_factory=dict)
+    studies: dict[str, int] = field(default_factory=dict)
+    series: dict[str, tuple[int, int]] = field(default_factory=dict)  # uid -> id, study id
+
+
+def _unchanged(stored: Any, row: dict[str, object], columns: Sequence[str], table: str) -> bool:
+    """Whether the upsert of `row` (_keep_smallest) would leave the `stored` row as it is."""
+    bits = int(stored.conflicts) | int(row["conflicts"])  # type: ignore[call-overload]
+    for name in columns:
+        new, old = row[name], getattr(stored, name)
+        if new is None:
+            continue
+        if old is None or old == "" or new < old:
+            return False
+        if old != new and name in CONFLICTS[table]:
+            bits |= _bit(table, name)
+    return bool(bits == stored.conflicts)
+
+
+def _read_settled(
+    conn: Connection,
+    patient_rows: dict[PatientKey, dict[str, object]],
+    study_rows: dict[str, dict[str, object]],
+    series_rows: dict[str, dict[str, object]],
+) -> _Settled:
+    """The stored series, studies and patients the batch would not change, held FOR KEY
+    SHARE until the commit: other writers may still update them (no wait), but not delete
+    them from under the instances about to reference them. Read bottom-up, in the order
+    delete_contents removes emptied rows."""
+    settled = _Settled()
+    series_stored: dict[str, Any] = {}
+    for chunk in chunks(sorted(series_rows), 1000):
+        query = select(series).where(series.c.series_uid.in_(chunk))
+        for row in conn.execute(query.with_for_update(read=True, key_share=True)):
+            series_stored[row.series_uid] = row
+    study_ids: dict[str, int] = {}
+    patient_columns = [patients.c.id.label("p_id"), *(patients.c[c] for c in _PATIENT_KEYS)]
+    patient_columns += [patients.c[c].label(f"p_{c}") for c in (*_PATIENT_COLUMNS, "conflicts")]
+    for chunk in chunks(sorted(study_rows), 1000):
+        query = (
+            select(studies, *patient_columns)
+            .join(patients, patients.c.id == studies.c.patient_ref)
+            .where(studies.c.study_uid.in_(chunk))
+        )
+        for row in conn.execute(query.with_for_update(read=True, key_share=True)):
+            study_ids[row.study_uid] = row.id
+            ours = study_rows[row.study_uid]
+            key: PatientKey = (row.patient_id, row.issuer, row.synthetic_study_uid)
+            patient = patient_rows.get(key)
+            if key != ours["patient_key"] or patient is None:
+                continue
+            stored_patient = _Prefixed(row, "p_")
+            if _unchanged(row, ours, list(_STUDY_COLUMNS), "studies") and _unchanged(
+                stored_patient, patient, list(_PATIENT_COLUMNS), "patients"
+            ):
+                settled.studies[row.study_uid] = row.id
+                settled.patients[key] = row.p_id
+    for uid, row in series_stored.items():
+        ours = series_rows[uid]
+        study_id = study_ids.get(str(ours["study_key"]))
+        if row.study_ref == study_id and _unchanged(row, ours, list(_SERIES_COLUMNS), "series"):
+            settled.series[uid] = (row.id, row.study_ref)
+    return settled
+
+
+class _Prefixed:
+    """The columns of `row` named with `prefix`, as attributes without it."""
+
+    def __init__(self, row: Any, prefix: str) -> None:
+        self._row = row
+        self._prefix = prefix
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._row, self._prefix + name)
+
+
+_PATIENT_KEYS = ("patient_id", "issuer", "synthetic_study_uid")
 # Columns of each hierarchy table -> the attribute (rows.HIERARCHY_TAGS) that fills it.
 _PATIENT_COLUMNS = {"patient_name": "patient_name", "birth_date": "birth_date", "sex": "sex"}
 _STUDY_COLUMNS = {
