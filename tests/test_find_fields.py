@@ -14,6 +14,8 @@ import json
 import os
 import shutil
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -317,3 +319,29 @@ def test_a_missing_file_is_matched_only_with_include_missing(db_url: str, tmp_pa
     assert run_json(db_url, *args) == []
     assert _names(run_json(db_url, *args, "--include-missing")) == {"edited.dcm"}
     assert run(db_url, *args, "-f", "paths", "--include-missing").strip().endswith("edited.dcm")
+
+
+def test_export_csv_never_replaces_data(index_url: str, tree: Path, tmp_path: Path) -> None:
+    # A slip (the index, a DICOM file as FILE) is refused and changes nothing; text is replaced.
+    index_file = tmp_path / "other.db"
+    index_file.write_bytes(b"SQLite format 3\x00" + bytes(100))
+    if index_url.startswith("sqlite"):
+        index_file = Path(index_url.split("///", 1)[1])
+    scan = tmp_path / "scan.dcm"
+    shutil.copy(tree / "a.dcm", scan)
+    for target in (index_file, scan):
+        before = target.read_bytes()
+        err = one_line_error(index_url, "export", "csv", str(target), "--fields", "path")
+        assert err == f"error: {target} exists and is not a text file: not replaced\n"
+        assert target.read_bytes() == before
+    assert len(run_json(index_url, "find", "instances")) == 4  # the index still opens
+    # A pipe is written to, never read first (reading /dev/stdout blocked for ever).
+    done = subprocess.run(
+        [sys.executable, "-c", "from indexer.cli import main; main()", "export", "csv"]
+        + ["/dev/stdout", "--fields", "path", "--db", index_url],
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, "INDEXER_DB": ""},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().splitlines()[0] == "path"
