@@ -42,11 +42,12 @@ class Filter:
 def parse_filters(items: Iterable[str]) -> list[Filter]:
     """Split ``KEY=VALUE`` / ``KEY<=VALUE``... arguments. ReportError for one without operator."""
     parsed = []
-    for item in items:
+    for position, item in enumerate(items, 1):
         m = _FILTER.match(item)
-        if m is None:
+        if m is None:  # not echoed: an argument with no operator may be a value, e.g. a name
             raise ReportError(
-                f"filter {item!r} is not KEY=VALUE or KEY<=NUMBER, e.g. StudyDate=20240101-20241231"
+                f"filter {position} is not KEY=VALUE or KEY<=NUMBER, "
+                "e.g. StudyDate=20240101-20241231"
             )
         parsed.append(Filter(m.group(1), m.group(2), m.group(3)))
     return parsed
@@ -137,7 +138,7 @@ def number_test(f: Filter, vr: str) -> NumberTest:
             return NumberTest(high=x, high_open=f.op == "<")
         return NumberTest(low=x, low_open=f.op == ">")
     raise ReportError(
-        f"filter {f}: {f.key} is a number ({vr}); give a number, a range FROM-TO "
+        f"filter {f.key}{f.op}: {f.key} is a number ({vr}); give a number, a range FROM-TO "
         f"(e.g. {f.key}=0-1.5) or a comparison such as {f.key}<=1.5"
     )
 
