@@ -345,3 +345,23 @@ def test_export_csv_never_replaces_data(index_url: str, tree: Path, tmp_path: Pa
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.decode().splitlines()[0] == "path"
+
+
+def test_format_paths_gives_the_names_on_disk(db_url: str, tmp_path: Path) -> None:
+    # xargs must open what it reads: a name that is not UTF-8 as its bytes, not the index's
+    # `\\xff` text; a name with a newline would read as two paths, so it is left out, counted.
+    root = tmp_path / "odd"
+    root.mkdir()
+    latin = root / os.fsdecode(b"caf\xe9.dcm")
+    split = root / "two\nlines.dcm"
+    _edited(FIRST, latin)
+    _edited(FIRST, split)
+    code, _, err = invoke("index", "--db", db_url, "-q", str(root))
+    assert code == 0, err
+    result = CliRunner().invoke(
+        app, ["find", "instances", "-f", "paths", "--db", db_url], env={"INDEXER_DB": None}
+    )
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout_bytes == os.fsencode(latin) + b"\n"
+    assert result.stderr == "hint: 1 path(s) hold a newline and are left out; -f json lists them\n"
+    assert len(run_json(db_url, "find", "instances")) == 2
