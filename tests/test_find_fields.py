@@ -365,3 +365,20 @@ def test_format_paths_gives_the_names_on_disk(db_url: str, tmp_path: Path) -> No
     assert result.stdout_bytes == os.fsencode(latin) + b"\n"
     assert result.stderr == "hint: 1 path(s) hold a newline and are left out; -f json lists them\n"
     assert len(run_json(db_url, "find", "instances")) == 2
+
+
+def test_tables_do_not_pass_terminal_controls(db_url: str, tmp_path: Path) -> None:
+    # A value from a file is data, not terminal commands: an ANSI escape (ESC, CSI) or a
+    # carriage return in a table cell would be run by the terminal that shows it.
+    root = tmp_path / "ansi"
+    root.mkdir()
+    hostile = "T1\x1b[2J\x9b31m\rgone\ttab"
+    _edited(FIRST, root / "a.dcm", SeriesDescription=hostile)
+    code, _, err = invoke("index", "--db", db_url, "-q", str(root))
+    assert code == 0, err
+    table = run(db_url, "find", "instances", "--fields", "SeriesDescription,path")
+    assert "T1 [2J 31m gone tab" in table
+    assert not set(table) & {"\x1b", "\x9b", "\r", "\t"}
+    # Machine output keeps the value whole (JSON escapes it).
+    rows = run_json(db_url, "find", "instances", "--fields", "SeriesDescription")
+    assert rows == [{"series_description": hostile}]
