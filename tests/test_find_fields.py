@@ -382,3 +382,17 @@ def test_tables_do_not_pass_terminal_controls(db_url: str, tmp_path: Path) -> No
     # Machine output keeps the value whole (JSON escapes it).
     rows = run_json(db_url, "find", "instances", "--fields", "SeriesDescription")
     assert rows == [{"series_description": hostile}]
+
+
+def test_a_private_creator_with_dots_names_one_field(db_url: str, tmp_path: Path) -> None:
+    # Dots in a field name say "nested"; those of a creator ("... 1.0", "Inc.") are not levels.
+    root = tmp_path / "private"
+    root.mkdir()
+    ds = pydicom.dcmread(FIRST)
+    ds.private_block(0x0033, "MITRA ATTRIBUTES 1.0", create=True).add_new(0x04, "LO", "kept")
+    ds.save_as(root / "a.dcm")
+    code, _, err = invoke("index", "--db", db_url, "-q", str(root))
+    assert code == 0, err
+    key = '(0033,"MITRA ATTRIBUTES 1.0",04)'
+    rows = run_json(db_url, "find", "instances", f"{key}=kept", "--fields", key)
+    assert rows == [{"0033_mitra_attributes_1_0_04": "kept"}]

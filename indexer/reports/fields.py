@@ -42,6 +42,9 @@ _COLUMN_TAGS = {
 _INTEGER_VRS = frozenset(("IS", "US", "SS", "UL", "SL", "SV", "UV"))
 # Field values of at most this share of the instances are read by primary key (see find._FEW).
 _FEW = 0.25
+# The dots between levels of a keyword path, not those inside a quoted private creator
+# ("AGFA PACS Archive Mirroring 1.0", "Mortara Instrument, Inc.").
+_LEVELS = re.compile(r'\.(?=(?:[^"]*"[^"]*")*[^"]*\Z)')
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 
@@ -123,7 +126,7 @@ def _field_name(keywords: str) -> str:
     """snake_case of a keyword path: ``ReferencedSeriesSequence.SeriesInstanceUID`` ->
     ``referenced_series_sequence.series_instance_uid``; tags without keyword as their key."""
     parts = []
-    for part in keywords.split("."):
+    for part in _LEVELS.split(keywords):
         hexed = re.fullmatch(r"\(([0-9A-F]{4}),([0-9A-F]{4})\)", part)
         if hexed:
             part = public_keyword(int(hexed[1] + hexed[2], 16)) or part
