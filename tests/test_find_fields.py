@@ -396,3 +396,17 @@ def test_a_private_creator_with_dots_names_one_field(db_url: str, tmp_path: Path
     key = '(0033,"MITRA ATTRIBUTES 1.0",04)'
     rows = run_json(db_url, "find", "instances", f"{key}=kept", "--fields", key)
     assert rows == [{"0033_mitra_attributes_1_0_04": "kept"}]
+
+
+def test_sort_with_a_value_that_reads_as_nan(db_url: str, tmp_path: Path) -> None:
+    # float("NaN") compares false with everything: one such value left the rows unsorted.
+    root = tmp_path / "nan"
+    root.mkdir()
+    for name, description in (("a", "3"), ("bb", "NaN"), ("ccc", "1"), ("dddd", "2")):
+        _edited(FIRST, root / f"{name}.dcm", SeriesDescription=description)
+    code, _, err = invoke("index", "--db", db_url, "-q", str(root))
+    assert code == 0, err
+    rows = run_json(
+        db_url, "find", "instances", "--fields", "SeriesDescription", "--sort", "SeriesDescription"
+    )
+    assert [r["series_description"] for r in rows] == ["1", "2", "3", "NaN"]

@@ -11,6 +11,7 @@ the instance's own, where the column ``patient_id`` is its study's patient).
 
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -218,12 +219,13 @@ def sort_key(value: Any) -> tuple[int, float, str]:
         value = "\\".join(str(v) for v in value)
     if isinstance(value, bool):
         return (1, 0.0, str(value))
-    if isinstance(value, (int, float)):
-        return (0, float(value), "")
     try:
-        return (0, float(value), "")
-    except ValueError:
+        number = float(value)
+    except (TypeError, ValueError):
         return (1, 0.0, str(value))
+    # NaN is not ordered (every comparison is false: one such value unsorted the whole list),
+    # and "Infinity" is a word in a description: both sort as text.
+    return (0, number, "") if math.isfinite(number) else (1, 0.0, str(value))
 
 
 def sort_rows(rows: list[dict[str, Any]], name: str, descending: bool) -> list[dict[str, Any]]:
