@@ -116,6 +116,8 @@ def test_instance_number_compares_as_a_number(index_url: str) -> None:
         ("SliceThickness=abc", "SliceThickness is a number (DS)"),
         ("SliceThickness<=", "SliceThickness is a number (DS)"),
         ("<=1", "is not KEY=VALUE"),
+        ("PatientBirthDate=-", "give a start, an end or both"),
+        ("StudyDate=-", "give a start, an end or both"),
     ],
 )
 def test_refused_comparisons(index_url: str, argument: str, says: str) -> None:

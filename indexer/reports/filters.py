@@ -71,6 +71,10 @@ def as_filters(filters: Iterable[tuple[str, str] | tuple[str, str, str] | Filter
 def date_range(f: Filter, vr: str | None) -> str:
     """The ``FROM-TO`` value of a date or time filter; ReportError for a comparison that has none,
     and for a comparison on a VR that is neither a number nor a date or time."""
+    if f.op == "=" and vr in RANGE_VRS and f.value.strip() == "-":
+        # An open range at both ends: refused on every key alike (it matched any value on
+        # element rows, while the instance columns refused it).
+        raise ReportError(f"filter {f.key}=-: give a start, an end or both, e.g. 20240101-20241231")
     if f.op == "=":
         return f.value
     if vr in RANGE_VRS:
