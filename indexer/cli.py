@@ -868,8 +868,7 @@ def find(
             )
             columns = [f.name for f in resolve_fields(conn, level.value, chosen)]
     if output is FindFormat.paths:
-        for r in rows:
-            typer.echo(r["path"])
+        _print_disk_paths([r["path"] for r in rows])
     elif output is FindFormat.table:
         typer.echo(
             _rows_table([{k: _csv_value(v) for k, v in r.items()} for r in rows])
@@ -878,6 +877,20 @@ def find(
         )
     else:
         _print_rows(rows, Format(output.value), tuple(columns))
+
+
+def _print_disk_paths(stored: list[str]) -> None:
+    """One name a line as it is on disk (bytes: a name that is not UTF-8 still opens through
+    xargs); a name holding a newline would read as two lines, so it is left out and counted."""
+    from .rows import path_bytes
+
+    names = [path_bytes(p) for p in stored]
+    for name in names:
+        if b"\n" not in name:
+            typer.echo(name)
+    split = sum(b"\n" in name for name in names)
+    if split:
+        _hint_line(f"{split} path(s) hold a newline and are left out; -f json lists them")
 
 
 # -- export -----------------------------------------------------------------------------------

@@ -98,7 +98,12 @@ def _cell(value: Any) -> str:
         text = f"{value:.4g}" if abs(value) < 1e6 else f"{value:.0f}"
     else:
         text = str(value)
-    return text.replace("\n", " ")
+    return _CONTROL.sub(" ", text)
+
+
+# Control characters (C0, DEL, C1) of values read from files: a newline would break the
+# row, and an escape sequence (ESC, CSI) would be run by the terminal that shows the table.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def render_json(data: Any) -> str:

@@ -14,6 +14,8 @@ import json
 import os
 import shutil
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -317,3 +319,94 @@ def test_a_missing_file_is_matched_only_with_include_missing(db_url: str, tmp_pa
     assert run_json(db_url, *args) == []
     assert _names(run_json(db_url, *args, "--include-missing")) == {"edited.dcm"}
     assert run(db_url, *args, "-f", "paths", "--include-missing").strip().endswith("edited.dcm")
+
+
+def test_export_csv_never_replaces_data(index_url: str, tree: Path, tmp_path: Path) -> None:
+    # A slip (the index, a DICOM file as FILE) is refused and changes nothing; text is replaced.
+    index_file = tmp_path / "other.db"
+    index_file.write_bytes(b"SQLite format 3\x00" + bytes(100))
+    if index_url.startswith("sqlite"):
+        index_file = Path(index_url.split("///", 1)[1])
+    scan = tmp_path / "scan.dcm"
+    shutil.copy(tree / "a.dcm", scan)
+    for target in (index_file, scan):
+        before = target.read_bytes()
+        err = one_line_error(index_url, "export", "csv", str(target), "--fields", "path")
+        assert err == f"error: {target} exists and is not a text file: not replaced\n"
+        assert target.read_bytes() == before
+    assert len(run_json(index_url, "find", "instances")) == 4  # the index still opens
+    # A pipe is written to, never read first (reading /dev/stdout blocked for ever).
+    done = subprocess.run(
+        [sys.executable, "-c", "from indexer.cli import main; main()", "export", "csv"]
+        + ["/dev/stdout", "--fields", "path", "--db", index_url],
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, "INDEXER_DB": ""},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().splitlines()[0] == "path"
+
+
+def test_format_paths_gives_the_names_on_disk(db_url: str, tmp_path: Path) -> None:
+    # xargs must open what it reads: a name that is not UTF-8 as its bytes, not the index's
+    # `\\xff` text; a name with a newline would read as two paths, so it is left out, counted.
+    root = tmp_path / "odd"
+    root.mkdir()
+    latin = root / os.fsdecode(b"caf\xe9.dcm")
+    split = root / "two\nlines.dcm"
+    _edited(FIRST, latin)
+    _edited(FIRST, split)
+    code, _, err = invoke("index", "--db", db_url, "-q", str(root))
+    assert code == 0, err
+    result = CliRunner().invoke(
+        app, ["find", "instances", "-f", "paths", "--db", db_url], env={"INDEXER_DB": None}
+    )
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout_bytes == os.fsencode(latin) + b"\n"
+    assert result.stderr == "hint: 1 path(s) hold a newline and are left out; -f json lists them\n"
+    assert len(run_json(db_url, "find", "instances")) == 2
+
+
+def test_tables_do_not_pass_terminal_controls(db_url: str, tmp_path: Path) -> None:
+    # A value from a file is data, not terminal commands: an ANSI escape (ESC, CSI) or a
+    # carriage return in a table cell would be run by the terminal that shows it.
+    root = tmp_path / "ansi"
+    root.mkdir()
+    hostile = "T1\x1b[2J\x9b31m\rgone\ttab"
+    _edited(FIRST, root / "a.dcm", SeriesDescription=hostile)
+    code, _, err = invoke("index", "--db", db_url, "-q", str(root))
+    assert code == 0, err
+    table = run(db_url, "find", "instances", "--fields", "SeriesDescription,path")
+    assert "T1 [2J 31m gone tab" in table
+    assert not set(table) & {"\x1b", "\x9b", "\r", "\t"}
+    # Machine output keeps the value whole (JSON escapes it).
+    rows = run_json(db_url, "find", "instances", "--fields", "SeriesDescription")
+    assert rows == [{"series_description": hostile}]
+
+
+def test_a_private_creator_with_dots_names_one_field(db_url: str, tmp_path: Path) -> None:
+    # Dots in a field name say "nested"; those of a creator ("... 1.0", "Inc.") are not levels.
+    root = tmp_path / "private"
+    root.mkdir()
+    ds = pydicom.dcmread(FIRST)
+    ds.private_block(0x0033, "MITRA ATTRIBUTES 1.0", create=True).add_new(0x04, "LO", "kept")
+    ds.save_as(root / "a.dcm")
+    code, _, err = invoke("index", "--db", db_url, "-q", str(root))
+    assert code == 0, err
+    key = '(0033,"MITRA ATTRIBUTES 1.0",04)'
+    rows = run_json(db_url, "find", "instances", f"{key}=kept", "--fields", key)
+    assert rows == [{"0033_mitra_attributes_1_0_04": "kept"}]
+
+
+def test_sort_with_a_value_that_reads_as_nan(db_url: str, tmp_path: Path) -> None:
+    # float("NaN") compares false with everything: one such value left the rows unsorted.
+    root = tmp_path / "nan"
+    root.mkdir()
+    for name, description in (("a", "3"), ("bb", "NaN"), ("ccc", "1"), ("dddd", "2")):
+        _edited(FIRST, root / f"{name}.dcm", SeriesDescription=description)
+    code, _, err = invoke("index", "--db", db_url, "-q", str(root))
+    assert code == 0, err
+    rows = run_json(
+        db_url, "find", "instances", "--fields", "SeriesDescription", "--sort", "SeriesDescription"
+    )
+    assert [r["series_description"] for r in rows] == ["1", "2", "3", "NaN"]

@@ -15,6 +15,7 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -331,3 +332,17 @@ def test_heat_map_cells() -> None:
         ("B", "MR", "50.0", "#738eb1"),
     ]
     assert "&lt;1%" in svg  # a small share is not written 0%
+
+
+def test_a_report_to_a_pipe(sample_index: str) -> None:
+    # `--html /dev/stdout | ...`: the check for data to protect must not read the pipe (it
+    # blocked for ever, waiting for its own output).
+    done = subprocess.run(
+        [sys.executable, "-c", "from indexer.cli import main; main()", "report"]
+        + ["--html", "/dev/stdout", "--db", sample_index],
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, "INDEXER_DB": ""},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(b"<!DOCTYPE html>") and b"</html>" in done.stdout

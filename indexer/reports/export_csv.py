@@ -7,6 +7,7 @@ empty. The file holds patient data as soon as a field does: it is created mode 0
 
 from __future__ import annotations
 
+import codecs
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -62,7 +63,10 @@ def _cell(value: Any) -> Any:
 
 def write_private(path: Path, text: str) -> None:
     """Write `text` to `path`, readable by its owner only (mode 0600, also when it existed).
-    ReportError, naming the path, when it cannot be written."""
+    An existing file is replaced only when it is text, so that a slip (`export csv index.db`,
+    `export csv scan.dcm`) cannot destroy data. ReportError, naming the path, when it cannot
+    be written or is not a text file."""
+    _refuse_to_replace_data(path)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
@@ -73,3 +77,25 @@ def write_private(path: Path, text: str) -> None:
             os.close(fd)
     except OSError as err:
         raise ReportError(f"cannot write {path}: {err.strerror or err}") from None
+
+
+_TEXT_HEAD = 4096  # bytes read of an existing file to tell text (a CSV) from data
+
+
+def _refuse_to_replace_data(path: Path) -> None:
+    if not path.is_file():
+        return  # nothing to protect (a FIFO or /dev/stdout is written to, never read)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(_TEXT_HEAD)
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        return  # nothing to protect, or the write says why it cannot
+    except OSError as err:
+        raise ReportError(f"cannot write {path}: {err.strerror or err}") from None
+    try:  # incremental: a character cut at the end of the head is not an error
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+        is_text = b"\0" not in head
+    except UnicodeDecodeError:
+        is_text = False
+    if not is_text:  # an SQLite index, a DICOM file, Parquet: all hold NUL or non-UTF-8 bytes
+        raise ReportError(f"{path} exists and is not a text file: not replaced")

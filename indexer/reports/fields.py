@@ -11,6 +11,7 @@ the instance's own, where the column ``patient_id`` is its study's patient).
 
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -42,6 +43,9 @@ _COLUMN_TAGS = {
 _INTEGER_VRS = frozenset(("IS", "US", "SS", "UL", "SL", "SV", "UV"))
 # Field values of at most this share of the instances are read by primary key (see find._FEW).
 _FEW = 0.25
+# The dots between levels of a keyword path, not those inside a quoted private creator
+# ("AGFA PACS Archive Mirroring 1.0", "Mortara Instrument, Inc.").
+_LEVELS = re.compile(r'\.(?=(?:[^"]*"[^"]*")*[^"]*\Z)')
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 
@@ -123,7 +127,7 @@ def _field_name(keywords: str) -> str:
     """snake_case of a keyword path: ``ReferencedSeriesSequence.SeriesInstanceUID`` ->
     ``referenced_series_sequence.series_instance_uid``; tags without keyword as their key."""
     parts = []
-    for part in keywords.split("."):
+    for part in _LEVELS.split(keywords):
         hexed = re.fullmatch(r"\(([0-9A-F]{4}),([0-9A-F]{4})\)", part)
         if hexed:
             part = public_keyword(int(hexed[1] + hexed[2], 16)) or part
@@ -215,12 +219,13 @@ def sort_key(value: Any) -> tuple[int, float, str]:
         value = "\\".join(str(v) for v in value)
     if isinstance(value, bool):
         return (1, 0.0, str(value))
-    if isinstance(value, (int, float)):
-        return (0, float(value), "")
     try:
-        return (0, float(value), "")
-    except ValueError:
+        number = float(value)
+    except (TypeError, ValueError):
         return (1, 0.0, str(value))
+    # NaN is not ordered (every comparison is false: one such value unsorted the whole list),
+    # and "Infinity" is a word in a description: both sort as text.
+    return (0, number, "") if math.isfinite(number) else (1, 0.0, str(value))
 
 
 def sort_rows(rows: list[dict[str, Any]], name: str, descending: bool) -> list[dict[str, Any]]:

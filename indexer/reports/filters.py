@@ -42,11 +42,12 @@ class Filter:
 def parse_filters(items: Iterable[str]) -> list[Filter]:
     """Split ``KEY=VALUE`` / ``KEY<=VALUE``... arguments. ReportError for one without operator."""
     parsed = []
-    for item in items:
+    for position, item in enumerate(items, 1):
         m = _FILTER.match(item)
-        if m is None:
+        if m is None:  # not echoed: an argument with no operator may be a value, e.g. a name
             raise ReportError(
-                f"filter {item!r} is not KEY=VALUE or KEY<=NUMBER, e.g. StudyDate=20240101-20241231"
+                f"filter {position} is not KEY=VALUE or KEY<=NUMBER, "
+                "e.g. StudyDate=20240101-20241231"
             )
         parsed.append(Filter(m.group(1), m.group(2), m.group(3)))
     return parsed
@@ -70,6 +71,10 @@ def as_filters(filters: Iterable[tuple[str, str] | tuple[str, str, str] | Filter
 def date_range(f: Filter, vr: str | None) -> str:
     """The ``FROM-TO`` value of a date or time filter; ReportError for a comparison that has none,
     and for a comparison on a VR that is neither a number nor a date or time."""
+    if f.op == "=" and vr in RANGE_VRS and f.value.strip() == "-":
+        # An open range at both ends: refused on every key alike (it matched any value on
+        # element rows, while the instance columns refused it).
+        raise ReportError(f"filter {f.key}=-: give a start, an end or both, e.g. 20240101-20241231")
     if f.op == "=":
         return f.value
     if vr in RANGE_VRS:
@@ -137,7 +142,7 @@ def number_test(f: Filter, vr: str) -> NumberTest:
             return NumberTest(high=x, high_open=f.op == "<")
         return NumberTest(low=x, low_open=f.op == ">")
     raise ReportError(
-        f"filter {f}: {f.key} is a number ({vr}); give a number, a range FROM-TO "
+        f"filter {f.key}{f.op}: {f.key} is a number ({vr}); give a number, a range FROM-TO "
         f"(e.g. {f.key}=0-1.5) or a comparison such as {f.key}<=1.5"
     )
 

@@ -496,6 +496,8 @@ def write_html_report(
 
 
 def _refuse_to_replace_data(target: Path) -> None:
+    if not target.is_file():
+        return  # nothing to protect; a FIFO or /dev/stdout is written to, never read (it blocks)
     try:
         with open(target, "rb") as fh:
             head = fh.read(64).lstrip().lower()
