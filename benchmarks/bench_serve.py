@@ -38,7 +38,7 @@ import requests
 from sqlalchemy import func, select
 
 from indexer.db import connect
-from indexer.reports.find import _COLUMNS  # the hierarchy keys: any other tag reads elements
+from indexer.reports.find import KEY_COLUMNS, OWN_COLUMNS  # fast keys; any other reads elements
 from indexer.schema import instances, patients, series, studies, tag_keys, tag_values
 
 REPO = Path(__file__).resolve().parent.parent
@@ -93,7 +93,8 @@ def sample(db: str, n: int = 500) -> dict[str, list[tuple[str, ...]]]:
         for k, v, _ in keys
         if k
         and k.isidentifier()
-        and k not in _COLUMNS
+        and k not in OWN_COLUMNS
+        and k not in KEY_COLUMNS
         and k != "Modality"
         and v
         and "\\" not in v

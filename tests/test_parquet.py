@@ -31,6 +31,7 @@ from typer.testing import CliRunner
 
 from indexer import schema
 from indexer.backends.snapshot import read_snapshot
+from indexer.db import HEAD_REVISION
 from indexer.export.parquet import MANIFEST, TABLE_ORDER
 from indexer.run import index_paths
 
@@ -117,7 +118,7 @@ def test_export_holds_every_table_of_the_index(
     report = export(db_url, out)
     assert report["incremental"] is False and report["element_parts_kept"] == 0
     manifest = json.loads((out / MANIFEST).read_text())
-    assert manifest["schema_revision"] == "0004_hierarchy" and manifest["export_format"] == 1
+    assert manifest["schema_revision"] == HEAD_REVISION and manifest["export_format"] == 1
     con = duck(out)
     for name in TABLE_ORDER:
         table = schema.metadata.tables[name]

@@ -753,4 +753,46 @@ def duckdb_views(listed: dict[str, list[str]]) -> str:
     for name, files in listed.items():
         quoted = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
         lines.append(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet([{quoted}]);")
+    for name, query in DETAIL_VIEWS.items():
+        lines.append(f"CREATE OR REPLACE VIEW {name} AS{query};")
     return "\n".join(lines) + "\n"
+
+
+def _tag_text(column: str) -> str:
+    return f"printf('(%04X,%04X)', {column} >> 16, {column} & 65535)"
+
+
+# The index's views (schema.VIEWS, created by migration 0005, which keeps its own frozen copy),
+# in DuckDB's SQL over the exported tables: the same columns, so queries written against the
+# views (examples/) run on the export too.
+DETAIL_VIEWS = {
+    "element_details": f"""
+SELECT e.file_id, e.ordinal, f.path AS file_path, p.path, p.location,
+       {_tag_text("p.tag")} AS tag, p.keyword, p.name, p.private_creator, p.depth,
+       e.vr, e.vm, e.length, e.value, e.number, e.flags
+FROM elements e
+JOIN files f ON f.id = e.file_id
+LEFT JOIN paths p ON p.id = e.path_id""",
+    "instance_details": """
+SELECT i.file_id, f.path, f.status AS file_status,
+       st.patient_ref, pa.patient_id, pa.issuer, pa.patient_name, pa.birth_date, pa.sex,
+       se.study_ref, st.study_uid, st.study_id, st.accession_number, st.study_date,
+       st.study_time, st.description AS study_description,
+       i.series_ref, se.series_uid, se.series_number, se.description AS series_description,
+       se.body_part, se.series_date,
+       i.sop_instance_uid, i.sop_class_uid, i.modality, i.instance_number, i.content_date,
+       i.rows, i.columns, i.frames, i.manufacturer, i.model, i.element_count,
+       i.hierarchy_problem
+FROM instances i
+JOIN files f ON f.id = i.file_id
+LEFT JOIN series se ON se.id = i.series_ref
+LEFT JOIN studies st ON st.id = se.study_ref
+LEFT JOIN patients pa ON pa.id = st.patient_ref""",
+    "tag_usage_details": f"""
+SELECT u.key_id, u.group_id, k.key, k.keywords, {_tag_text("k.tag")} AS tag,
+       k.depth, k.name, k.private_creator, g.modality, g.sop_class_uid,
+       u.instances, u.occurrences, u.untracked
+FROM tag_usage u
+JOIN tag_keys k ON k.id = u.key_id
+JOIN usage_groups g ON g.id = u.group_id""",
+}
