@@ -28,7 +28,6 @@ from pathlib import Path
 import pytest
 from helpers import (
     INDEXER_BIN,
-    copy_files,
     diff_dumps,
     dump_index,
     files_written,
@@ -36,6 +35,7 @@ from helpers import (
     kill_index,
     query,
     regular_files,
+    replicated_corpus,
     reset_database,
     run_outcomes,
     start_index,
@@ -62,11 +62,8 @@ def crash_tree(
     corpus_dir: Path,
     corpus_manifest: list[dict[str, str]],
 ) -> Path:
-    chosen = [r["relpath"] for r in corpus_manifest if int(r["bytes"]) <= MAX_BYTES]
     root = tmp_path_factory.mktemp("crash") / "tree"
-    for i in range(COPIES):
-        copy_files(corpus_dir, chosen, root / f"copy{i}")
-    return root
+    return replicated_corpus(corpus_dir, corpus_manifest, root, copies=COPIES, max_bytes=MAX_BYTES)
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,13 @@ from pathlib import Path
 import pytest
 from helpers import (
     INDEXER_BIN,
-    copy_files,
     diff_dumps,
     dump_index,
     files_written,
     pg_database,
+    pg_local_dump,
     query,
+    replicated_corpus,
     run_cli,
     single_line,
 )
@@ -116,19 +117,13 @@ def tree(
     corpus_dir: Path,
     corpus_manifest: list[dict[str, str]],
 ) -> Path:
-    chosen = [r["relpath"] for r in corpus_manifest if int(r["bytes"]) <= MAX_BYTES]
     root = tmp_path_factory.mktemp("dask-tree") / "tree"
-    for i in range(COPIES):
-        copy_files(corpus_dir, chosen, root / f"copy{i}")
-    return root
+    return replicated_corpus(corpus_dir, corpus_manifest, root, copies=COPIES, max_bytes=MAX_BYTES)
 
 
 @pytest.fixture(scope="module")
 def local_dump(pg_url: str, tree: Path) -> dict[str, list[tuple[object, ...]]]:
-    with pg_database(pg_url) as url:
-        ran = run_cli(["index", str(tree), "--db", url, "-w", "2", "-q"])
-        assert ran.returncode == 0, ran.stderr
-        return dump_index(url)
+    return pg_local_dump(pg_url, tree)
 
 
 def _on_dask(url: str, tree: Path, cluster: Cluster) -> list[str]:

@@ -17,14 +17,15 @@ from helpers import (
     DICTIONARY_TABLES,
     INDEXER_BIN,
     SUMMARY_TABLES,
-    copy_files,
     diff_dumps,
     dump_index,
     files_written,
     kill_index,
     pg_database,
+    pg_local_dump,
     query,
     rebuilt_summaries,
+    replicated_corpus,
     run_cli,
     run_outcomes,
     single_line,
@@ -43,20 +44,14 @@ def tree(
     corpus_dir: Path,
     corpus_manifest: list[dict[str, str]],
 ) -> Path:
-    chosen = [r["relpath"] for r in corpus_manifest if int(r["bytes"]) <= MAX_BYTES]
     root = tmp_path_factory.mktemp("writers") / "tree"
-    for i in range(COPIES):
-        copy_files(corpus_dir, chosen, root / f"copy{i}")
-    return root
+    return replicated_corpus(corpus_dir, corpus_manifest, root, copies=COPIES, max_bytes=MAX_BYTES)
 
 
 @pytest.fixture(scope="module")
 def one_writer(pg_url: str, tree: Path) -> dict[str, list[tuple[object, ...]]]:
     """The dump of the tree indexed by the single writer (the main process)."""
-    with pg_database(pg_url) as url:
-        ran = run_cli(["index", str(tree), "--db", url, "-w", "2", "-q"])
-        assert ran.returncode == 0, ran.stderr
-        return dump_index(url)
+    return pg_local_dump(pg_url, tree)
 
 
 def _index_cli(url: str, tree: Path, writers: int) -> subprocess.CompletedProcess[str]:
