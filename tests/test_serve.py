@@ -406,15 +406,16 @@ def test_index_is_opened_read_only(
 
 
 def test_missing_extra_and_bad_options_are_one_line(tmp_path: Path) -> None:
-    command = [sys.executable, "-c", "from indexer.cli import main; main()", "serve"]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    gone = subprocess.run(
-        [*command, "--db", str(tmp_path / "none.db"), "--port", "0"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    def serve(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", "from indexer.cli import main; main()", "serve", *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            timeout=60,
+        )
+
+    gone = serve("--db", str(tmp_path / "none.db"), "--port", "0")
     assert (
         gone.returncode == 1
         and gone.stderr.startswith("error: no index at")
@@ -422,13 +423,7 @@ def test_missing_extra_and_bad_options_are_one_line(tmp_path: Path) -> None:
     )
     empty = tmp_path / "empty-token"
     empty.write_text("")
-    refused = subprocess.run(
-        [*command, "--db", str(tmp_path / "none.db"), "--token-file", str(empty)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    refused = serve("--db", str(tmp_path / "none.db"), "--token-file", str(empty))
     assert (
         refused.returncode == 1
         and "token file" in refused.stderr
