@@ -599,14 +599,6 @@ def files_written(url: str) -> int:
         engine.dispose()
 
 
-def pg_local_dump(pg_url: str, tree: Path) -> Dump:
-    """The dump of `tree` indexed on a fresh PostgreSQL database by one local run (one writer)."""
-    with pg_database(pg_url) as url:
-        ran = run_cli(["index", str(tree), "--db", url, "-w", "2", "-q"])
-        assert ran.returncode == 0, ran.stderr
-        return dump_index(url)
-
-
 def on_terminal(
     args: Sequence[str], *, columns: int, stream: str = "stdout", timeout: float = 60
 ) -> tuple[int, str, str]:
