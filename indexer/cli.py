@@ -737,7 +737,9 @@ class Level(str, Enum):
     instances = "instances"
 
 
-class FindFormat(str, Enum):
+class PathsFormat(str, Enum):
+    """table, json, csv, or paths (one file path a line, for xargs): find's and errors' --format."""
+
     table = "table"
     json = "json"
     csv = "csv"
@@ -800,7 +802,7 @@ def find(
     filters: Annotated[list[str] | None, _filters_argument(_FILTER_HELP)] = None,
     db: DbOption = None,
     output: Annotated[
-        FindFormat,
+        PathsFormat,
         typer.Option(
             "--format",
             "-f",
@@ -808,7 +810,7 @@ def find(
             help="Output format: table, json, csv, or paths (instances: one file path a line, "
             "nothing else, for xargs).",
         ),
-    ] = FindFormat.table,
+    ] = PathsFormat.table,
     fields: FieldsOption = None,
     sort: SortOption = None,
     desc: DescOption = False,
@@ -846,7 +848,7 @@ def find(
     from .reports.fields import default_fields, resolve_fields, split_fields
 
     chosen = split_fields(fields) if fields is not None else default_fields(level.value)
-    if output is FindFormat.paths:
+    if output is PathsFormat.paths:
         if level is not Level.instances:
             typer.echo("error: --format paths lists files: use find instances", err=True)
             raise typer.Exit(code=1)
@@ -867,9 +869,9 @@ def find(
                 descending=descending,
             )
             columns = [f.name for f in resolve_fields(conn, level.value, chosen)]
-    if output is FindFormat.paths:
+    if output is PathsFormat.paths:
         _print_disk_paths([r["path"] for r in rows])
-    elif output is FindFormat.table:
+    elif output is PathsFormat.table:
         typer.echo(
             _rows_table([{k: _csv_value(v) for k, v in r.items()} for r in rows])
             if rows
@@ -1433,13 +1435,6 @@ ERROR_GROUP_COLUMNS = ("reason", "kind", "files", "examples")
 ERROR_COLUMNS = ("path", "stage", "message")
 
 
-class ErrorsFormat(str, Enum):
-    table = "table"
-    json = "json"
-    csv = "csv"
-    paths = "paths"
-
-
 @app.command()
 def errors(
     db: DbOption = None,
@@ -1454,14 +1449,14 @@ def errors(
         ),
     ] = None,
     output: Annotated[
-        ErrorsFormat,
+        PathsFormat,
         typer.Option(
             "--format",
             "-f",
             metavar="FORMAT",
             help="table, json, csv, or paths (one path a line, for xargs).",
         ),
-    ] = ErrorsFormat.table,
+    ] = PathsFormat.table,
     examples: Annotated[
         int, typer.Option("--examples", min=0, metavar="N", help="Example paths per reason.")
     ] = 3,
@@ -1484,10 +1479,10 @@ def errors(
     if reason and not rows:
         known = ", ".join(reasons) or "none"
         typer.echo(f"no error of reason {reason!r} (reasons in the index: {known})", err=True)
-    if output is ErrorsFormat.paths:
+    if output is PathsFormat.paths:
         paths = [r["path"] for r in rows] if reason else [p for r in rows for p in r["examples"]]
         typer.echo("".join(f"{p}\n" for p in paths), nl=False)
-    elif output is ErrorsFormat.table:
+    elif output is PathsFormat.table:
         typer.echo(_rows_table(_joined(rows)) if rows else "no match" if reason else "no errors")
     else:
         columns = ERROR_COLUMNS if reason else ERROR_GROUP_COLUMNS

@@ -338,44 +338,24 @@ instance_groups = Table(
     Column("elements", BigInteger, nullable=False),  # sum of instances.element_count
 )
 
+
+def _deltas_of(counters: Table) -> Table:
+    """`counters`' columns, none of them a key, after a delta id: one writer's changes to it."""
+    return Table(
+        f"{counters.name}_deltas",
+        metadata,
+        Column("delta_id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+        *(Column(c.name, c.type, nullable=c.nullable) for c in counters.columns),
+    )
+
+
 # Counter deltas of the writers that run side by side on PostgreSQL (`--writers N`): each
 # writer appends its transaction's changes here (inserts only, so writers never wait on one
 # another's counter rows) and one merger folds them into tag_usage, tag_values and
 # instance_groups (summaries.merge_pending). Empty whenever no merge is due.
-tag_usage_deltas = Table(
-    "tag_usage_deltas",
-    metadata,
-    Column("delta_id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
-    Column("key_id", BigInteger, nullable=False),
-    Column("group_id", BigInteger, nullable=False),
-    Column("instances", BigInteger, nullable=False),
-    Column("occurrences", BigInteger, nullable=False),
-    Column("untracked", BigInteger, nullable=False),
-)
-tag_values_deltas = Table(
-    "tag_values_deltas",
-    metadata,
-    Column("delta_id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
-    Column("key_id", BigInteger, nullable=False),
-    Column("value", Text, nullable=False),
-    Column("group_id", BigInteger, nullable=False),
-    Column("instances", BigInteger, nullable=False),
-    Column("occurrences", BigInteger, nullable=False),
-)
-instance_groups_deltas = Table(
-    "instance_groups_deltas",
-    metadata,
-    Column("delta_id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
-    Column("id", BigInteger, nullable=False),
-    Column("modality", Text),
-    Column("sop_class_uid", Text),
-    Column("manufacturer", Text),
-    Column("model", Text),
-    Column("study_year", String(4)),
-    Column("in_hierarchy", Boolean, nullable=False),
-    Column("instances", BigInteger, nullable=False),
-    Column("elements", BigInteger, nullable=False),
-)
+tag_usage_deltas = _deltas_of(tag_usage)
+tag_values_deltas = _deltas_of(tag_values)
+instance_groups_deltas = _deltas_of(instance_groups)
 
 # `indexer find` looks studies up by accession number.
 Index(None, studies.c.accession_number)

@@ -21,7 +21,16 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from helpers import DB_KINDS, pg_database, pg_engine, readable_rows
+from helpers import (
+    DB_KINDS,
+    Dump,
+    dump_index,
+    pg_database,
+    pg_engine,
+    readable_rows,
+    replicated_corpus,
+    run_cli,
+)
 from sqlalchemy.engine import make_url
 
 from indexer.run import index_paths
@@ -72,6 +81,27 @@ def corpus_dir() -> Path:
 @pytest.fixture(scope="session")
 def corpus_manifest(corpus_dir: Path) -> list[dict[str, str]]:
     return load_manifest(corpus_dir)
+
+
+@pytest.fixture(scope="session")
+def corpus_copies(
+    tmp_path_factory: pytest.TempPathFactory,
+    corpus_dir: Path,
+    corpus_manifest: list[dict[str, str]],
+) -> Path:
+    """Three folders, each a copy of the corpus files up to 40 kB: about 200 files, quick to
+    index in many chunks (the crash, writers and Dask tests; never changed by a test)."""
+    root = tmp_path_factory.mktemp("corpus-copies") / "tree"
+    return replicated_corpus(corpus_dir, corpus_manifest, root, copies=3, max_bytes=40_000)
+
+
+@pytest.fixture(scope="session")
+def corpus_copies_dump(pg_url: str, corpus_copies: Path) -> Dump:
+    """The dump of `corpus_copies` indexed on PostgreSQL by one local run (one writer)."""
+    with pg_database(pg_url) as url:
+        ran = run_cli(["index", str(corpus_copies), "--db", url, "-w", "2", "-q"])
+        assert ran.returncode == 0, ran.stderr
+        return dump_index(url)
 
 
 @pytest.fixture(scope="session")

@@ -12,13 +12,16 @@ re-written, and a difference shows which table and which rows differ.
 
 from __future__ import annotations
 
+import fcntl
 import os
+import pty
 import secrets
 import shutil
 import signal
 import struct
 import subprocess
 import sys
+import termios
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -338,6 +341,16 @@ def copy_files(src_root: Path, relpaths: Iterable[str], dst_root: Path) -> list[
     return out
 
 
+def replicated_corpus(
+    corpus_dir: Path, manifest: list[dict[str, str]], root: Path, *, copies: int, max_bytes: int
+) -> Path:
+    """`root` holding `copies` folders, each a copy of the corpus files of at most `max_bytes`."""
+    chosen = [r["relpath"] for r in manifest if int(r["bytes"]) <= max_bytes]
+    for i in range(copies):
+        copy_files(corpus_dir, chosen, root / f"copy{i}")
+    return root
+
+
 def regular_files(root: Path) -> list[Path]:
     """Every regular file below `root` (symlinks not followed), sorted."""
     out = []
@@ -584,3 +597,36 @@ def files_written(url: str) -> int:
         return 0
     finally:
         engine.dispose()
+
+
+def on_terminal(
+    args: Sequence[str], *, columns: int, stream: str = "stdout", timeout: float = 60
+) -> tuple[int, str, str]:
+    """Run `indexer ARGS` with `stream` (stdout or stderr) on a real pty `columns` wide.
+
+    Returns the exit code, what the terminal got (raw: carriage returns kept) and the other
+    stream, piped."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "INDEXER_DB")}
+    on_pty = {stream: slave}
+    proc = subprocess.Popen(
+        [str(INDEXER_BIN), *args],
+        stdout=on_pty.get("stdout", subprocess.PIPE),
+        stderr=on_pty.get("stderr", subprocess.PIPE),
+        env=env,
+        text=True,
+    )
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, b"".join(chunks).decode(), err if stream == "stdout" else out

@@ -4,22 +4,17 @@ a real SQLite file and a real PostgreSQL server."""
 from __future__ import annotations
 
 import csv
-import fcntl
 import io
 import json
-import os
-import pty
 import re
 import shutil
-import struct
 import subprocess
-import termios
 from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.helpers import INDEXER_BIN, query, run_cli
+from tests.helpers import on_terminal, query, run_cli
 
 LONG = "a-folder-name-long-enough-that-every-path-under-it-passes-sixty-characters"
 
@@ -42,25 +37,9 @@ def _index(tree: Path, db: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 def _on_terminal(args: list[str], columns: int) -> str:
     """What the command prints with stdout on a terminal `columns` wide (a real pty)."""
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
-    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "INDEXER_DB")}
-    proc = subprocess.Popen(
-        [str(INDEXER_BIN), *args], stdout=slave, stderr=subprocess.PIPE, env=env
-    )
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(master)
-    assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
-    return b"".join(chunks).decode().replace("\r\n", "\n")
+    code, shown, stderr = on_terminal(args, columns=columns)
+    assert code == 0, stderr
+    return shown.replace("\r\n", "\n")
 
 
 # -- 1. tables are cut on a terminal only, to its width ----------------------------------------

@@ -28,7 +28,6 @@ from pathlib import Path
 import pytest
 from helpers import (
     INDEXER_BIN,
-    copy_files,
     diff_dumps,
     dump_index,
     files_written,
@@ -44,9 +43,6 @@ from helpers import (
 
 from indexer.records import ITEM, META
 
-COPIES = 3  # folders the chosen corpus files are replicated into
-MAX_BYTES = 40_000  # corpus files up to this size are used: about 200 files, quick to index
-
 _INDEX_PY = """
 import sys
 from indexer.run import index_paths
@@ -54,19 +50,6 @@ roots = sys.argv[3:]
 report = index_paths(roots, sys.argv[1], workers=2, batch_files=int(sys.argv[2]))
 print(report.outcome)
 """
-
-
-@pytest.fixture(scope="module")
-def crash_tree(
-    tmp_path_factory: pytest.TempPathFactory,
-    corpus_dir: Path,
-    corpus_manifest: list[dict[str, str]],
-) -> Path:
-    chosen = [r["relpath"] for r in corpus_manifest if int(r["bytes"]) <= MAX_BYTES]
-    root = tmp_path_factory.mktemp("crash") / "tree"
-    for i in range(COPIES):
-        copy_files(corpus_dir, chosen, root / f"copy{i}")
-    return root
 
 
 @dataclass(frozen=True)
@@ -86,14 +69,14 @@ class Reference:
     ],
 )
 def reference(
-    request: pytest.FixtureRequest, crash_tree: Path, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest, corpus_copies: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Reference]:
     """The tree indexed by one uninterrupted `indexer index` run."""
     server = request.getfixturevalue("pg_url") if request.param == "postgresql" else None
     with fresh_database(request.param, tmp_path_factory.mktemp("crash-ref"), server) as url:
         started = time.monotonic()
         proc = subprocess.run(
-            [str(INDEXER_BIN), "index", str(crash_tree), "--db", url, "-w", "2", "-q"],
+            [str(INDEXER_BIN), "index", str(corpus_copies), "--db", url, "-w", "2", "-q"],
             capture_output=True,
             text=True,
             timeout=300,
@@ -102,7 +85,7 @@ def reference(
         seconds = time.monotonic() - started
         assert proc.returncode == 0, proc.stderr
         yield Reference(
-            request.param, server, dump_index(url), len(regular_files(crash_tree)), seconds
+            request.param, server, dump_index(url), len(regular_files(corpus_copies)), seconds
         )
 
 
@@ -170,7 +153,7 @@ TRIALS = [
 @pytest.mark.slow
 @pytest.mark.parametrize("trial", TRIALS, ids=[t.name for t in TRIALS])
 def test_sigkill_then_rerun_equals_clean_run(
-    reference: Reference, crash_tree: Path, tmp_path: Path, trial: Trial
+    reference: Reference, corpus_copies: Path, tmp_path: Path, trial: Trial
 ) -> None:
     rng = random.Random()
     seed = rng.randrange(2**32)
@@ -183,7 +166,7 @@ def test_sigkill_then_rerun_equals_clean_run(
             assert attempt < 6, f"{note}: could not kill the run before it ended"
             scale = 0.5**attempt
             attempt += 1
-            proc = _start(url, crash_tree, trial.batch_files)
+            proc = _start(url, corpus_copies, trial.batch_files)
             if trial.name == "any-moment":
                 delay = rng.uniform(0.0, reference.seconds) * scale
                 note += f" delay {delay:.3f}s"
@@ -205,7 +188,7 @@ def test_sigkill_then_rerun_equals_clean_run(
                 break  # the index is complete: nothing left to interrupt
             note += " (the run was complete before the kill: again, on an empty database)"
             reset_database(url)
-        _rerun(url, crash_tree, note)
+        _rerun(url, corpus_copies, note)
         assert diff_dumps(reference.dump, dump_index(url)) == "", note
         outcomes = run_outcomes(url)
         assert outcomes[-1] == "completed" and set(outcomes) <= {"interrupted", "completed"}, (

@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 from helpers import (
     INDEXER_BIN,
-    copy_files,
     diff_dumps,
     dump_index,
     files_written,
@@ -36,8 +35,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DASK_BIN = Path(sys.executable).with_name("dask")
-COPIES = 3
-MAX_BYTES = 40_000
 START_S = 60.0
 
 
@@ -110,38 +107,20 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         started.close()
 
 
-@pytest.fixture(scope="module")
-def tree(
-    tmp_path_factory: pytest.TempPathFactory,
-    corpus_dir: Path,
-    corpus_manifest: list[dict[str, str]],
-) -> Path:
-    chosen = [r["relpath"] for r in corpus_manifest if int(r["bytes"]) <= MAX_BYTES]
-    root = tmp_path_factory.mktemp("dask-tree") / "tree"
-    for i in range(COPIES):
-        copy_files(corpus_dir, chosen, root / f"copy{i}")
-    return root
-
-
-@pytest.fixture(scope="module")
-def local_dump(pg_url: str, tree: Path) -> dict[str, list[tuple[object, ...]]]:
-    with pg_database(pg_url) as url:
-        ran = run_cli(["index", str(tree), "--db", url, "-w", "2", "-q"])
-        assert ran.returncode == 0, ran.stderr
-        return dump_index(url)
-
-
 def _on_dask(url: str, tree: Path, cluster: Cluster) -> list[str]:
     return ["index", str(tree), "--db", url, "--scheduler", cluster.address, "-q"]
 
 
 def test_dask_run_equals_a_local_run(
-    pg_url: str, tree: Path, cluster: Cluster, local_dump: dict[str, list[tuple[object, ...]]]
+    pg_url: str,
+    corpus_copies: Path,
+    cluster: Cluster,
+    corpus_copies_dump: dict[str, list[tuple[object, ...]]],
 ) -> None:
     with pg_database(pg_url) as url:
-        ran = run_cli(_on_dask(url, tree, cluster), timeout=300)
+        ran = run_cli(_on_dask(url, corpus_copies, cluster), timeout=300)
         assert ran.returncode == 0, ran.stderr
-        assert diff_dumps(local_dump, dump_index(url)) == ""
+        assert diff_dumps(corpus_copies_dump, dump_index(url)) == ""
         assert query(url, "SELECT COUNT(*) FROM tag_usage_deltas") == [(0,)]
         # The workers let go of their sessions once the run ended.
         sessions = query(
@@ -153,11 +132,14 @@ def test_dask_run_equals_a_local_run(
 
 
 def test_a_worker_killed_mid_run_then_a_rerun_completes(
-    pg_url: str, tree: Path, cluster: Cluster, local_dump: dict[str, list[tuple[object, ...]]]
+    pg_url: str,
+    corpus_copies: Path,
+    cluster: Cluster,
+    corpus_copies_dump: dict[str, list[tuple[object, ...]]],
 ) -> None:
     with pg_database(pg_url) as url:
         proc = subprocess.Popen(
-            [str(INDEXER_BIN), *_on_dask(url, tree, cluster)],
+            [str(INDEXER_BIN), *_on_dask(url, corpus_copies, cluster)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -176,6 +158,6 @@ def test_a_worker_killed_mid_run_then_a_rerun_completes(
             assert single_line(stderr) and "run the same command again" in stderr, stderr
         cluster.workers[0] = cluster.add_worker(2)
         cluster.wait_for(2)
-        again = run_cli(_on_dask(url, tree, cluster), timeout=300)
+        again = run_cli(_on_dask(url, corpus_copies, cluster), timeout=300)
         assert again.returncode == 0, again.stderr
-        assert diff_dumps(local_dump, dump_index(url)) == ""
+        assert diff_dumps(corpus_copies_dump, dump_index(url)) == ""

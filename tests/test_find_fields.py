@@ -22,7 +22,7 @@ from typing import Any
 
 import pydicom
 import pytest
-from helpers import DB_KINDS, pg_database, query, server_for
+from helpers import DB_KINDS, fresh_database, query, server_for
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from typer.testing import CliRunner
@@ -106,17 +106,10 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module", params=DB_KINDS)
 def index_url(request: pytest.FixtureRequest, tree: Path) -> Iterator[str]:
-    def indexed(url: str) -> str:
+    with fresh_database(request.param, tree.parent, server_for(request, request.param)) as url:
         code, _, err = invoke("index", "--db", url, "-q", str(tree))
         assert code == 0, err
-        return url
-
-    server = server_for(request, request.param)
-    if server is None:
-        yield indexed(f"sqlite:///{tree.parent / 'index.db'}")
-    else:
-        with pg_database(server) as url:
-            yield indexed(url)
+        yield url
 
 
 def _names(rows: list[dict[str, Any]]) -> set[str]:

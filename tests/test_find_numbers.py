@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import DB_KINDS, pg_database, run_cli, server_for
+from helpers import DB_KINDS, fresh_database, run_cli, server_for
 from torture.build import dicom_file, el, uid_for
 
 CASES = {
@@ -42,17 +42,11 @@ def index_url(
             extra.append((0x00181320, el(0x00181320, "FL", struct.pack("<f", b1rms))))
         (tree / f"{name}.dcm").write_bytes(dicom_file(name, modality=modality, extra=extra))
 
-    def indexed(url: str) -> str:
+    server = server_for(request, request.param)
+    with fresh_database(request.param, tmp_path_factory.mktemp("db"), server) as url:
         done = run_cli(["index", "--db", url, "-q", str(tree)])
         assert done.returncode == 0, done.stderr
-        return url
-
-    server = server_for(request, request.param)
-    if server is None:
-        yield indexed(f"sqlite:///{tmp_path_factory.mktemp('db') / 'index.db'}")
-    else:
-        with pg_database(server) as url:
-            yield indexed(url)
+        yield url
 
 
 def _found(url: str, *filters: str, level: str = "series") -> set[str]:

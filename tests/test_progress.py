@@ -4,15 +4,9 @@ SQLite and PostgreSQL, through the installed command."""
 
 from __future__ import annotations
 
-import fcntl
 import itertools
-import os
-import pty
 import re
 import shutil
-import struct
-import subprocess
-import termios
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +17,7 @@ import pytest
 from indexer.cli import _progress_line
 from indexer.crawl_ahead import CrawlAhead
 from indexer.run import IndexReport, index_paths
-from tests.helpers import INDEXER_BIN, run_cli
+from tests.helpers import on_terminal, run_cli
 
 GOOD = ("pydicom/MR_small_bigendian.dcm", "pydicom/rtplan.dcm", "fo-dicom/GH538-jpeg1.dcm")
 LOG_LINE = re.compile(
@@ -98,29 +92,14 @@ def test_no_log_lines_with_log_every_0_or_quiet(db_url: str, many_files: Path) -
 
 def test_progress_bar_on_a_terminal_shows_total_and_errors(db_url: str, many_files: Path) -> None:
     """A real pty on stderr, 120 columns: tqdm's bar with N/total, %, and errors=."""
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
-    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "INDEXER_DB")}
-    proc = subprocess.Popen(
-        [str(INDEXER_BIN), "index", str(many_files), "--db", db_url, "-w", "1"],
-        stdout=subprocess.PIPE,
-        stderr=slave,
-        env=env,
+    code, raw, _ = on_terminal(
+        ["index", str(many_files), "--db", db_url, "-w", "1"],
+        columns=120,
+        stream="stderr",
+        timeout=120,
     )
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(master)
-    proc.communicate(timeout=120)
-    assert proc.returncode == 0
-    shown = b"".join(chunks).decode().replace("\r", "\n")
+    assert code == 0
+    shown = raw.replace("\r", "\n")
     assert re.search(r"indexing: 100%\|.*\| 300/300 \[.*errors=0\]", shown), shown[-800:]
     assert "indexing: " in shown and not LOG_LINE.search(shown)
 

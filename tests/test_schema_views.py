@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from helpers import DB_KINDS, engine_for, pg_database, query, run_cli, server_for
+from helpers import DB_KINDS, engine_for, fresh_database, query, run_cli, server_for
 from sqlalchemy.engine import make_url
 from torture.build import dicom_file, el, uid_for
 
@@ -59,17 +59,11 @@ def index_url(
     tree = tmp_path_factory.mktemp("numbers")
     _build(tree)
 
-    def indexed(url: str) -> str:
+    server = server_for(request, request.param)
+    with fresh_database(request.param, tmp_path_factory.mktemp("db"), server) as url:
         done = run_cli(["index", "--db", url, "-q", str(tree), str(sample_dir)])
         assert done.returncode == 0, done.stderr
-        return url
-
-    server = server_for(request, request.param)
-    if server is None:
-        yield indexed(f"sqlite:///{tmp_path_factory.mktemp('db') / 'index.db'}")
-    else:
-        with pg_database(server) as url:
-            yield indexed(url)
+        yield url
 
 
 def _sql(url: str, statement: str) -> list[dict[str, object]]:

@@ -22,7 +22,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 from dicomweb_client.api import DICOMwebClient
-from helpers import DB_KINDS, pg_database
+from helpers import DB_KINDS, fresh_database, pg_database, server_for
 
 from indexer.backends.read_only import make_read_only
 from indexer.db import connect, open_index
@@ -322,22 +322,15 @@ def test_retrieve_is_byte_identical(server: Server) -> None:
 # -- safety -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", [p.values[0] for p in DB_KINDS], ids=["sqlite", "postgresql"])
+@pytest.mark.parametrize("kind", DB_KINDS)
 def test_token_changed_files_and_access_log(
     kind: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    if kind == "postgresql":
-        request.applymarker(pytest.mark.postgres)
-        url_context = pg_database(request.getfixturevalue("pg_url"))
-    else:
-        from contextlib import nullcontext
-
-        url_context = nullcontext(f"sqlite:///{tmp_path}/index.db")
     data = tmp_path / "data"
     shutil.copytree(REPO / "tests" / "data" / "dcm_qa_nih" / "20180918GE", data)
     token_file = tmp_path / "token"
     token_file.write_text("s3cret-token\n")
-    with url_context as url:
+    with fresh_database(kind, tmp_path, server_for(request, kind)) as url:
         index_paths([data], url, workers=1)
         running = start_server(url, "--token-file", str(token_file), data=data)
         try:
@@ -367,7 +360,7 @@ def test_token_changed_files_and_access_log(
     assert "GET /dicomweb/studies 401" in log and "GET /dicomweb/studies 200" in log
     assert "DEV" not in log and "PatientID" not in log and "?" not in log and "Traceback" not in log
     # the token comes from the environment too, never from the command line
-    with open_index_url(kind, request, tmp_path) as url:
+    with fresh_database(kind, tmp_path, server_for(request, kind)) as url:
         index_paths([data], url, workers=1)
         running = start_server(url, env={"INDEXER_SERVE_TOKEN": "from-env"}, data=data)
         try:
@@ -377,21 +370,11 @@ def test_token_changed_files_and_access_log(
             running.stop()
 
 
-def open_index_url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    if kind == "postgresql":
-        return pg_database(request.getfixturevalue("pg_url"))
-    from contextlib import nullcontext
-
-    return nullcontext(f"sqlite:///{tmp_path}/again.db")
-
-
-@pytest.mark.parametrize("kind", [p.values[0] for p in DB_KINDS], ids=["sqlite", "postgresql"])
+@pytest.mark.parametrize("kind", DB_KINDS)
 def test_index_is_opened_read_only(
     kind: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    if kind == "postgresql":
-        request.applymarker(pytest.mark.postgres)
-    with open_index_url(kind, request, tmp_path) as url:
+    with fresh_database(kind, tmp_path, server_for(request, kind)) as url:
         index_paths([REPO / "tests" / "data" / "pydicom" / "rtplan.dcm"], url, workers=1)
         engine = make_read_only(open_index(url, create=False))
         try:
@@ -406,15 +389,16 @@ def test_index_is_opened_read_only(
 
 
 def test_missing_extra_and_bad_options_are_one_line(tmp_path: Path) -> None:
-    command = [sys.executable, "-c", "from indexer.cli import main; main()", "serve"]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    gone = subprocess.run(
-        [*command, "--db", str(tmp_path / "none.db"), "--port", "0"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    def serve(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", "from indexer.cli import main; main()", "serve", *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            timeout=60,
+        )
+
+    gone = serve("--db", str(tmp_path / "none.db"), "--port", "0")
     assert (
         gone.returncode == 1
         and gone.stderr.startswith("error: no index at")
@@ -422,13 +406,7 @@ def test_missing_extra_and_bad_options_are_one_line(tmp_path: Path) -> None:
     )
     empty = tmp_path / "empty-token"
     empty.write_text("")
-    refused = subprocess.run(
-        [*command, "--db", str(tmp_path / "none.db"), "--token-file", str(empty)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    refused = serve("--db", str(tmp_path / "none.db"), "--token-file", str(empty))
     assert (
         refused.returncode == 1
         and "token file" in refused.stderr

@@ -17,7 +17,6 @@ from helpers import (
     DICTIONARY_TABLES,
     INDEXER_BIN,
     SUMMARY_TABLES,
-    copy_files,
     diff_dumps,
     dump_index,
     files_written,
@@ -31,32 +30,8 @@ from helpers import (
     start_index,
 )
 
-COPIES = 3  # folders the chosen corpus files are replicated into
-MAX_BYTES = 40_000  # corpus files up to this size: about 200 files in all
 DELTA_TABLES = ("tag_usage_deltas", "tag_values_deltas", "instance_groups_deltas")
 KILL_TRIALS = 3
-
-
-@pytest.fixture(scope="module")
-def tree(
-    tmp_path_factory: pytest.TempPathFactory,
-    corpus_dir: Path,
-    corpus_manifest: list[dict[str, str]],
-) -> Path:
-    chosen = [r["relpath"] for r in corpus_manifest if int(r["bytes"]) <= MAX_BYTES]
-    root = tmp_path_factory.mktemp("writers") / "tree"
-    for i in range(COPIES):
-        copy_files(corpus_dir, chosen, root / f"copy{i}")
-    return root
-
-
-@pytest.fixture(scope="module")
-def one_writer(pg_url: str, tree: Path) -> dict[str, list[tuple[object, ...]]]:
-    """The dump of the tree indexed by the single writer (the main process)."""
-    with pg_database(pg_url) as url:
-        ran = run_cli(["index", str(tree), "--db", url, "-w", "2", "-q"])
-        assert ran.returncode == 0, ran.stderr
-        return dump_index(url)
 
 
 def _index_cli(url: str, tree: Path, writers: int) -> subprocess.CompletedProcess[str]:
@@ -86,26 +61,33 @@ def test_writers_refused_on_sqlite(tmp_path: Path, sample_dir: Path, option: lis
 @pytest.mark.postgres
 @pytest.mark.parametrize("writers", [2, 4])
 def test_many_writers_give_the_single_writer_index(
-    pg_url: str, tree: Path, one_writer: dict[str, list[tuple[object, ...]]], writers: int
+    pg_url: str,
+    corpus_copies: Path,
+    corpus_copies_dump: dict[str, list[tuple[object, ...]]],
+    writers: int,
 ) -> None:
     with pg_database(pg_url) as url:
-        ran = _index_cli(url, tree, writers)
+        ran = _index_cli(url, corpus_copies, writers)
         assert ran.returncode == 0, ran.stderr
         assert _pending_deltas(url) == 0  # merged before the run completed
-        assert diff_dumps(one_writer, dump_index(url)) == ""
+        assert diff_dumps(corpus_copies_dump, dump_index(url)) == ""
         _exact_summaries(url)
         # Unchanged: nothing read or written again.
-        again = run_cli(["index", str(tree), "--db", url, "--writers", str(writers), "-f", "json"])
+        again = run_cli(
+            ["index", str(corpus_copies), "--db", url, "--writers", str(writers), "-f", "json"]
+        )
         assert again.returncode == 0, again.stderr
-        assert '"unchanged": ' + str(len(one_writer["files"])) in again.stdout, again.stdout
-        assert diff_dumps(one_writer, dump_index(url)) == ""
+        assert '"unchanged": ' + str(len(corpus_copies_dump["files"])) in again.stdout, again.stdout
+        assert diff_dumps(corpus_copies_dump, dump_index(url)) == ""
 
 
 @pytest.mark.postgres
-def test_writers_rewrite_changed_files_exactly(pg_url: str, tree: Path, tmp_path: Path) -> None:
+def test_writers_rewrite_changed_files_exactly(
+    pg_url: str, corpus_copies: Path, tmp_path: Path
+) -> None:
     """Re-indexing files (their old rows and counts out, new ones in) by several writers."""
     copy = tmp_path / "tree"
-    subprocess.run(["cp", "-a", str(tree), str(copy)], check=True)
+    subprocess.run(["cp", "-a", str(corpus_copies), str(copy)], check=True)
     with pg_database(pg_url) as url:
         assert _index_cli(url, copy, 3).returncode == 0
         for path in sorted(p for p in copy.rglob("*") if p.is_file())[::3]:
@@ -128,9 +110,9 @@ def test_writers_rewrite_changed_files_exactly(pg_url: str, tree: Path, tmp_path
 
 @pytest.mark.postgres
 def test_sigkill_mid_run_then_rerun_gives_the_same_index(
-    pg_url: str, tree: Path, one_writer: dict[str, list[tuple[object, ...]]]
+    pg_url: str, corpus_copies: Path, corpus_copies_dump: dict[str, list[tuple[object, ...]]]
 ) -> None:
-    command = [str(INDEXER_BIN), "index", str(tree), "--writers", "3", "-q", "--db"]
+    command = [str(INDEXER_BIN), "index", str(corpus_copies), "--writers", "3", "-q", "--db"]
     with pg_database(pg_url) as url:
         started = time.monotonic()
         assert subprocess.run([*command, url], check=False).returncode == 0
@@ -139,7 +121,7 @@ def test_sigkill_mid_run_then_rerun_gives_the_same_index(
     killed_mid_run = 0
     for trial in range(KILL_TRIALS):
         with pg_database(pg_url) as url:
-            proc = start_index(url, tree, [*command, url])
+            proc = start_index(url, corpus_copies, [*command, url])
             # Wait for the first chunks to commit, then kill somewhere in the rest of the run.
             deadline = time.monotonic() + 60
             while files_written(url) == 0 and proc.poll() is None and time.monotonic() < deadline:
@@ -150,9 +132,9 @@ def test_sigkill_mid_run_then_rerun_gives_the_same_index(
             # A kill that landed as the process exited finds the run completed.
             if ended is None and run_outcomes(url)[-1] == "running":
                 killed_mid_run += 1
-            ran = _index_cli(url, tree, 3)
+            ran = _index_cli(url, corpus_copies, 3)
             assert ran.returncode == 0, (trial, ran.stderr)
             assert _pending_deltas(url) == 0
-            assert diff_dumps(one_writer, dump_index(url)) == "", trial
+            assert diff_dumps(corpus_copies_dump, dump_index(url)) == "", trial
             _exact_summaries(url)
     assert killed_mid_run, "every run ended before its kill"

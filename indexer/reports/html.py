@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -348,17 +348,15 @@ def _section_private_creators(creators: list[dict[str, Any]]) -> str:
     chart = _bars(
         ((c["private_creator"], c["instances"]) for c in creators), "instances per private creator"
     )
-    rows = "".join(
-        f'<tr><td><code>{text(c["private_creator"])}</code></td><td class="n">{c["tags"]:,}</td>'
-        f'<td class="n">{c["instances"]:,}</td></tr>'
-        for c in creators[:LISTED]
+    table = _table(
+        ("private creator", "tag keys", "instances"),
+        (
+            (f"<code>{text(c['private_creator'])}</code>", c["tags"], c["instances"])
+            for c in creators[:LISTED]
+        ),
     )
     more = _more(len(creators), "private creators")
-    return (
-        f"<h2>Private creators ({len(creators):,})</h2>\n{chart}\n"
-        '<table><tr><th>private creator</th><th class="n">tag keys</th>'
-        f'<th class="n">instances</th></tr>{rows}</table>{more}'
-    )
+    return f"<h2>Private creators ({len(creators):,})</h2>\n{chart}\n{table}{more}"
 
 
 def _section_patient_tags(tags: list[dict[str, Any]], patient_values: bool) -> str:
@@ -384,13 +382,9 @@ def _section_patient_tags(tags: list[dict[str, Any]], patient_values: bool) -> s
                 for v in t["top_values"]
             )
         rows.append(
-            f"<tr><td><code>{text(t['tag'])}</code></td><td>{text(t['keyword'] or '')}</td>"
-            f'<td class="n">{t["instances"]:,}</td><td>{values}</td></tr>'
+            (f"<code>{text(t['tag'])}</code>", text(t["keyword"] or ""), t["instances"], values)
         )
-    return (
-        head + note + '<table><tr><th>tag</th><th>keyword</th><th class="n">instances</th>'
-        "<th>common values</th></tr>" + "".join(rows) + "</table>"
-    )
+    return head + note + _table(("tag", "keyword", "instances", "common values"), rows)
 
 
 def _section_errors(stats: dict[str, Any], reasons: list[dict[str, Any]]) -> str:
@@ -411,14 +405,8 @@ def _section_errors(stats: dict[str, Any], reasons: list[dict[str, Any]]) -> str
             f"{text(cut(e['message'], 160))}</div>"
             for e in r["examples"]
         )
-        rows.append(
-            f"<tr><td>{text(r['severity'])}</td><td>{text(r['reason'])}</td>"
-            f'<td class="n">{r["count"]:,}</td><td>{examples}</td></tr>'
-        )
-    return (
-        head + chart + '\n<table><tr><th>severity</th><th>reason</th><th class="n">rows</th>'
-        "<th>examples</th></tr>" + "".join(rows) + "</table>"
-    )
+        rows.append((text(r["severity"]), text(r["reason"]), r["count"], examples))
+    return head + chart + "\n" + _table(("severity", "reason", "rows", "examples"), rows)
 
 
 def _section_duplicates(stats: dict[str, Any], duplicates: list[dict[str, Any]]) -> str:
@@ -429,17 +417,18 @@ def _section_duplicates(stats: dict[str, Any], duplicates: list[dict[str, Any]])
     )
     if not duplicates:
         return head + '<p class="empty">no SOP Instance UID is held by more than one file</p>'
-    rows = "".join(
-        f"<tr><td><code>{text(d['sop_instance_uid'])}</code></td>"
-        f'<td class="n">{len(d["paths"]):,}</td><td>'
-        + "<br>".join(f"<code>{text(p)}</code>" for p in d["paths"])
-        + "</td></tr>"
-        for d in duplicates
+    table = _table(
+        ("SOP Instance UID", "files", "paths"),
+        (
+            (
+                f"<code>{text(d['sop_instance_uid'])}</code>",
+                len(d["paths"]),
+                "<br>".join(f"<code>{text(p)}</code>" for p in d["paths"]),
+            )
+            for d in duplicates
+        ),
     )
-    return (
-        head + '<table><tr><th>SOP Instance UID</th><th class="n">files</th><th>paths</th></tr>'
-        f"{rows}</table>{_more(n, 'UIDs')}"
-    )
+    return head + table + _more(n, "UIDs")
 
 
 def _section_missing(stats: dict[str, Any], paths: list[str]) -> str:
@@ -455,6 +444,27 @@ def _section_missing(stats: dict[str, Any], paths: list[str]) -> str:
         head + '<p class="note">Files the last run over their folder did not find; they are left '
         f"out of the counts above.</p><ul>{items}</ul>{_more(n, 'missing files')}"
     )
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[str | int]]) -> str:
+    """An HTML table of cells already escaped; a column whose cells are counts (ints) is
+    right-aligned, its numbers with thousands separators."""
+    body = []
+    counts: set[int] = set()
+    for row in rows:
+        counts.update(i for i, cell in enumerate(row) if isinstance(cell, int))
+        body.append(
+            "<tr>"
+            + "".join(
+                f'<td class="n">{cell:,}</td>' if isinstance(cell, int) else f"<td>{cell}</td>"
+                for cell in row
+            )
+            + "</tr>"
+        )
+    head = "".join(
+        f'<th class="n">{h}</th>' if i in counts else f"<th>{h}</th>" for i, h in enumerate(headers)
+    )
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
 def _more(total: int, what: str) -> str:

@@ -25,6 +25,8 @@ that a view names.
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -102,6 +104,23 @@ def _plain_integer(column: str, dialect: str) -> str:
     )
 
 
+def _retype(
+    dialect: str,
+    table: str,
+    column: str,
+    new: sa.types.TypeEngine[Any],
+    old: sa.types.TypeEngine[Any],
+    using: str,
+) -> None:
+    """Change `column`'s type from `old` to `new`; `using` converts each value on PostgreSQL
+    (SQLite's batch mode copies the table, casting the values)."""
+    if dialect == "sqlite":
+        with op.batch_alter_table(table) as batch:
+            batch.alter_column(column, type_=new, existing_type=old)
+    else:
+        op.alter_column(table, column, type_=new, existing_type=old, postgresql_using=using)
+
+
 def upgrade() -> None:
     dialect = op.get_bind().dialect.name
     for table, column in _NUMBER_COLUMNS:
@@ -111,16 +130,7 @@ def upgrade() -> None:
                 f"UPDATE {table} SET {column} = {_plain_integer(column, dialect)} "
                 f"WHERE {column} IS NOT NULL"
             )
-            with op.batch_alter_table(table) as batch:
-                batch.alter_column(column, type_=sa.Integer(), existing_type=sa.Text())
-        else:
-            op.alter_column(
-                table,
-                column,
-                type_=sa.Integer(),
-                existing_type=sa.Text(),
-                postgresql_using=_plain_integer(column, dialect),
-            )
+        _retype(dialect, table, column, sa.Integer(), sa.Text(), _plain_integer(column, dialect))
     for name, select in _views(dialect).items():
         op.execute(f"CREATE VIEW {name} AS {select}")
 
@@ -130,14 +140,4 @@ def downgrade() -> None:
     for name in _views(dialect):
         op.execute(f"DROP VIEW {name}")
     for table, column in _NUMBER_COLUMNS:
-        if dialect == "sqlite":
-            with op.batch_alter_table(table) as batch:
-                batch.alter_column(column, type_=sa.Text(), existing_type=sa.Integer())
-        else:
-            op.alter_column(
-                table,
-                column,
-                type_=sa.Text(),
-                existing_type=sa.Integer(),
-                postgresql_using=f"{column}::text",
-            )
+        _retype(dialect, table, column, sa.Text(), sa.Integer(), f"{column}::text")

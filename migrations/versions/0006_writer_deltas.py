@@ -7,6 +7,8 @@ Create Date: 2026-12-03 15:10:00
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -16,30 +18,35 @@ branch_labels = None
 depends_on = None
 
 
-def upgrade() -> None:
+def _create_deltas(name: str, *columns: sa.Column[Any]) -> None:
+    """A deltas table: a delta id of its own (the primary key), then `columns`."""
     op.create_table(
-        "tag_usage_deltas",
+        name,
         sa.Column("delta_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        *columns,
+        sa.PrimaryKeyConstraint("delta_id", name=f"pk_{name}"),
+    )
+
+
+def upgrade() -> None:
+    _create_deltas(
+        "tag_usage_deltas",
         sa.Column("key_id", sa.BigInteger(), nullable=False),
         sa.Column("group_id", sa.BigInteger(), nullable=False),
         sa.Column("instances", sa.BigInteger(), nullable=False),
         sa.Column("occurrences", sa.BigInteger(), nullable=False),
         sa.Column("untracked", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("delta_id", name="pk_tag_usage_deltas"),
     )
-    op.create_table(
+    _create_deltas(
         "tag_values_deltas",
-        sa.Column("delta_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("key_id", sa.BigInteger(), nullable=False),
         sa.Column("value", sa.Text(), nullable=False),
         sa.Column("group_id", sa.BigInteger(), nullable=False),
         sa.Column("instances", sa.BigInteger(), nullable=False),
         sa.Column("occurrences", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("delta_id", name="pk_tag_values_deltas"),
     )
-    op.create_table(
+    _create_deltas(
         "instance_groups_deltas",
-        sa.Column("delta_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("id", sa.BigInteger(), nullable=False),
         sa.Column("modality", sa.Text()),
         sa.Column("sop_class_uid", sa.Text()),
@@ -49,7 +56,6 @@ def upgrade() -> None:
         sa.Column("in_hierarchy", sa.Boolean(), nullable=False),
         sa.Column("instances", sa.BigInteger(), nullable=False),
         sa.Column("elements", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("delta_id", name="pk_instance_groups_deltas"),
     )
 
 
