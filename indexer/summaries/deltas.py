@@ -46,7 +46,7 @@ from itertools import groupby
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, inspect
 
 from ..db import fetch_in
 from ..errors import IndexerError
@@ -105,6 +105,8 @@ def rebuild(conn: Connection) -> int:
     Files marked missing are left out, as the writer leaves them out.
     Runs in the caller's transaction, one chunk of files at a time.
     """
+    # The delta tables come with migration 0006; migration 0002 rebuilds before they exist.
+    present = set(inspect(conn).get_table_names())
     for table in (
         "instance_groups_deltas",
         "tag_values_deltas",
@@ -116,7 +118,8 @@ def rebuild(conn: Connection) -> int:
         "tag_keys",
         "usage_groups",
     ):
-        conn.exec_driver_sql(f"DELETE FROM {table}")
+        if table in present:
+            conn.exec_driver_sql(f"DELETE FROM {table}")
     # Missing files keep their rows but are not counted (writer/catalog.py).
     ids = [
         row[0]
