@@ -828,7 +828,8 @@ def find(
     instances does. Fast keys (columns of the instance rows, hierarchy UIDs): SOPInstanceUID,
     SOPClassUID, Modality, ModalitiesInStudy, StudyDate, ContentDate, Manufacturer,
     ManufacturerModelName, StudyInstanceUID and SeriesInstanceUID; any other tag reads the
-    element rows of that tag (of the files the fast keys left, when they are few).
+    element rows of that tag (of the files the fast keys left, when they are few);
+    PatientID and AccessionNumber read only the files of the studies their rows may hold.
     Comparisons: numbers (DS IS US SS UL SL FL FD SV UV) take KEY=N, KEY!=N, KEY<N, KEY<=N,
     KEY>N, KEY>=N and KEY=FROM-TO; dates and times (DA TM DT) KEY=FROM-TO, >= and <=; UIDs
     a list separated by , or \\; text (and everything else) = only, with * and ? wildcards

@@ -22,7 +22,17 @@ from sqlalchemy.sql.elements import ColumnElement
 from ..dictionary import keyword_tag, private_vr, public_keyword, public_vm, public_vr
 from ..errors import ReportError, UnknownTagError
 from ..records import CUT
-from ..schema import elements, files, instances, patients, series, studies, tag_usage, tag_values
+from ..schema import (
+    CONFLICTS,
+    elements,
+    files,
+    instances,
+    patients,
+    series,
+    studies,
+    tag_usage,
+    tag_values,
+)
 from ..tagkeys import parse as parse_tag_key
 from .common import in_ids, lookup
 from .filters import (
@@ -78,6 +88,16 @@ OWN_COLUMNS: dict[str, tuple[Any, str]] = {
 KEY_COLUMNS: dict[str, tuple[Any, ColumnElement[bool]]] = {
     "StudyInstanceUID": (studies.c.study_uid, instances.c.hierarchy_problem.is_not(None)),
     "SeriesInstanceUID": (series.c.series_uid, instances.c.series_ref.is_(None)),
+}
+# Element-row keys whose study-level column narrows the files to read. Where the study's
+# conflict bit for it (schema.CONFLICTS) is clear, every file of the study that holds a
+# non-empty value holds the row's value: two different ones set the bit. So the instances of
+# studies whose row matches, or whose bit is set, or that are outside the hierarchy or
+# flagged, include every instance whose own value matches a filter that cannot match an
+# empty value; their element rows then decide (read by primary key when they are few).
+NARROWING_COLUMNS: dict[str, tuple[Any, str]] = {
+    "PatientID": (patients.c.patient_id, "patient"),
+    "AccessionNumber": (studies.c.accession_number, "accession_number"),
 }
 _RANGE_VRS = RANGE_VRS
 # Element filters on at most this share of the instances read those files' rows by primary key
@@ -228,7 +248,36 @@ def _plan(conn: Connection, level: str, filters: Sequence[Filter]) -> _Plan:
                 plan.hints.extend(number_range_hint(f, test.low, test.high))
             plan.element_filters.append((f, row, vr))
             plan.on_instances = True
+            if keyword in NARROWING_COLUMNS and not is_numeric_test(f, vr):
+                narrowing = _narrowing(conn, keyword, f.value, key)
+                if narrowing is not None:
+                    plan.conditions.append(narrowing)
     return plan
+
+
+def _narrowing(conn: Connection, keyword: str, value: str, key: str) -> Any:
+    """The superset of NARROWING_COLUMNS as a condition on the hit query's rows, None when the
+    filter could match an empty value (the study row says nothing of those files)."""
+    wanted = [v.strip() for v in value.split("\\")] if "\\" in value else [value.strip()]
+    if any(not w.replace("*", "") for w in wanted):
+        return None
+    column, name = NARROWING_COLUMNS[keyword]
+    bit = 1 << CONFLICTS["studies"].index(name)
+    suspect = or_(
+        _match_column(conn, column, "text", value, key),
+        column.like("%\\\\%", escape="\\"),  # a multi-valued one: matched on its parts
+        studies.c.conflicts.op("&")(bit) != 0,
+    )
+    study_ids = (
+        select(studies.c.id)
+        .select_from(studies.join(patients, patients.c.id == studies.c.patient_ref))
+        .where(suspect)
+    )
+    return or_(
+        instances.c.series_ref.is_(None),
+        instances.c.hierarchy_problem.is_not(None),
+        series.c.study_ref.in_(study_ids),
+    )
 
 
 def _known_key(conn: Connection, key: str) -> Any:
