@@ -630,3 +630,18 @@ def on_terminal(
     os.close(master)
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, b"".join(chunks).decode(), err if stream == "stdout" else out
+
+
+def edited_copy(source: Path, target: Path, **changes: Any) -> None:
+    """`source` saved as `target` with a new SOP Instance UID and `changes` (keyword: value;
+    None deletes the element), by pydicom."""
+    ds = pydicom.dcmread(source)
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = (
+        f"{ds.SOPInstanceUID}.{len(target.name)}9"
+    )
+    for keyword, value in changes.items():
+        if value is None:
+            del ds[keyword]
+        else:
+            setattr(ds, keyword, value)
+    ds.save_as(target)

@@ -22,7 +22,7 @@ from typing import Any
 
 import pydicom
 import pytest
-from helpers import DB_KINDS, fresh_database, query, server_for
+from helpers import DB_KINDS, edited_copy, fresh_database, query, server_for
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from typer.testing import CliRunner
@@ -38,26 +38,13 @@ ORPHAN_SERIES = "1.2.826.0.1.3680043.99.1"
 REFERENCED_SERIES = "1.2.826.0.1.3680043.99.2"
 
 
-def _edited(source: Path, target: Path, **changes: Any) -> None:
-    ds = pydicom.dcmread(source)
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = (
-        f"{ds.SOPInstanceUID}.{len(target.name)}9"
-    )
-    for keyword, value in changes.items():
-        if value is None:
-            del ds[keyword]
-        else:
-            setattr(ds, keyword, value)
-    ds.save_as(target)
-
-
 def _tree(root: Path) -> Path:
     root.mkdir()
     shutil.copy(FIRST, root / "a.dcm")
     shutil.copy(SECOND, root / "b.dcm")
     referenced = Dataset()
     referenced.SeriesInstanceUID = REFERENCED_SERIES
-    _edited(
+    edited_copy(
         FIRST,
         root / "edited.dcm",
         SeriesDescription=EDITED,
@@ -65,7 +52,7 @@ def _tree(root: Path) -> Path:
         AccessionNumber="ACC123",
         ReferencedSeriesSequence=DicomSequence([referenced]),
     )
-    _edited(
+    edited_copy(
         SECOND,
         root / "orphan.dcm",
         StudyInstanceUID=None,
@@ -347,8 +334,8 @@ def test_format_paths_gives_the_names_on_disk(db_url: str, tmp_path: Path) -> No
     root.mkdir()
     latin = root / os.fsdecode(b"caf\xe9.dcm")
     split = root / "two\nlines.dcm"
-    _edited(FIRST, latin)
-    _edited(FIRST, split)
+    edited_copy(FIRST, latin)
+    edited_copy(FIRST, split)
     code, _, err = invoke("index", "--db", db_url, "-q", str(root))
     assert code == 0, err
     result = CliRunner().invoke(
@@ -366,7 +353,7 @@ def test_tables_do_not_pass_terminal_controls(db_url: str, tmp_path: Path) -> No
     root = tmp_path / "ansi"
     root.mkdir()
     hostile = "T1\x1b[2J\x9b31m\rgone\ttab"
-    _edited(FIRST, root / "a.dcm", SeriesDescription=hostile)
+    edited_copy(FIRST, root / "a.dcm", SeriesDescription=hostile)
     code, _, err = invoke("index", "--db", db_url, "-q", str(root))
     assert code == 0, err
     table = run(db_url, "find", "instances", "--fields", "SeriesDescription,path")
@@ -396,7 +383,7 @@ def test_sort_with_a_value_that_reads_as_nan(db_url: str, tmp_path: Path) -> Non
     root = tmp_path / "nan"
     root.mkdir()
     for name, description in (("a", "3"), ("bb", "NaN"), ("ccc", "1"), ("dddd", "2")):
-        _edited(FIRST, root / f"{name}.dcm", SeriesDescription=description)
+        edited_copy(FIRST, root / f"{name}.dcm", SeriesDescription=description)
     code, _, err = invoke("index", "--db", db_url, "-q", str(root))
     assert code == 0, err
     rows = run_json(

@@ -14,11 +14,10 @@ import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pydicom
 import pytest
-from helpers import DB_KINDS, fresh_database, query, server_for
+from helpers import DB_KINDS, edited_copy, fresh_database, query, server_for
 from typer.testing import CliRunner
 
 from indexer.cli import app
@@ -29,36 +28,23 @@ FIRST = DATA / "axial_epi_fmri_interleaved_i_to_s-00001.dcm"
 SECOND = DATA / "axial_epi_fmri_interleaved_i_to_s-00002.dcm"
 
 
-def _edited(source: Path, target: Path, **changes: Any) -> None:
-    ds = pydicom.dcmread(source)
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = (
-        f"{ds.SOPInstanceUID}.{len(target.name)}7"
-    )
-    for keyword, value in changes.items():
-        if value is None:
-            del ds[keyword]
-        else:
-            setattr(ds, keyword, value)
-    ds.save_as(target)
-
-
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("narrowing") / "tree"
     root.mkdir()
     shutil.copy(FIRST, root / "a.dcm")
     shutil.copy(SECOND, root / "b.dcm")
-    _edited(FIRST, root / "empty.dcm", PatientID="")
-    _edited(SECOND, root / "other.dcm", PatientID="OTHER1")
-    _edited(FIRST, root / "accession.dcm", AccessionNumber="ACC9")
-    _edited(
+    edited_copy(FIRST, root / "empty.dcm", PatientID="")
+    edited_copy(SECOND, root / "other.dcm", PatientID="OTHER1")
+    edited_copy(FIRST, root / "accession.dcm", AccessionNumber="ACC9")
+    edited_copy(
         SECOND,
         root / "multi.dcm",
         PatientID="M1\\M2",
         StudyInstanceUID="1.2.826.0.1.3680043.99.7",
         SeriesInstanceUID="1.2.826.0.1.3680043.99.8",
     )
-    _edited(FIRST, root / "orphan.dcm", PatientID="ORPH", StudyInstanceUID=None)
+    edited_copy(FIRST, root / "orphan.dcm", PatientID="ORPH", StudyInstanceUID=None)
     return root
 
 
