@@ -899,7 +899,7 @@ def _print_disk_paths(stored: list[str]) -> None:
 # -- export -----------------------------------------------------------------------------------
 
 export_app = typer.Typer(
-    help="Export chosen fields of the index as flat files, one row per instance.",
+    help="Write the index out for other tools: chosen fields as CSV, every table as Parquet.",
     no_args_is_help=True,
     context_settings=CONTEXT,
 )
