@@ -268,11 +268,10 @@ def _narrowing(conn: Connection, keyword: str, value: str, key: str) -> Any:
         column.like("%\\\\%", escape="\\"),  # a multi-valued one: matched on its parts
         studies.c.conflicts.op("&")(bit) != 0,
     )
-    study_ids = (
-        select(studies.c.id)
-        .select_from(studies.join(patients, patients.c.id == studies.c.patient_ref))
-        .where(suspect)
-    )
+    rows: Any = studies  # the patients rows are joined for PatientID only
+    if column.table is patients:
+        rows = studies.join(patients, patients.c.id == studies.c.patient_ref)
+    study_ids = select(studies.c.id).select_from(rows).where(suspect)
     return or_(
         instances.c.series_ref.is_(None),
         instances.c.hierarchy_problem.is_not(None),
