@@ -314,6 +314,8 @@ class _ProgressBar:
             from tqdm import tqdm
 
             self.bar = tqdm(unit=" files", desc="indexing", dynamic_ncols=True, file=sys.stderr)
+        # Once the files are done, the bar says what the run does then.
+        self.bar.set_description(report.finishing or "indexing", refresh=False)
         self.bar.total = max(report.files_found, report.files_done) or None
         postfix: dict[str, object] = {"errors": report.errors}
         if not report.crawl_complete:
@@ -335,7 +337,9 @@ class _ProgressLog:
         self.last = 0.0  # report.elapsed of the last line
 
     def __call__(self, report: IndexReport) -> None:
-        if self.every > 0 and report.elapsed - self.last >= self.every:
+        if self.every > 0 and report.finishing:
+            typer.echo(f"{report.finishing}: {_progress_line(report)}", err=True)
+        elif self.every > 0 and report.elapsed - self.last >= self.every:
             self.last = report.elapsed
             typer.echo(f"indexing: {_progress_line(report)}", err=True)
 
@@ -387,6 +391,10 @@ def _index_summary(report: IndexReport, prune: bool) -> dict[str, Any]:
         "elapsed_s": round(report.elapsed, 2),
         # Files read per second; an unchanged re-run read none, so it has no rate (null).
         "files_per_s": round(report.files_per_second, 1) if read else None,
+        # Seconds the run spent building the path index at its end; null when it was there.
+        "path_index_s": (
+            None if report.path_index_seconds is None else round(report.path_index_seconds, 2)
+        ),
     }
 
 
@@ -399,6 +407,7 @@ INDEX_LABELS = {
     "elements_written": "elements written",
     "elapsed_s": "elapsed s",
     "files_per_s": "files/s",
+    "path_index_s": "path index built s",
 }
 
 
@@ -409,7 +418,7 @@ def _index_table(summary: dict[str, Any]) -> dict[str, Any]:
     return {
         labels.get(k, k): v
         for k, v in summary.items()
-        if k != "pruned" and not (k == "files_per_s" and v is None)
+        if k != "pruned" and not (k in ("files_per_s", "path_index_s") and v is None)
     }
 
 

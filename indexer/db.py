@@ -24,7 +24,7 @@ _log = logging.getLogger("indexer")  # the CLI prints its warnings on stderr, on
 
 DEFAULT_DB = "dicom-index.db"
 ENV_VAR = "INDEXER_DB"
-_PG_MIGRATION_LOCK = 7_301_920_441  # advisory lock key: one migrator at a time on a server
+_PG_MIGRATION_LOCK = 7_301_920_441  # advisory lock key: one schema change at a time on a server
 
 
 def resolve_url(db: str | None) -> str:
@@ -185,7 +185,7 @@ def alembic_config(connection: Connection | None = None) -> Any:
 # The newest migration. Read commands compare the database with it on every start, and
 # loading alembic's script directory for that would cost a second; tests/test_db.py checks
 # that it names the head of migrations/versions.
-HEAD_REVISION = "0006_writer_deltas"
+HEAD_REVISION = "0007_element_path_index"
 
 
 def head_revision() -> str:
@@ -225,14 +225,18 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
     try:
         with engine.begin() as connection:
-            if connection.dialect.name == "postgresql":
-                connection.execute(
-                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK}
-                )
+            ddl_lock(connection)
             command.upgrade(alembic_config(connection), revision)
     finally:
         if engine.dialect.name == "sqlite":
             engine.dispose()
+
+
+def ddl_lock(connection: Connection) -> None:
+    """Serialise schema changes (migrations, the path index) across processes until the
+    transaction ends: a PostgreSQL advisory lock. SQLite's write lock does it by itself."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
 
 
 def open_index(db: str | None, *, create: bool = True, migrate: bool = True) -> Engine:

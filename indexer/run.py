@@ -25,6 +25,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import backends
+from .backends.base import Backend
 from .backends.sinks import SinkSpec
 from .crawl_ahead import CrawlAhead
 from .crawler import FoundFile, Skipped, iter_files
@@ -34,7 +35,7 @@ from .netfs import is_network_path
 from .records import DEFAULT_VALUE_LIMIT
 from .rows import Outcome, stored_path
 from .worker import Task, init_process, process_chunk
-from .writer import BatchWriter, Catalog, finish_run, start_run
+from .writer import BatchWriter, Catalog, finish_run, path_index, start_run
 from .writer.batch import BatchReport
 from .writer.runs import record_counts
 
@@ -72,6 +73,8 @@ class IndexReport:
     elapsed: float = 0.0
     outcome: str = "running"  # completed, interrupted, failed
     database: str = ""
+    finishing: str = ""  # what the run does after the last batch, for the progress display
+    path_index_seconds: float | None = None  # the path index was built at the end, in so long
 
     @property
     def errors(self) -> int:
@@ -407,6 +410,7 @@ def _index(
                 "value_limit": options.value_limit,
             },
         )
+        path_index.drop_for_first_run(engine)  # built once at the end (writer/path_index.py)
         writer = BatchWriter(engine, backend, report.run_id)
         catalog = Catalog(engine, report.run_id)
         feed = _Feed(
@@ -429,6 +433,7 @@ def _index(
             else:
                 pipeline.run()
             stop_check()  # a stop during the last batch is recorded, not completed over
+            _build_path_index(engine, backend, report, options, stop_check)
         except BaseException as err:
             pool, executor, done, writer = executor, None, writer, None
             _fail(pool, done, engine, report, err)
@@ -448,6 +453,22 @@ def _index(
         if writer is not None:
             _close(writer)
         backend.close(None)  # the scratch folder goes on every way out
+
+
+def _build_path_index(
+    engine: Engine,
+    backend: Backend,
+    report: IndexReport,
+    options: _Options,
+    stop_check: Callable[[], None],
+) -> None:
+    def starting() -> None:
+        report.finishing = "building the path index"
+        if options.progress is not None:
+            options.progress(report)
+
+    report.path_index_seconds = path_index.build_if_missing(engine, backend, stop_check, starting)
+    report.finishing = ""
 
 
 _Submit = Callable[[Executor, list[Task]], Future[Any]]

@@ -238,10 +238,12 @@ elements = Table(
     Column("value", Text),
     Column("number", Float),
     Column("flags", Integer, nullable=False),
-    # Deliberately no index on path_id: with thousands of distinct paths each batch would touch
-    # thousands of index pages and halve the write rate. Tag questions are answered from the
-    # summary tables the writer keeps (indexer/summaries/); a file's rows are found by the
-    # primary key.
+    # Tag counts are answered from the summary tables the writer keeps (indexer/summaries/), a
+    # file's rows by the primary key, and the rows of one tag (a search on any attribute) by
+    # the path index. Kept up to date row by row that index would slow a large first run
+    # (each batch touches thousands of its pages), so such a run drops it and builds it once
+    # at the end (writer/path_index.py).
+    Index("ix_elements_path_id", "path_id"),
     sqlite_with_rowid=False,
 )
 

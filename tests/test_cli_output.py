@@ -94,6 +94,7 @@ def test_index_json_keys_are_snake_case_and_quiet_json_prints_it(
         "elements_written",
         "elapsed_s",
         "files_per_s",
+        "path_index_s",
     }  # fmt: skip; the README lists them
     assert all(re.fullmatch(r"[a-z_]+", k) for k in data)
     assert data["indexed"] == 2 and data["pruned"] is False and data["files_per_s"] > 0

@@ -52,6 +52,9 @@ class Backend(Protocol):
     def close(self, conn: Connection | None) -> None:
         """Release what the run held (attached files, temporary folders)."""
 
+    def cancel(self, dbapi_connection: Any) -> None:
+        """Cancel the statement `dbapi_connection` runs in another thread (a long index build)."""
+
 
 def driver_error(err: BaseException) -> BaseException:
     """The driver's exception under SQLAlchemy's wrapper (raw COPY and driver calls raise

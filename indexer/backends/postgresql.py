@@ -109,5 +109,8 @@ class PostgreSQLBackend:
                     "ANALYZE files, elements, instances, series, studies, patients, errors"
                 )
 
+    def cancel(self, dbapi_connection: Any) -> None:
+        dbapi_connection.cancel()  # the server cancels the statement; the transaction fails
+
     def close(self, conn: Connection | None) -> None:
         pass

@@ -194,6 +194,9 @@ class SQLiteBackend:
             remove(path)
         conn.commit()
 
+    def cancel(self, dbapi_connection: Any) -> None:
+        dbapi_connection.interrupt()  # the statement fails with "interrupted" and rolls back
+
     def close(self, conn: Connection | None) -> None:
         """Detach the scratch files and remove the run's scratch folder, whatever state the
         connection is in (a run that failed or was stopped still removes its patient data)."""

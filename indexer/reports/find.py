@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, literal, or_, select
+from sqlalchemy import Connection, LargeBinary, and_, cast, func, literal, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from ..dictionary import keyword_tag, private_vr, public_keyword, public_vm, public_vr
@@ -103,6 +103,8 @@ _RANGE_VRS = RANGE_VRS
 # Element filters on at most this share of the instances read those files' rows by primary key
 # instead of the whole elements table.
 _FEW = 0.25
+# Element filters matched at most this many instances: their hierarchy rows are read by id.
+_HITS_BY_ID = 20_000
 # Several UIDs or values given: the SQL pre-filter on the element rows is left out above this.
 _PREFILTER_VALUES = 20
 
@@ -392,6 +394,17 @@ def _matching_instances(conn: Connection, plan: _Plan) -> list[Any]:
 
     The conditions on indexed columns run first; element filters then read only the rows of
     the files those left when they are few (by primary key), else the whole elements table."""
+    if plan.element_filters and not plan.conditions and not plan.checked:
+        # Element filters alone: their (few) matches first, then the hierarchy of those only.
+        matched = _element_matches(conn, plan.element_filters, None, plan.summaries_apply)
+        if len(matched) <= _HITS_BY_ID:
+            return [
+                hit
+                for chunk in in_ids(conn, instances.c.file_id, matched)
+                for hit in conn.execute(_hits_query(plan, [chunk]))
+            ]
+        hits = list(conn.execute(_hits_query(plan, [])))
+        return [h for h in hits if h[0] in matched]
     trusted = [and_(~c.untrusted, c.condition) for c in plan.checked]
     hits = list(conn.execute(_hits_query(plan, [*plan.conditions, *trusted])))
     if plan.checked:
@@ -477,7 +490,7 @@ def key_rows_of(
         return key_element_rows(conn, key_id, columns, *where)
     rows: list[Any] = []
     for chunk in in_ids(conn, elements.c.file_id, within):
-        rows += key_element_rows(conn, key_id, columns, *where, chunk)
+        rows += key_element_rows(conn, key_id, columns, *where, files=chunk)
     return rows
 
 
@@ -487,23 +500,43 @@ def _element_hits(
     if is_numeric_test(f, vr):
         return _number_hits(conn, f, row, vr or "", within)
     value = date_range(f, vr)
-    test, exact = _value_matcher(value, vr, _vm_of(row))
-    where = []
-    if exact is not None and len(exact) <= _PREFILTER_VALUES:
-        # A cheap pre-filter in SQL; the test below decides on each value of the element.
-        where.append(
-            or_(
-                *[
-                    or_(
-                        elements.c.value == v,
-                        elements.c.value.like(f"%{_like_pattern(v)}%", escape="\\"),
-                    )
-                    for v in exact
-                ]
-            )
-        )
+    test, wanted = _value_matcher(value, vr, _vm_of(row))
+    prefilter = _prefilter(conn, wanted, fold=vr == "PN")
+    where = [] if prefilter is None else [prefilter]
     rows = key_rows_of(conn, row.id, [elements.c.value], where, within)
     return {f for f, v in rows if v is not None and test(v)}
+
+
+def _prefilter(conn: Connection, wanted: list[str] | None, fold: bool) -> Any:
+    """A cheap superset of the matches in SQL (the Python test decides on each value): the
+    values that hold one of `wanted` as a LIKE pattern (``*``/``?`` as ``%``/``_``), None
+    when there is none to give. Person names (`fold`) match without regard to case, so only
+    ASCII `wanted` values are given, and every value with a non-ASCII character is kept:
+    there Python's lower() and the database's may differ."""
+    if wanted is None or len(wanted) > _PREFILTER_VALUES:
+        return None
+    if fold and not all(v.isascii() for v in wanted):
+        return None
+    column = elements.c.value
+    kept = [_like(conn, column, f"%{_like_pattern(v)}%", fold) for v in wanted]
+    if fold:
+        kept.append(_non_ascii(conn, column))
+    return or_(*kept)
+
+
+def _like(conn: Connection, column: Any, pattern: str, fold: bool) -> Any:
+    """Dialect decision: LIKE, without regard to ASCII case when `fold`. SQLite's LIKE ignores
+    ASCII case always (a superset either way); PostgreSQL's respects it, ILIKE does not."""
+    if fold and conn.dialect.name == "postgresql":
+        return column.ilike(pattern, escape="\\")
+    return column.like(pattern, escape="\\")
+
+
+def _non_ascii(conn: Connection, column: Any) -> Any:
+    """Dialect decision: the text holds a character beyond ASCII (more bytes than characters)."""
+    if conn.dialect.name == "postgresql":
+        return func.octet_length(column) != func.char_length(column)
+    return func.length(cast(column, LargeBinary)) != func.length(column)
 
 
 def _number_hits(
@@ -537,7 +570,8 @@ def _value_matcher(
     value: str, vr: str | None, vm: str | None
 ) -> tuple[Callable[[str], bool], list[str] | None]:
     """A function telling whether a stored value (text, possibly multi-valued) matches `value`,
-    and the exact values it looks for (for a pre-filter in SQL), None when it has none.
+    and the values it looks for (``*``/``?`` wildcards kept, person names in lower case; for
+    a pre-filter in SQL), None for a range.
 
     Person names match without regard to case, as most archives do for C-FIND. UIDs are a
     list separated by ``\\`` or ``,``; several values of a single-valued attribute
@@ -573,12 +607,12 @@ def _value_matcher(
             )
             for v in wanted
         ]
-        return lambda text: any(p.match(part) for part in parts(text) for p in patterns), None
+        return lambda text: any(p.match(part) for part in parts(text) for p in patterns), wanted
     one_of = set(wanted)
     matcher = lambda text: (  # noqa: E731
         (text.lower() if fold else text) in one_of or any(part in one_of for part in parts(text))
     )
-    return matcher, None if fold else wanted
+    return matcher, wanted
 
 
 # -- the hit query ------------------------------------------------------------------------------

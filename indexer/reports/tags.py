@@ -345,18 +345,28 @@ def _values_from_summary(conn: Connection, key_id: int, scope: _Scope) -> list[d
 
 
 def key_element_rows(
-    conn: Connection, key_id: int, columns: Sequence[Any], *where: Any
+    conn: Connection, key_id: int, columns: Sequence[Any], *where: Any, files: Any = None
 ) -> list[Any]:
     """Element rows counted under the tag key `key_id`: (file_id, *columns), no META or items.
 
-    One pass over the elements table (it has no index on path_id, see schema.py), keeping
-    the rows of the key's paths. A path shared by several keys (the same path text under
-    different private creators in different files) is resolved per file.
+    The rows of the key's paths, read through the path index (schema.py), or in one pass over
+    the elements table when the key holds a large share of the rows (see _by_path_index);
+    `files`, a condition on elements.file_id naming a few files, reads those files' rows by
+    primary key instead. A path shared by several keys (the same path text under different
+    private creators in different files) is resolved per file.
     """
     key_paths = select(path_keys.c.path_id).where(path_keys.c.key_id == key_id)
+    path_id: Any = elements.c.path_id
+    sqlite = conn.dialect.name == "sqlite"
+    if files is not None and sqlite:
+        path_id = path_id.op("+")(0)  # SQLite's way to keep an index off a term: the PK serves
     q = select(elements.c.file_id, elements.c.ordinal, elements.c.path_id, *columns).where(
-        elements.c.path_id.in_(key_paths), elements.c.flags.op("&")(META | ITEM) == 0, *where
+        path_id.in_(key_paths), elements.c.flags.op("&")(META | ITEM) == 0, *where
     )
+    if files is not None:
+        q = q.where(files)
+    elif sqlite and not _by_path_index(conn, key_id):
+        q = q.with_hint(elements, "NOT INDEXED", "sqlite")
     rows = conn.execute(q).all()
     shared = {
         r[0]
@@ -371,6 +381,21 @@ def key_element_rows(
         keep = {(f, o) for f, o, k in summaries.element_keys(conn, files_to_check) if k == key_id}
         rows = [r for r in rows if r[2] not in shared or (r[0], r[1]) in keep]
     return [(r[0], *r[3:]) for r in rows]
+
+
+# Above this share of all element rows, a key's rows are read in one pass over the table: each
+# row found through the index costs a lookup by primary key, some ten rows of a plain pass.
+_INDEXED_SHARE = 0.05
+
+
+def _by_path_index(conn: Connection, key_id: int) -> bool:
+    """Whether SQLite reads the rows of `key_id` best through the path index. It has no
+    statistics (the index runs no ANALYZE; PostgreSQL's planner has its own), so the summaries
+    tell: the key's share of the counted occurrences."""
+    occurrences = func.coalesce(func.sum(usage_table.c.occurrences), 0)
+    key = conn.execute(select(occurrences).where(usage_table.c.key_id == key_id)).scalar_one()
+    total = conn.execute(select(occurrences)).scalar_one()
+    return bool(key <= _INDEXED_SHARE * total)
 
 
 def _values_from_elements(conn: Connection, key_id: int, scope: _Scope) -> list[dict[str, Any]]:
