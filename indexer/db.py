@@ -185,7 +185,7 @@ def alembic_config(connection: Connection | None = None) -> Any:
 # The newest migration. Read commands compare the database with it on every start, and
 # loading alembic's script directory for that would cost a second; tests/test_db.py checks
 # that it names the head of migrations/versions.
-HEAD_REVISION = "0007_element_path_index"
+HEAD_REVISION = "0007_search_indexes"
 
 
 def head_revision() -> str:

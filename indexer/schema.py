@@ -359,8 +359,16 @@ tag_usage_deltas = _deltas_of(tag_usage)
 tag_values_deltas = _deltas_of(tag_values)
 instance_groups_deltas = _deltas_of(instance_groups)
 
-# `indexer find` looks studies up by accession number.
+# `indexer find` looks studies up by accession number, instances by their own study date, and
+# the few instances outside the hierarchy or flagged (which a narrowed search must still read).
 Index(None, studies.c.accession_number)
+Index(None, instances.c.study_date)
+Index(
+    None,
+    instances.c.hierarchy_problem,
+    sqlite_where=instances.c.hierarchy_problem.is_not(None),
+    postgresql_where=instances.c.hierarchy_problem.is_not(None),
+)
 # `indexer stats`: files by status and transfer syntax, the median element count, series by
 # modality and by manufacturer, each read from an index alone.
 Index(None, files.c.status, files.c.transfer_syntax, files.c.size)
