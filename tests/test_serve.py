@@ -478,3 +478,34 @@ def test_port_in_use_is_one_line(tmp_path: Path) -> None:
         f"error: cannot listen on 127.0.0.1:{port}"
     )
     assert busy.stderr.count("\n") == 1 and busy.stdout == ""
+
+
+def test_accepted_connections_send_without_delay() -> None:
+    """The server's socket is named TCP, so the connections asyncio accepts on it (as uvicorn
+    does: loop.create_server(sock=...)) get TCP_NODELAY: without it a kept-alive client
+    waited some 40 ms per response (its delayed ACK against Nagle's algorithm)."""
+    import asyncio
+    import socket
+
+    from indexer.serve.app import bind
+
+    async def accepted_option() -> int:
+        sock = bind("127.0.0.1", 0)
+        seen: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        class Accepting(asyncio.Protocol):
+            def connection_made(self, transport: Any) -> None:
+                accepted = transport.get_extra_info("socket")
+                seen.set_result(accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                transport.close()
+
+        server = await asyncio.get_running_loop().create_server(Accepting, sock=sock)
+        _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+        try:
+            return await asyncio.wait_for(seen, 10)
+        finally:
+            writer.close()
+            server.close()
+            await server.wait_closed()
+
+    assert asyncio.run(accepted_option()) != 0

@@ -79,8 +79,9 @@ def build_if_missing(
                 stop_check()
                 builder.join(_POLL_S)
         except BaseException:
-            backend.cancel(dbapi_connection)
-            builder.join()
+            while builder.is_alive():  # again until it takes: a cancel before the statement
+                backend.cancel(dbapi_connection)  # starts is lost
+                builder.join(_POLL_S)
             raise
     if outcome and outcome[0] is not None:
         raise outcome[0]
