@@ -111,6 +111,14 @@ _PREFILTER_VALUES = 20
 Row = dict[str, Any]
 
 
+@dataclass
+class Page:
+    """The rows of one page of matches, and how many matches there are in all."""
+
+    rows: list[Row]
+    total: int
+
+
 def find(
     conn: Connection,
     level: str,
@@ -152,6 +160,34 @@ def find(
     for each filter that cannot match as typed (a DA with dashes, a reversed range, a comma
     list of codes, an unknown Modality or SOP class), before the query runs.
     """
+    return find_page(
+        conn,
+        level,
+        filters,
+        limit=limit,
+        include_missing=include_missing,
+        hint=hint,
+        fields=fields,
+        sort=sort,
+        descending=descending,
+    ).rows
+
+
+def find_page(
+    conn: Connection,
+    level: str,
+    filters: Sequence[Filter | tuple[str, str] | tuple[str, str, str]] = (),
+    *,
+    offset: int = 0,
+    limit: int | None = None,
+    include_missing: bool = False,
+    hint: Callable[[str], None] | None = None,
+    fields: Sequence[str] | None = None,
+    sort: str | None = None,
+    descending: bool = False,
+) -> Page:
+    """find()'s rows from `offset` on (at most `limit` of them, None: all), and the number of
+    matches in all (QIDO's paging). Rows are made for the page only where the order allows."""
     from .fields import add_field_values, resolve_fields, sort_rows
 
     if level not in LEVELS:
@@ -168,15 +204,50 @@ def find(
     plan.summaries_apply = not include_missing  # the summaries leave missing files out
     found = [] if plan.impossible else _matching_instances(conn, plan)
     hits = [r for r in found if r[0] not in gone]
+    total = len(hits) if level == "instances" else None
+    if limit and order is None and level == "instances":
+        hits = _first_instances(conn, hits, offset + limit)
     rows = _ROWS[level](conn, hits, gone)
     wanted = [*(chosen or []), *([order] if order is not None else [])]
     add_field_values(conn, level, rows, wanted, gone)
     if order is not None:
         rows = sort_rows(rows, order.name, descending)
-    if limit:
-        rows = rows[:limit]
+    if total is None:
+        total = len(rows)
+    rows = rows[offset : offset + limit] if limit else rows[offset:]
     keys = [f.name for f in chosen] if chosen is not None else list(COLUMNS[level])
-    return [{k: r.get(k) for k in keys} for r in rows]
+    return Page([{k: r.get(k) for k in keys} for r in rows], total)
+
+
+def _first_instances(conn: Connection, hits: Sequence[Any], count: int) -> list[Any]:
+    """The hits of the first series (in the order of _instance_rows: study UID, series UID)
+    that hold the first `count` instances: rows are then made for those alone, not for every
+    match of a broad search asked for ten."""
+    if len(hits) <= count:
+        return list(hits)
+    series_of = lookup(
+        conn, series, series.c.id, {h[1] for h in hits if h[1] is not None}, series.c.series_uid
+    )
+    studies_of = lookup(
+        conn, studies, studies.c.id, {h[2] for h in hits if h[2] is not None}, studies.c.study_uid
+    )
+
+    def place(hit: Any) -> tuple[str, str]:
+        # Outside the hierarchy (no series): no UIDs, first, as _instance_rows sorts them.
+        return (
+            studies_of[hit[2]][0] if hit[2] is not None else "",
+            series_of[hit[1]][0] if hit[1] is not None else "",
+        )
+
+    groups: dict[tuple[str, str], list[Any]] = defaultdict(list)
+    for hit in hits:
+        groups[place(hit)].append(hit)
+    kept: list[Any] = []
+    for key in sorted(groups):
+        if len(kept) >= count:
+            break
+        kept += groups[key]
+    return kept
 
 
 # -- filters -> conditions ----------------------------------------------------------------------
@@ -408,10 +479,10 @@ def _matching_instances(conn: Connection, plan: _Plan) -> list[Any]:
                 for chunk in in_ids(conn, instances.c.file_id, matched)
                 for hit in conn.execute(_hits_query(plan, [chunk]))
             ]
-        hits = list(conn.execute(_hits_query(plan, [])))
+        hits = conn.execute(_hits_query(plan, [])).all()
         return [h for h in hits if h[0] in matched]
     trusted = [and_(~c.untrusted, c.condition) for c in plan.checked]
-    hits = list(conn.execute(_hits_query(plan, [*plan.conditions, *trusted])))
+    hits = conn.execute(_hits_query(plan, [*plan.conditions, *trusted])).all()
     if plan.checked:
         hits += _checked_on_elements(conn, plan)
     if plan.element_filters:

@@ -24,7 +24,7 @@ from ..schema import files, instances, paths, series, studies
 from ..tagkeys import parse as parse_tag_key
 from .dicom_json import JsonDataset, datasets_of_rows, element_rows
 from .filters import Filter
-from .find import find
+from .find import find_page
 from .wado import IndexedFile, complete_cut_values
 
 DEFAULT_LIMIT = 1000  # a search without `limit` returns at most this many matches
@@ -165,10 +165,10 @@ def search(
     if series_uid is not None:
         filters.append(Filter("SeriesInstanceUID", "=", series_uid))
     try:
-        matches = find(conn, level, filters)
+        matches = find_page(conn, level, filters, offset=query.offset, limit=query.limit)
     except UnknownTagError:
         return SearchResult([], 0)  # a tag no file holds: nothing matches
-    page = matches[query.offset : query.offset + query.limit]
+    page = matches.rows
     files_of = _representatives(conn, level, page)
     wanted = _wanted(level, query)
     only = () if query.include_all else (_rows_of(wanted),)
@@ -180,7 +180,7 @@ def search(
         if file_id is not None and found[file_id].cut:
             complete_cut_values(found[file_id].file, full, found[file_id].cut)
         out.append(_selected(level, row, full, wanted, query.include_all, root))
-    return SearchResult(out, len(matches))
+    return SearchResult(out, matches.total)
 
 
 @dataclass
