@@ -13,6 +13,8 @@ request of a random kind:
 * ``series_of_study``: /studies/UID/series
 * ``any_tag``: /instances?KEY=VALUE&limit=10 on a tag outside the hierarchy tables (answered
   from the element rows): the 20 most used values that at most 2% of the instances hold
+* ``any_tag_deep``: the same on nested and private tags (``Sequence.Keyword`` and
+  ``(GGGG,"CREATOR",EE)`` keys, their most used values: broad searches asked for ten)
 * ``instance_metadata``: .../instances/UID/metadata
 * ``retrieve_instance``: .../instances/UID (multipart/related application/dicom)
 
@@ -88,6 +90,20 @@ def sample(db: str, n: int = 500) -> dict[str, list[tuple[str, ...]]]:
             .order_by(counted.desc())
             .limit(500)
         ).all()
+        # Nested and private keys, by their most used values.
+        deep = conn.execute(
+            select(tag_keys.c.keywords, tag_values.c.value, counted)
+            .join(tag_values, tag_values.c.key_id == tag_keys.c.id)
+            .where((tag_keys.c.depth > 0) | tag_keys.c.private_creator.is_not(None))
+            .group_by(tag_keys.c.keywords, tag_values.c.value)
+            .order_by(counted.desc())
+            .limit(200)
+        ).all()
+    any_tag_deep = [
+        (k, v)
+        for k, v, _ in deep
+        if k and v and not any(c in v for c in "\\*?") and "[" not in k and ("." in k or '"' in k)
+    ]
     any_tag = [
         (k, v)
         for k, v, _ in keys
@@ -106,6 +122,7 @@ def sample(db: str, n: int = 500) -> dict[str, list[tuple[str, ...]]]:
         "patients": [(p,) for p in rng.sample(pids, min(n, len(pids)))],
         "months": [(d,) for d in dates if len(d) == 6],
         "any_tag": any_tag[:20],
+        "any_tag_deep": any_tag_deep[:20],
     }
 
 
@@ -123,6 +140,9 @@ def request_of(
     if kind == "any_tag":
         key, value = rng.choice(s["any_tag"])
         return f"{root}/instances", {key: value, "limit": "10"}
+    if kind == "any_tag_deep":
+        key, value = rng.choice(s["any_tag_deep"])
+        return f"{root}/instances", {key: value, "limit": "10"}
     if kind == "instance_metadata":
         return f"{root}/studies/{study}/series/{ser}/instances/{sop}/metadata", {}
     return f"{root}/studies/{study}/series/{ser}/instances/{sop}", {}
@@ -133,6 +153,7 @@ KINDS = (
     "study_by_date",
     "series_of_study",
     "any_tag",
+    "any_tag_deep",
     "instance_metadata",
     "retrieve_instance",
 )
@@ -152,6 +173,9 @@ def main() -> int:
     if not s["any_tag"]:
         s["any_tag"] = [("ImageType", "ORIGINAL")]
     print(f"any_tag keys: {', '.join(k for k, _ in s['any_tag'])}")
+    if not s["any_tag_deep"]:
+        kinds = [k for k in kinds if k != "any_tag_deep"]
+    print(f"any_tag_deep keys: {', '.join(sorted({k for k, _ in s['any_tag_deep']}))}")
     server = subprocess.Popen(
         [
             sys.executable,
