@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from sqlalchemy import Engine, inspect, select, text
+from sqlalchemy import Connection, Engine, inspect, select, text
 
 from ..backends.base import Backend
 from ..db import ddl_lock
@@ -28,14 +28,18 @@ _POLL_S = 0.1  # how often the build looks for a stop
 
 def present(engine: Engine) -> bool:
     with engine.connect() as conn:
-        return any(ix["name"] == NAME for ix in inspect(conn).get_indexes("elements"))
+        return _present(conn)
+
+
+def _present(conn: Connection) -> bool:
+    return any(ix["name"] == NAME for ix in inspect(conn).get_indexes("elements"))
 
 
 def drop_for_first_run(engine: Engine) -> bool:
     """Drop the index when no element row is stored yet (it is built at the run's end)."""
     with engine.begin() as conn:
         ddl_lock(conn)
-        if not any(ix["name"] == NAME for ix in inspect(conn).get_indexes("elements")):
+        if not _present(conn):
             return False
         if conn.execute(select(elements.c.file_id).limit(1)).first() is not None:
             return False
@@ -66,7 +70,7 @@ def build_if_missing(
             try:
                 with conn.begin():
                     ddl_lock(conn)
-                    if not any(ix["name"] == NAME for ix in inspect(conn).get_indexes("elements")):
+                    if not _present(conn):
                         conn.execute(text(f"CREATE INDEX {NAME} ON elements (path_id)"))
                 outcome.append(None)
             except BaseException as err:  # handed to the caller's thread
