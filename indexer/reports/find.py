@@ -482,7 +482,7 @@ def _matching_instances(conn: Connection, plan: _Plan) -> list[Any]:
         hits = conn.execute(_hits_query(plan, [])).all()
         return [h for h in hits if h[0] in matched]
     trusted = [and_(~c.untrusted, c.condition) for c in plan.checked]
-    hits = conn.execute(_hits_query(plan, [*plan.conditions, *trusted])).all()
+    hits: list[Any] = list(conn.execute(_hits_query(plan, [*plan.conditions, *trusted])).all())
     if plan.checked:
         hits += _checked_on_elements(conn, plan)
     if plan.element_filters:
