@@ -479,8 +479,8 @@ def _matching_instances(conn: Connection, plan: _Plan) -> list[Any]:
                 for chunk in in_ids(conn, instances.c.file_id, matched)
                 for hit in conn.execute(_hits_query(plan, [chunk]))
             ]
-        hits = conn.execute(_hits_query(plan, [])).all()
-        return [h for h in hits if h[0] in matched]
+        every = conn.execute(_hits_query(plan, [])).all()
+        return [h for h in every if h[0] in matched]
     trusted = [and_(~c.untrusted, c.condition) for c in plan.checked]
     hits: list[Any] = list(conn.execute(_hits_query(plan, [*plan.conditions, *trusted])).all())
     if plan.checked:
