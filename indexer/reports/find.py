@@ -101,7 +101,7 @@ NARROWING_COLUMNS: dict[str, tuple[Any, str]] = {
 }
 _RANGE_VRS = RANGE_VRS
 # Element filters on at most this share of the instances read those files' rows by primary key
-# instead of the whole elements table.
+# instead of all the rows of the tag (through the path index, or the whole table).
 _FEW = 0.25
 # Element filters matched at most this many instances: their hierarchy rows are read by id.
 _HITS_BY_ID = 20_000
@@ -469,7 +469,7 @@ def _matching_instances(conn: Connection, plan: _Plan) -> list[Any]:
     """(file_id or None, series id, study id) of every instance (or series) that matches.
 
     The conditions on indexed columns run first; element filters then read only the rows of
-    the files those left when they are few (by primary key), else the whole elements table."""
+    the files those left when they are few (by primary key), else all the rows of their tags."""
     if plan.element_filters and not plan.conditions and not plan.checked:
         # Element filters alone: their (few) matches first, then the hierarchy of those only.
         matched = _element_matches(conn, plan.element_filters, None, plan.summaries_apply)
