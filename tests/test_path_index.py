@@ -258,3 +258,57 @@ def test_searches_answer_alike_with_and_without_the_index(
 
 def _paths(rows: list[dict[str, object]]) -> set[str]:
     return {str(r["path"]) for r in rows}
+
+
+def _sqlite_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'index.db'}"
+    _fill_elements(url, 1000)
+    return url
+
+
+def test_sqlite_a_build_by_another_run_meanwhile_is_no_failure(tmp_path: Path) -> None:
+    """Two runs end at once: the other one's build is under way (its transaction open) when
+    this one finds the index missing; this one waits for it and does not fail."""
+    import sqlite3
+    import threading
+
+    url = _sqlite_url(tmp_path)
+    other = sqlite3.connect(tmp_path / "index.db", isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute(f"CREATE INDEX {path_index.NAME} ON elements (path_id)")
+    threading.Timer(1.0, other.commit).start()
+    engine = engine_for(url)
+    try:
+        path_index.build_if_missing(engine, for_url(url), lambda: None)
+        assert path_index.present(engine)
+    finally:
+        engine.dispose()
+        other.close()
+
+
+def test_sqlite_a_stop_while_another_process_writes_takes_at_once(tmp_path: Path) -> None:
+    """The build waits for SQLite's write lock; a stop meanwhile must not wait out the busy
+    timeout (60 s)."""
+    import sqlite3
+
+    url = _sqlite_url(tmp_path)
+    other = sqlite3.connect(tmp_path / "index.db", isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    engine = engine_for(url)
+    calls = [0]
+
+    def stop_check() -> None:
+        calls[0] += 1
+        if calls[0] >= 3:
+            raise RunStopped(signal.SIGTERM)
+
+    try:
+        started = time.monotonic()
+        with pytest.raises(RunStopped):
+            path_index.build_if_missing(engine, for_url(url), stop_check)
+        assert time.monotonic() - started < 5
+        other.rollback()
+        assert not path_index.present(engine)
+    finally:
+        engine.dispose()
+        other.close()

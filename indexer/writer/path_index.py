@@ -12,9 +12,11 @@ cancels its statement, so a stop still takes effect within a second.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import Connection, Engine, inspect, select, text
 
@@ -43,7 +45,9 @@ def drop_for_first_run(engine: Engine) -> bool:
             return False
         if conn.execute(select(elements.c.file_id).limit(1)).first() is not None:
             return False
-        conn.execute(text(f"DROP INDEX {NAME}"))
+        # IF EXISTS: on SQLite the check above and this statement are not one transaction
+        # (the driver runs DDL outside one), and another run may have dropped it meanwhile.
+        conn.execute(text(f"DROP INDEX IF EXISTS {NAME}"))
         return True
 
 
@@ -63,15 +67,19 @@ def build_if_missing(
         starting()
     started = time.perf_counter()
     outcome: list[BaseException | None] = []
+    stopping = threading.Event()
     with engine.connect() as conn:
         dbapi_connection = conn.connection.dbapi_connection
 
         def build() -> None:
             try:
-                with conn.begin():
-                    ddl_lock(conn)
-                    if not _present(conn):
-                        conn.execute(text(f"CREATE INDEX {NAME} ON elements (path_id)"))
+                if conn.dialect.name == "sqlite":
+                    _build_sqlite(dbapi_connection, stopping)
+                else:
+                    with conn.begin():
+                        ddl_lock(conn)
+                        if not _present(conn):
+                            conn.execute(text(f"CREATE INDEX {NAME} ON elements (path_id)"))
                 outcome.append(None)
             except BaseException as err:  # handed to the caller's thread
                 outcome.append(err)
@@ -83,6 +91,7 @@ def build_if_missing(
                 stop_check()
                 builder.join(_POLL_S)
         except BaseException:
+            stopping.set()
             while builder.is_alive():  # again until it takes: a cancel before the statement
                 backend.cancel(dbapi_connection)  # starts is lost
                 builder.join(_POLL_S)
@@ -90,3 +99,34 @@ def build_if_missing(
     if outcome and outcome[0] is not None:
         raise outcome[0]
     return time.perf_counter() - started
+
+
+def _build_sqlite(raw: Any, stopping: threading.Event) -> None:
+    """SQLite: take the write lock first (BEGIN IMMEDIATE), in short waits that look for a
+    stop, then build the index if it is still missing, in that one transaction. The driver
+    runs DDL outside any transaction, and its busy wait (60 s) heeds no interrupt: another
+    run building the index at the same moment would make this one fail ("already exists",
+    or "locked" after a minute), and a stop would wait out the minute."""
+    (previous,) = raw.execute("PRAGMA busy_timeout").fetchone()
+    raw.execute(f"PRAGMA busy_timeout={round(_POLL_S * 1000)}")
+    try:
+        while True:
+            try:
+                raw.execute("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) and "busy" not in str(err):
+                    raise
+                if stopping.is_set():
+                    return  # the caller raises the stop
+        try:
+            raw.execute(f"CREATE INDEX IF NOT EXISTS {NAME} ON elements (path_id)")
+            raw.commit()
+        except BaseException:
+            raw.rollback()
+            raise
+    finally:
+        try:
+            raw.execute(f"PRAGMA busy_timeout={int(previous)}")
+        except sqlite3.Error:
+            pass  # an interrupt meant for the build; the run is stopping
