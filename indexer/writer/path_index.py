@@ -12,6 +12,7 @@ cancels its statement, so a stop still takes effect within a second.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
@@ -126,7 +127,5 @@ def _build_sqlite(raw: Any, stopping: threading.Event) -> None:
             raw.rollback()
             raise
     finally:
-        try:
+        with contextlib.suppress(sqlite3.Error):  # an interrupt meant for the build: stopping
             raw.execute(f"PRAGMA busy_timeout={int(previous)}")
-        except sqlite3.Error:
-            pass  # an interrupt meant for the build; the run is stopping
