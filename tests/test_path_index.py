@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from fnmatch import fnmatchcase
@@ -269,9 +271,6 @@ def _sqlite_url(tmp_path: Path) -> str:
 def test_sqlite_a_build_by_another_run_meanwhile_is_no_failure(tmp_path: Path) -> None:
     """Two runs end at once: the other one's build is under way (its transaction open) when
     this one finds the index missing; this one waits for it and does not fail."""
-    import sqlite3
-    import threading
-
     url = _sqlite_url(tmp_path)
     other = sqlite3.connect(tmp_path / "index.db", isolation_level=None, check_same_thread=False)
     other.execute("BEGIN IMMEDIATE")
@@ -289,8 +288,6 @@ def test_sqlite_a_build_by_another_run_meanwhile_is_no_failure(tmp_path: Path) -
 def test_sqlite_a_stop_while_another_process_writes_takes_at_once(tmp_path: Path) -> None:
     """The build waits for SQLite's write lock; a stop meanwhile must not wait out the busy
     timeout (60 s)."""
-    import sqlite3
-
     url = _sqlite_url(tmp_path)
     other = sqlite3.connect(tmp_path / "index.db", isolation_level=None, check_same_thread=False)
     other.execute("BEGIN IMMEDIATE")
