@@ -26,6 +26,8 @@ from ..db import ddl_lock
 from ..schema import elements
 
 NAME = "ix_elements_path_id"
+# IF NOT EXISTS: another run may have built it since this one looked.
+_CREATE = f"CREATE INDEX IF NOT EXISTS {NAME} ON elements (path_id)"
 _POLL_S = 0.1  # how often the build looks for a stop
 
 
@@ -79,8 +81,7 @@ def build_if_missing(
                 else:
                     with conn.begin():
                         ddl_lock(conn)
-                        if not _present(conn):
-                            conn.execute(text(f"CREATE INDEX {NAME} ON elements (path_id)"))
+                        conn.execute(text(_CREATE))
                 outcome.append(None)
             except BaseException as err:  # handed to the caller's thread
                 outcome.append(err)
@@ -121,7 +122,7 @@ def _build_sqlite(raw: Any, stopping: threading.Event) -> None:
                 if stopping.is_set():
                     return  # the caller raises the stop
         try:
-            raw.execute(f"CREATE INDEX IF NOT EXISTS {NAME} ON elements (path_id)")
+            raw.execute(_CREATE)
             raw.commit()
         except BaseException:
             raw.rollback()
